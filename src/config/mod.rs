@@ -322,7 +322,7 @@ fn substitute_env(
     while let Some(i) = rest.find("${") {
         if rest[..i].ends_with('$') {
             out.push_str(&rest[..i]);
-            out.push_str("{");
+            out.push('{');
             rest = &rest[i + 2..];
             continue;
         }
