@@ -1,9 +1,20 @@
 //! geogate: a PostgreSQL-wire sidecar that keeps every statement inside its
 //! region on a geo-partitioned database.
 //!
-//! The modules follow the data flow: `config` → `wire` (client protocol) →
-//! `session` → `analyze` (SQL → facts) → `policy` (facts → decision) →
-//! `rewrite` → `upstream` (regional gateways).
+//! The modules follow the data flow: `config` → `server` (accept) → `wire`
+//! (client protocol) → `session` → `analyze` (SQL → facts) → `policy`
+//! (facts → decision) → `rewrite` → `upstream` (regional gateways), with
+//! `tenants` (tenant→region cache) and `metrics` beside them.
 #![forbid(unsafe_code)]
 
+pub mod analyze;
+pub mod check;
 pub mod config;
+pub mod metrics;
+pub mod policy;
+pub mod rewrite;
+pub mod server;
+pub mod session;
+pub mod tenants;
+pub mod upstream;
+pub mod wire;

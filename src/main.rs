@@ -1,7 +1,61 @@
 //! The `geogate` command: thin, everything lives in the library.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("geogate: not yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use geogate::check::{self, CheckArgs, ExplainArgs};
+use geogate::config::Config;
+
+/// A PostgreSQL-wire sidecar that keeps every statement inside its region.
+#[derive(Parser)]
+#[command(name = "geogate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The geogate config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Analyse statements offline and print one decision per statement.
+    Check(CheckArgs),
+    /// Analyse one statement and explain the decision.
+    Explain(ExplainArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Check(args) => ExitCode::from(check::run_check(&args) as u8),
+        Command::Explain(args) => ExitCode::from(check::run_explain(&args) as u8),
+    }
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("geogate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(geogate::server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("geogate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,1 @@
+//! SQL text + schema → facts (tables, region confinement, tenant keys). Pure.

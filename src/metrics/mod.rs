@@ -1,0 +1,1 @@
+//! Prometheus metrics, statement fingerprints and the HTTP endpoints.

@@ -1,0 +1,1 @@
+//! Facts + tenant lookups + settings → decision. Pure.

@@ -1,0 +1,1 @@
+//! Injecting region predicates into statements.

@@ -1,0 +1,1 @@
+//! The tenant→region cache and its loader.
