@@ -40,6 +40,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {
+    tracing_subscriber::fmt().init();
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
