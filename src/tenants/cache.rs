@@ -84,13 +84,33 @@ struct Entry {
 /// One lookup in flight, shared by every caller that missed on the tenant.
 type Flight = Arc<OnceCell<TenantAnswer>>;
 
+/// Takes a finished (or abandoned) flight out of the in-flight map, so the
+/// map holds only lookups someone is waiting for.
+struct FlightGuard<'a> {
+    inflight: &'a DashMap<String, Flight>,
+    tenant: &'a str,
+    flight: Flight,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        // Under the shard's write lock nobody can clone the flight out of the
+        // map, so the count is exact: 2 = the map's and ours, no other waiter.
+        // Only our flight is removed, never one a later invalidation started.
+        self.inflight.remove_if(self.tenant, |_, f| {
+            Arc::ptr_eq(f, &self.flight)
+                && (self.flight.initialized() || Arc::strong_count(&self.flight) <= 2)
+        });
+    }
+}
+
 /// The tenant→region cache. Share it as `Arc<TenantCache>`.
 pub struct TenantCache {
     config: TenantsConfig,
     directory: Arc<dyn Directory>,
     observer: Option<Arc<dyn CacheObserver>>,
     entries: DashMap<String, Entry>,
-    inflight: DashMap<String, Flight>,
+    pub(super) inflight: DashMap<String, Flight>,
     /// A logical clock stamped on every write. A lookup or full load that
     /// started at time `s` must not overwrite an entry written after `s`
     /// (an invalidation or `set` from a tenant move that passed through
@@ -152,16 +172,18 @@ impl TenantCache {
             return answer;
         }
         self.count(LookupResult::Miss);
-        let flight: Flight = self.inflight.entry(tenant.to_owned()).or_default().clone();
-        let answer = flight
+        let guard = FlightGuard {
+            inflight: &self.inflight,
+            tenant,
+            flight: self.inflight.entry(tenant.to_owned()).or_default().clone(),
+        };
+        // If the caller running the lookup is cancelled, the next waiter
+        // runs it (tokio's `OnceCell` hands initialisation on).
+        guard
+            .flight
             .get_or_init(|| self.lookup_and_store(tenant))
             .await
-            .clone();
-        // The flight is over: later misses start their own lookup. Only
-        // remove our flight, not one a later invalidation started.
-        self.inflight
-            .remove_if(tenant, |_, f| Arc::ptr_eq(f, &flight));
-        answer
+            .clone()
     }
 
     /// The cached answer, without asking the directory (`None`: a miss,

@@ -398,3 +398,35 @@ fn lookup_sql_prefers_the_configured_query_else_wraps_the_load_query() {
         "SELECT id::text, region::text FROM tenants WHERE id = $1"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_lookup_hands_over_to_a_waiter_and_leaves_no_flight_behind() {
+    let dir = TestDirectory::with(&[("t1", "eu")]);
+    dir.set_delay(Duration::from_millis(100));
+    let c = cache(&dir);
+    let first = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t1").await })
+    };
+    tokio::task::yield_now().await;
+    let second = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t1").await })
+    };
+    tokio::task::yield_now().await;
+    first.abort();
+    assert_eq!(second.await.unwrap(), found("eu"));
+    assert_eq!(dir.lookups(), 2, "the waiter ran its own lookup");
+    assert!(c.inflight.is_empty());
+
+    // A lookup abandoned with no waiter does not linger either.
+    c.invalidate("t1");
+    let lone = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("t1").await })
+    };
+    tokio::task::yield_now().await;
+    lone.abort();
+    let _ = lone.await;
+    assert!(c.inflight.is_empty());
+}
