@@ -288,23 +288,34 @@ impl TenantCache {
         self.entries.retain(|_, e| {
             e.version > started || matches!(e.value, Cached::Absent { until } if until > now)
         });
-        self.loaded.store(true, Ordering::SeqCst);
         self.stale.store(false, Ordering::SeqCst);
         *self.last_load.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let entries = self.report_entries();
-        tracing::info!(
-            rows = count,
-            entries,
-            regions = regions.len(),
-            "tenant directory loaded"
-        );
+        let first = !self.loaded.swap(true, Ordering::SeqCst);
+        if first {
+            tracing::info!(
+                rows = count,
+                entries,
+                regions = regions.len(),
+                "tenant directory loaded"
+            );
+        } else {
+            tracing::debug!(
+                rows = count,
+                entries,
+                regions = regions.len(),
+                "tenant directory reloaded"
+            );
+        }
         Ok(count)
     }
 
     /// Runs [`TenantCache::load`] every `refresh` until `shutdown` completes.
     /// Until the first load succeeds it retries every second (or `refresh`,
     /// if shorter), so a sidecar started before its gateway becomes ready soon
-    /// after the gateway does. The first attempt is made at once.
+    /// after the gateway does. If the cache is not loaded yet the first
+    /// attempt is made at once; if `main` already awaited `load`, the first
+    /// reload comes one `refresh` later.
     pub fn spawn_refresh(
         self: &Arc<Self>,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -312,7 +323,11 @@ impl TenantCache {
         let cache = Arc::clone(self);
         tokio::spawn(async move {
             tokio::pin!(shutdown);
-            let mut wait = Duration::ZERO;
+            let mut wait = if cache.is_loaded() {
+                cache.config.refresh
+            } else {
+                Duration::ZERO
+            };
             loop {
                 tokio::select! {
                     () = &mut shutdown => break,

@@ -430,3 +430,20 @@ async fn a_cancelled_lookup_hands_over_to_a_waiter_and_leaves_no_flight_behind()
     let _ = lone.await;
     assert!(c.inflight.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn refresh_task_after_an_awaited_load_waits_one_period() {
+    let dir = TestDirectory::with(&[("t1", "us")]);
+    let c = cache(&dir);
+    c.load().await.unwrap();
+    let task = c.spawn_refresh(std::future::pending());
+    tokio::time::sleep(config().refresh - Duration::from_millis(1)).await;
+    assert_eq!(
+        dir.loads.load(Ordering::SeqCst),
+        1,
+        "no duplicate load at start"
+    );
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(dir.loads.load(Ordering::SeqCst), 2);
+    task.abort();
+}
