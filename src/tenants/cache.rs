@@ -40,6 +40,19 @@ pub struct Fresh {
     pub previous: Option<Arc<str>>,
 }
 
+impl Fresh {
+    /// The region to run a statement again in, when the tenant now lives
+    /// somewhere other than `used_region` (where the statement found
+    /// nothing). Compares with the region used, not with the cache: another
+    /// session may have refreshed the entry in between.
+    pub fn rerun_in(&self, used_region: &str) -> Option<&Arc<str>> {
+        match &self.answer {
+            TenantAnswer::Found(r) if &**r != used_region => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// Readiness and freshness, for `/readyz` and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStatus {
@@ -220,9 +233,10 @@ impl TenantCache {
 
     /// Asks the directory about `tenant` now, bypassing the cache, and
     /// updates the cache with the answer. For verify-on-empty: a rewritten
-    /// statement that matched nothing re-checks its tenant; when
-    /// [`Fresh::stale`] is set and the answer is `Found(r)` with `r` not the
-    /// region used, the statement can be run again in `r`.
+    /// statement that matched nothing re-checks its tenant and, when
+    /// [`Fresh::rerun_in`] names a region, runs again there. Each call is one
+    /// directory query (fresh by definition, so never shared with a lookup
+    /// that began earlier).
     pub async fn refresh_one(&self, tenant: &str) -> Fresh {
         let previous = self.entries.get(tenant).and_then(|e| match &e.value {
             Cached::Region(r) => Some(r.clone()),

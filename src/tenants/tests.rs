@@ -306,6 +306,14 @@ async fn refresh_one_detects_a_tenant_that_moved() {
     assert!(fresh.stale);
     assert_eq!(fresh.previous.as_deref(), Some("us"));
     assert_eq!(c.get("t1").await, found("eu"), "cache updated");
+    assert_eq!(fresh.rerun_in("us").map(|r| &**r), Some("eu"));
+    assert_eq!(fresh.rerun_in("eu"), None);
+
+    // A second session that also ran in "us" after the cache was already
+    // updated is not stale against the cache, but must still run again.
+    let second = c.refresh_one("t1").await;
+    assert!(!second.stale);
+    assert_eq!(second.rerun_in("us").map(|r| &**r), Some("eu"));
 
     let unchanged = c.refresh_one("t2").await;
     assert_eq!(unchanged.answer, found("eu"));
