@@ -13,6 +13,7 @@ pub mod config;
 pub mod metrics;
 pub mod policy;
 pub mod rewrite;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod tenants;
