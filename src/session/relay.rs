@@ -27,7 +27,8 @@ enum Event {
     UpRead(io::Result<usize>),
     UpWrote(io::Result<usize>),
     ClientWrote(io::Result<usize>),
-    Phase,
+    /// The server's phase changed (`true`: the server is gone).
+    Phase(bool),
 }
 
 /// How a session ended.
@@ -93,9 +94,7 @@ impl Session {
                 r = up.reader.read_into(&mut self.uin), if read_up => Event::UpRead(r),
                 r = up.writer.write_some(&self.to_up), if !self.to_up.is_empty() => Event::UpWrote(r),
                 r = client_w.write_some(&self.to_client), if !self.to_client.is_empty() => Event::ClientWrote(r),
-                r = phase.changed() => {
-                    if r.is_err() { Event::Phase } else { Event::Phase }
-                }
+                r = phase.changed() => Event::Phase(r.is_err()),
             };
             match event {
                 Event::ClientRead(Ok(0)) | Event::ClientRead(Err(_)) => return End::ClientLeft,
@@ -133,7 +132,9 @@ impl Session {
                     release_if_empty(&mut self.to_client);
                 }
                 Event::ClientWrote(Err(_)) => return End::ClientBroken,
-                Event::Phase => match *phase.borrow_and_update() {
+                // The server is gone: nothing will ever drain us gracefully.
+                Event::Phase(true) => return End::Fatal(ClientError::shutting_down()),
+                Event::Phase(false) => match *phase.borrow_and_update() {
                     Phase::Running => {}
                     Phase::Draining => self.draining = true,
                     Phase::Closing => return End::Fatal(ClientError::shutting_down()),
