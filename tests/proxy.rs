@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use common::{Cluster, PASSWORD};
 use futures_util::{SinkExt, StreamExt};
 use geogate::config::Config;
+use geogate::session::route::{Route, Router, StatementContext};
+use geogate::session::state::PreparedStatement;
+use pgwire::messages::extendedquery::Bind;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -836,6 +839,97 @@ async fn shutdown_lets_open_transactions_finish_then_closes() {
     // ...and then the session is closed.
     stopper.join().unwrap();
     assert!(client.simple_query("SELECT 1").await.is_err());
+}
+
+/// A router for the decision-point seam: `/* region=us */` in the SQL sends
+/// a statement to `us`, `/* reject */` refuses it, anything else stays local.
+struct CommentRouter;
+
+impl CommentRouter {
+    fn route(sql: &str, cx: &StatementContext<'_>) -> Route {
+        if sql.contains("/* reject */") {
+            Route::Reject(geogate::wire::ClientError::error(
+                "GG001",
+                "geogate: refused by the test router",
+            ))
+        } else if sql.contains("/* region=us */") {
+            Route::Region("us".into())
+        } else {
+            Route::Region(cx.local_region.clone())
+        }
+    }
+}
+
+impl Router for CommentRouter {
+    fn route_query(&self, cx: &StatementContext<'_>, sql: &str) -> Route {
+        Self::route(sql, cx)
+    }
+
+    fn route_bind(
+        &self,
+        cx: &StatementContext<'_>,
+        stmt: &PreparedStatement,
+        _bind: &Bind,
+    ) -> Route {
+        Self::route(&stmt.sql, cx)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decision_point_moves_statements_to_another_region_with_session_state() {
+    let (eu, us) = (Cluster::shared("eu"), Cluster::shared("us"));
+    let text = format!(
+        "{}\n[regions.us]\ngateway = \"{}\"\n",
+        config_text(&eu_gateway(eu), ""),
+        eu_gateway(us)
+    );
+    let p = Proxy::start_with(&text, Some(Arc::new(CommentRouter)));
+    let client = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
+        .await
+        .unwrap();
+    client
+        .batch_execute("SET statement_timeout = '4321ms'")
+        .await
+        .unwrap();
+    // Prepared on eu (Parse/Describe/Sync carry no Bind)...
+    let stmt = client
+        .prepare("/* region=us */ SELECT inet_server_port(), current_setting('statement_timeout'), $1::int4")
+        .await
+        .unwrap();
+    // ...executed on us: re-prepared there under the same name, settings replayed.
+    let row = client.query_one(&stmt, &[&7i32]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), i32::from(us.port()));
+    assert_eq!(row.get::<_, String>(1), "4321ms");
+    assert_eq!(row.get::<_, i32>(2), 7);
+    let row = client
+        .query_one("SELECT inet_server_port()", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), i32::from(eu.port()));
+    let msgs = client
+        .simple_query("/* region=us */ SELECT inet_server_port()")
+        .await
+        .unwrap();
+    let port = msgs.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(port, Some(us.port().to_string()));
+
+    // Refusals come back in request order, in both protocols, and the session goes on.
+    let e = client
+        .simple_query("/* reject */ SELECT 1")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("GG001"));
+    let (a, b, c) = tokio::join!(
+        client.query_one("SELECT 1::int4", &[]),
+        client.query_one("/* reject */ SELECT 2::int4", &[]),
+        client.query_one("SELECT 3::int4", &[]),
+    );
+    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(code(&b.unwrap_err()).as_deref(), Some("GG001"));
+    assert_eq!(c.unwrap().get::<_, i32>(0), 3);
 }
 
 // ---- helpers ----
