@@ -182,7 +182,10 @@ async fn open(
 
     let mut upstreams = HashMap::new();
     let mut upstream = upstream;
-    let uin = std::mem::take(&mut upstream.leftover);
+    // Idle sessions keep no buffer memory: start with empty buffers unless
+    // bytes are already waiting.
+    let uin = keep_if_nonempty(std::mem::take(&mut upstream.leftover));
+    let buf = keep_if_nonempty(buf);
     upstreams.insert(region.clone(), upstream);
     Ok(Some(Session {
         shared: shared.clone(),
@@ -206,6 +209,10 @@ async fn open(
         refused_forwarded: false,
         draining: false,
     }))
+}
+
+fn keep_if_nonempty(b: BytesMut) -> BytesMut {
+    if b.is_empty() { BytesMut::new() } else { b }
 }
 
 /// Maps an upstream connect failure to what the client sees.

@@ -104,6 +104,7 @@ impl Session {
                         Ok(Flow::Close) => return End::ClientLeft,
                         Err(e) => return self.end_for(e),
                     }
+                    release_if_empty(&mut self.cin);
                     if let Err(e) = self.write_up_now() {
                         tracing::debug!(error = %e, "gateway write failed");
                         return End::Fatal(ClientError::upstream_lost(&self.active));
@@ -199,11 +200,17 @@ impl Session {
                 ),
             )
         })?;
-        if ev.ready.is_empty() {
+        if self.injections.is_empty() {
+            // The common case: nothing of ours to place, the chunk goes as is.
+            if let Some((_, status)) = ev.ready.last() {
+                self.z_seen += ev.ready.len() as u64;
+                self.state.txn = TxnStatus::from_byte(*status);
+            }
             self.append_backend_chunk();
             return Ok(());
         }
         let chunk = std::mem::take(&mut self.uin);
+        self.to_client.reserve(chunk.len() + 256);
         let mut start = 0;
         for (end, status) in ev.ready {
             let z_start = end.saturating_sub(6).max(start);
@@ -225,9 +232,7 @@ impl Session {
             self.flush_due_injections();
         }
         self.to_client.extend_from_slice(&chunk[start..]);
-        // Keep the allocation for the next read.
-        self.uin = chunk;
-        self.uin.clear();
+        drop(chunk);
         Ok(())
     }
 
@@ -237,7 +242,7 @@ impl Session {
             std::mem::swap(&mut self.to_client, &mut self.uin);
         } else {
             self.to_client.extend_from_slice(&self.uin);
-            self.uin.clear();
+            self.uin = BytesMut::new();
         }
     }
 
