@@ -360,6 +360,11 @@ impl Session {
 /// Decodes one client frame with pgwire's codec (a copy: the frame itself is
 /// forwarded untouched).
 fn decode(frame: &[u8]) -> Result<Option<PgWireFrontendMessage>, SessionError> {
+    if !crate::wire::validate::client_message_well_formed(frame) {
+        return Err(SessionError::Client(ClientError::protocol_violation(
+            "geogate: malformed message",
+        )));
+    }
     let mut ctx =
         pgwire::messages::DecodeContext::new(pgwire::messages::ProtocolVersion::PROTOCOL3_0);
     ctx.awaiting_frontend_ssl = false;

@@ -15,6 +15,7 @@ use crate::wire::auth::{UserDirectory, md5_expected};
 use crate::wire::scram::{MECHANISM, ScramError, ScramServer};
 use crate::wire::startup::{StartupDecoder, StartupRequest};
 use crate::wire::stream::PgStream;
+use crate::wire::validate::sasl_initial_well_formed;
 use crate::wire::{ClientError, peek_frame};
 
 /// Startup and password messages are small; PostgreSQL caps them at 10,000 bytes.
@@ -117,10 +118,14 @@ pub async fn authenticate(
     match method {
         AuthMethod::ScramSha256 => {
             send_auth(stream, Authentication::SASL(vec![MECHANISM.into()])).await?;
-            let initial = read_password(stream, buf, ctx)
-                .await?
-                .into_sasl_initial_response()
-                .map_err(protocol)?;
+            let initial = match read_password(stream, buf, ctx).await? {
+                PasswordMessageFamily::Raw(body) if !sasl_initial_well_formed(&body) => {
+                    return Err(SessionError::Client(ClientError::protocol_violation(
+                        "malformed SASLInitialResponse",
+                    )));
+                }
+                p => p.into_sasl_initial_response().map_err(protocol)?,
+            };
             if initial.auth_method != MECHANISM {
                 return Err(SessionError::Client(ClientError::protocol_violation(
                     "unsupported SASL mechanism",
