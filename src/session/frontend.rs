@@ -179,7 +179,7 @@ impl Session {
             )));
         };
         let route = match self.statement_for(&bind) {
-            Some(stmt) => self.shared.router.route_bind(&self.context(), &stmt, &bind),
+            Some(stmt) => self.shared.router.route_bind(&self.context(), stmt, &bind),
             // Unknown statement: the gateway reports it (26000) in order.
             None => Route::Region(self.active.clone()),
         };
@@ -204,10 +204,10 @@ impl Session {
         Ok(())
     }
 
-    fn statement_for(&self, bind: &Bind) -> Option<PreparedStatement> {
+    fn statement_for(&self, bind: &Bind) -> Option<&PreparedStatement> {
         match bind.statement_name.as_deref().unwrap_or("") {
-            "" => self.unnamed.clone(),
-            name => self.state.prepared.get(name).cloned(),
+            "" => self.unnamed.as_ref(),
+            name => self.state.prepared.get(name),
         }
     }
 

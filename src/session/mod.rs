@@ -199,6 +199,7 @@ async fn open(
         to_up: BytesMut::new(),
         to_client: BytesMut::new(),
         scanner: BackendScanner::new(),
+        scan_events: Default::default(),
         z_seen: 0,
         z_expect: 0,
         unsynced: false,
@@ -245,6 +246,8 @@ pub struct Session {
     to_client: BytesMut,
     /// Follows the active upstream's byte stream.
     scanner: BackendScanner,
+    /// What the scanner found in the latest chunk (kept for its allocation).
+    scan_events: crate::wire::ScanEvents,
     /// ReadyForQuery messages received from the active upstream.
     z_seen: u64,
     /// ReadyForQuery messages the requests sent so far will produce.

@@ -190,8 +190,21 @@ impl Session {
     /// Moves the bytes just read from the gateway to the client's buffer,
     /// noting ReadyForQuery and placing our own injected messages.
     pub(super) fn on_backend_bytes(&mut self) -> Result<(), ClientError> {
-        let mut ev = ScanEvents::default();
-        self.scanner.feed(&self.uin, &mut ev).map_err(|e| {
+        let mut ev = std::mem::take(&mut self.scan_events);
+        ev.ready.clear();
+        let fed = self.scanner.feed(&self.uin, &mut ev);
+        let result = self.place_backend_bytes(&ev, fed);
+        // Reuse the events' allocation for the next chunk.
+        self.scan_events = ev;
+        result
+    }
+
+    fn place_backend_bytes(
+        &mut self,
+        ev: &ScanEvents,
+        fed: Result<(), crate::wire::FrameError>,
+    ) -> Result<(), ClientError> {
+        fed.map_err(|e| {
             ClientError::fatal(
                 "08P01",
                 format!(
@@ -212,7 +225,7 @@ impl Session {
         let chunk = std::mem::take(&mut self.uin);
         self.to_client.reserve(chunk.len() + 256);
         let mut start = 0;
-        for (end, status) in ev.ready {
+        for &(end, status) in &ev.ready {
             let z_start = end.saturating_sub(6).max(start);
             self.z_seen += 1;
             self.state.txn = TxnStatus::from_byte(status);

@@ -70,6 +70,12 @@ pub enum SessionCommand {
 /// Recognises commands that change session state, from the SQL text alone.
 /// Multi-statement strings and anything unusual return `None` (not replayed).
 pub fn classify_session_command(sql: &str) -> Option<SessionCommand> {
+    // Hot path (every simple Query): most statements are not SET/RESET/DISCARD;
+    // decide that from the first letter without allocating.
+    let first_byte = sql.trim_start().bytes().next()?.to_ascii_lowercase();
+    if !matches!(first_byte, b's' | b'r' | b'd') {
+        return None;
+    }
     let s = sql.trim().trim_end_matches(';').trim();
     if s.contains(';') {
         return None;
