@@ -916,6 +916,25 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
     });
     assert_eq!(port, Some(us.port().to_string()));
 
+    // Pipelined statements for alternating regions: each move waits until the
+    // previous region has answered, and answers stay in request order.
+    let here = client.prepare("SELECT inet_server_port()").await.unwrap();
+    let (x, y, z) = tokio::join!(
+        client.query_one(&stmt, &[&1i32]),
+        client.query_one(&here, &[]),
+        client.query_one(&stmt, &[&2i32]),
+    );
+    let (x, y, z) = (x.unwrap(), y.unwrap(), z.unwrap());
+    assert_eq!(
+        (x.get::<_, i32>(0), x.get::<_, i32>(2)),
+        (i32::from(us.port()), 1)
+    );
+    assert_eq!(y.get::<_, i32>(0), i32::from(eu.port()));
+    assert_eq!(
+        (z.get::<_, i32>(0), z.get::<_, i32>(2)),
+        (i32::from(us.port()), 2)
+    );
+
     // Refusals come back in request order, in both protocols, and the session goes on.
     let e = client
         .simple_query("/* reject */ SELECT 1")
@@ -927,9 +946,9 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
         client.query_one("/* reject */ SELECT 2::int4", &[]),
         client.query_one("SELECT 3::int4", &[]),
     );
-    assert_eq!(a.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(a.expect("first of the pipeline").get::<_, i32>(0), 1);
     assert_eq!(code(&b.unwrap_err()).as_deref(), Some("GG001"));
-    assert_eq!(c.unwrap().get::<_, i32>(0), 3);
+    assert_eq!(c.expect("last of the pipeline").get::<_, i32>(0), 3);
 }
 
 // ---- helpers ----

@@ -25,6 +25,10 @@ pub(super) enum Flow {
     Continue,
     /// The client said goodbye (Terminate).
     Close,
+    /// The next message needs another region's upstream while this one
+    /// still has requests in flight: it stays buffered, and client input
+    /// pauses until the current upstream has answered everything.
+    WaitForIdle,
 }
 
 impl Session {
@@ -53,9 +57,16 @@ impl Session {
                 self.cin.reserve(h.total_len - self.cin.len());
                 break;
             }
-            let frame = self.cin.split_to(h.total_len);
-            if self.on_message(h.tag, &frame).await? == Flow::Close {
-                return Ok(Flow::Close);
+            let mut frame = self.cin.split_to(h.total_len);
+            match self.on_message(h.tag, &frame).await? {
+                Flow::Continue => {}
+                Flow::Close => return Ok(Flow::Close),
+                Flow::WaitForIdle => {
+                    // Put the message back in front; it is routed again later.
+                    frame.unsplit(std::mem::take(&mut self.cin));
+                    self.cin = frame;
+                    return Ok(Flow::WaitForIdle);
+                }
             }
         }
         Ok(Flow::Continue)
@@ -71,7 +82,7 @@ impl Session {
             return Ok(Flow::Continue);
         }
         match tag {
-            b'Q' => self.on_query(frame).await?,
+            b'Q' => return self.on_query(frame).await,
             b'P' => {
                 if let Some(PgWireFrontendMessage::Parse(p)) = decode(frame)? {
                     self.on_parse(&p);
@@ -85,7 +96,7 @@ impl Session {
                 }
                 self.hold(frame);
             }
-            b'B' => self.on_bind(frame).await?,
+            b'B' => return self.on_bind(frame).await,
             b'S' => {
                 self.release_held();
                 self.to_up.extend_from_slice(frame);
@@ -120,13 +131,16 @@ impl Session {
         }
     }
 
-    async fn on_query(&mut self, frame: &[u8]) -> Result<(), SessionError> {
+    async fn on_query(&mut self, frame: &[u8]) -> Result<Flow, SessionError> {
         let Some(PgWireFrontendMessage::Query(Query { query, .. })) = decode(frame)? else {
             return Err(SessionError::Client(ClientError::protocol_violation(
                 "invalid Query message",
             )));
         };
         let route = self.shared.router.route_query(&self.context(), &query);
+        if self.must_wait_for(&route) {
+            return Ok(Flow::WaitForIdle);
+        }
         let region = match route {
             Route::Region(r) => r,
             Route::Warn(r, notice) => {
@@ -135,17 +149,36 @@ impl Session {
             }
             Route::Reject(e) => {
                 self.inject_after_pending(Some(e), false, true);
-                return Ok(());
+                return Ok(Flow::Continue);
             }
         };
         if let Err(e) = self.ensure_active(&region).await {
             self.inject_after_pending(Some(e), false, true);
-            return Ok(());
+            return Ok(Flow::Continue);
         }
         self.state.on_simple_query(&query);
         self.to_up.extend_from_slice(frame);
         self.z_expect += 1;
-        Ok(())
+        Ok(Flow::Continue)
+    }
+
+    /// A statement for another region while the current upstream still owes
+    /// answers waits for them (rather than failing), when it can: not in
+    /// the middle of an extended-protocol batch, whose answers only come
+    /// after a Sync that is still to be read.
+    fn must_wait_for(&self, route: &Route) -> bool {
+        let region = match route {
+            Route::Region(r) | Route::Warn(r, _) => r,
+            Route::Reject(_) => return false,
+        };
+        *region != self.active
+            && !self.unsynced
+            && (self.z_seen != self.z_expect || !self.to_up.is_empty())
+    }
+
+    /// Nothing in flight on the current upstream.
+    pub(super) fn upstream_quiet(&self) -> bool {
+        self.z_seen == self.z_expect && self.to_up.is_empty()
     }
 
     fn on_parse(&mut self, p: &Parse) {
@@ -172,7 +205,7 @@ impl Session {
         }
     }
 
-    async fn on_bind(&mut self, frame: &[u8]) -> Result<(), SessionError> {
+    async fn on_bind(&mut self, frame: &[u8]) -> Result<Flow, SessionError> {
         let Some(PgWireFrontendMessage::Bind(bind)) = decode(frame)? else {
             return Err(SessionError::Client(ClientError::protocol_violation(
                 "invalid Bind message",
@@ -183,6 +216,9 @@ impl Session {
             // Unknown statement: the gateway reports it (26000) in order.
             None => Route::Region(self.active.clone()),
         };
+        if self.must_wait_for(&route) {
+            return Ok(Flow::WaitForIdle);
+        }
         let region = match route {
             Route::Region(r) => r,
             Route::Warn(r, notice) => {
@@ -191,17 +227,17 @@ impl Session {
             }
             Route::Reject(e) => {
                 self.refuse_batch(e);
-                return Ok(());
+                return Ok(Flow::Continue);
             }
         };
         if let Err(e) = self.ensure_active(&region).await {
             self.refuse_batch(e);
-            return Ok(());
+            return Ok(Flow::Continue);
         }
         self.release_held();
         self.to_up.extend_from_slice(frame);
         self.unsynced = true;
-        Ok(())
+        Ok(Flow::Continue)
     }
 
     fn statement_for(&self, bind: &Bind) -> Option<&PreparedStatement> {

@@ -101,7 +101,9 @@ pub async fn serve_client(tcp: TcpStream, shared: Arc<Shared>) {
             return reject(stream, &e).await;
         }
     };
-    let (client_r, client_w) = stream.split();
+    let Ok((client_r, client_w)) = stream.split() else {
+        return;
+    };
     session.finish(client_r, client_w).await;
 }
 

@@ -45,6 +45,7 @@ impl Session {
     /// Runs the relay until the session ends, then closes every upstream.
     pub(super) async fn finish(mut self, mut client_r: PgReader, mut client_w: PgWriter) {
         let end = self.relay(&mut client_r, &mut client_w).await;
+        drop(client_r);
         if let End::Fatal(e) = &end {
             e.encode(&mut self.to_client);
             let out = std::mem::take(&mut self.to_client);
@@ -73,9 +74,11 @@ impl Session {
                 return End::Fatal(e);
             }
         }
+        let mut paused = false;
         if !self.cin.is_empty() {
             match self.on_client_bytes().await {
                 Ok(Flow::Continue) => {}
+                Ok(Flow::WaitForIdle) => paused = true,
                 Ok(Flow::Close) => return End::ClientLeft,
                 Err(e) => return self.end_for(e),
             }
@@ -84,10 +87,25 @@ impl Session {
             if self.draining && self.is_idle() {
                 return End::Fatal(ClientError::shutting_down());
             }
+            if paused && self.upstream_quiet() {
+                // The upstream has answered everything: route what waited.
+                paused = false;
+                match self.on_client_bytes().await {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::WaitForIdle) => paused = true,
+                    Ok(Flow::Close) => return End::ClientLeft,
+                    Err(e) => return self.end_for(e),
+                }
+                if let Err(e) = self.write_up_now() {
+                    tracing::debug!(error = %e, "gateway write failed");
+                    return End::Fatal(ClientError::upstream_lost(&self.active));
+                }
+                continue;
+            }
             let Some(up) = self.upstreams.get_mut(&self.active) else {
                 return End::Fatal(ClientError::upstream_lost(&self.active));
             };
-            let read_client = self.to_up.len() < HIGH_WATER;
+            let read_client = !paused && self.to_up.len() < HIGH_WATER;
             let read_up = self.to_client.len() < HIGH_WATER;
             let event = tokio::select! {
                 r = client_r.read_into(&mut self.cin), if read_client => Event::ClientRead(r),
@@ -101,6 +119,7 @@ impl Session {
                 Event::ClientRead(Ok(_)) => {
                     match self.on_client_bytes().await {
                         Ok(Flow::Continue) => {}
+                        Ok(Flow::WaitForIdle) => paused = true,
                         Ok(Flow::Close) => return End::ClientLeft,
                         Err(e) => return self.end_for(e),
                     }

@@ -189,7 +189,7 @@ async fn connect_inner(gw: &Gateway, client: &StartupParams) -> Result<Upstream,
         }
     }
     let (pid, secret) = key.unwrap_or((0, Bytes::from_static(&[0; 4])));
-    let (reader, writer) = stream.split();
+    let (reader, writer) = stream.split()?;
     Ok(Upstream {
         region: gw.region.clone(),
         reader,

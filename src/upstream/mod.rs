@@ -88,13 +88,17 @@ impl Upstream {
     }
 
     /// Says goodbye (Terminate) and closes; PostgreSQL rolls back anything open.
-    pub async fn terminate(mut self) {
+    pub async fn terminate(self) {
+        let Upstream {
+            reader, mut writer, ..
+        } = self;
+        drop(reader);
         let _ = tokio::time::timeout(
             std::time::Duration::from_millis(500),
-            self.writer.write_all_flush(b"X\0\0\0\x04"),
+            writer.write_all_flush(b"X\0\0\0\x04"),
         )
         .await;
-        self.writer.shutdown().await;
+        writer.shutdown().await;
     }
 }
 
