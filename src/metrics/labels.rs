@@ -150,7 +150,10 @@ impl NameSet {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        NameSet::build(names.into_iter().map(|n| normalize_table_name(n.as_ref())), true)
+        NameSet::build(
+            names.into_iter().map(|n| normalize_table_name(n.as_ref())),
+            true,
+        )
     }
 
     /// A set of region names (exact match: they are partition column values).

@@ -16,14 +16,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::config::{Config, Mode};
 
-pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, RejectReason, ScatterCause};
 use labels::NameSet;
+pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, RejectReason, ScatterCause};
 pub use store::{
     DEFAULT_CAPACITY, Detail, MAX_FINGERPRINT_LEN, StatementFilter, StatementRow, StatementStore,
     StatementsReport, rfc3339, sanitize_fingerprint,
@@ -446,19 +446,26 @@ impl Metrics {
     // Lower-level counters, for callers that do not go through `record_statement`.
 
     /// `geogate_statements_total{decision, table, region}` += 1 only.
-    pub fn count_statement(&self, decision: DecisionLabel, table: Option<&str>, region: Option<&str>) {
+    pub fn count_statement(
+        &self,
+        decision: DecisionLabel,
+        table: Option<&str>,
+        region: Option<&str>,
+    ) {
         let (t, r) = (self.tables.index_of(table), self.regions.index_of(region));
         self.statement_counter(decision, t, r).inc();
     }
 
     /// `geogate_rejections_total{reason, table}` += 1 only.
     pub fn count_rejection(&self, reason: RejectReason, table: Option<&str>) {
-        self.rejection_counter(reason, self.tables.index_of(table)).inc();
+        self.rejection_counter(reason, self.tables.index_of(table))
+            .inc();
     }
 
     /// `geogate_scatter_total{table, cause}` += 1 only.
     pub fn count_scatter(&self, table: Option<&str>, cause: ScatterCause) {
-        self.scatter_counter(self.tables.index_of(table), cause).inc();
+        self.scatter_counter(self.tables.index_of(table), cause)
+            .inc();
     }
 
     /// `geogate_rewrites_total{table, region}` += 1 only.
@@ -646,23 +653,46 @@ mod tests {
             fingerprint: "SELECT $1",
         };
         m.record_statement(&ev(Outcome::Rewrite, Some("public.Users")));
-        m.record_statement(&ev(Outcome::Reject(RejectReason::NoRegion), Some("audit_log")));
+        m.record_statement(&ev(
+            Outcome::Reject(RejectReason::NoRegion),
+            Some("audit_log"),
+        ));
         m.record_statement(&ev(Outcome::Scatter(ScatterCause::Allowed), None));
         let st = "geogate_statements_total";
         assert_eq!(
-            sample(&m, st, &[("decision", "rewrite"), ("table", "users"), ("region", "eu")]),
+            sample(
+                &m,
+                st,
+                &[
+                    ("decision", "rewrite"),
+                    ("table", "users"),
+                    ("region", "eu")
+                ]
+            ),
             Some(1.0)
         );
         assert_eq!(
-            sample(&m, "geogate_rejections_total", &[("reason", "no_region"), ("table", OTHER)]),
+            sample(
+                &m,
+                "geogate_rejections_total",
+                &[("reason", "no_region"), ("table", OTHER)]
+            ),
             Some(1.0)
         );
         assert_eq!(
-            sample(&m, "geogate_scatter_total", &[("table", NONE), ("cause", "allowed")]),
+            sample(
+                &m,
+                "geogate_scatter_total",
+                &[("table", NONE), ("cause", "allowed")]
+            ),
             Some(1.0)
         );
         assert_eq!(
-            sample(&m, "geogate_rewrites_total", &[("table", "users"), ("region", "eu")]),
+            sample(
+                &m,
+                "geogate_rewrites_total",
+                &[("table", "users"), ("region", "eu")]
+            ),
             Some(1.0)
         );
         assert_eq!(m.statements().len(), 3);

@@ -98,6 +98,9 @@ pub struct StatementFilter {
     pub limit: Option<usize>,
 }
 
+/// An eviction candidate: (count, last_seen, fingerprint, decision, table).
+type Victim = (u64, u64, Box<str>, DecisionLabel, Box<str>);
+
 /// Bounded, concurrent map of statement fingerprints to counts.
 #[derive(Debug)]
 pub struct StatementStore {
@@ -185,7 +188,8 @@ impl StatementStore {
     /// Drops the least-counted entries down to 90 % of capacity.
     fn evict(&self) {
         let target = self.capacity - self.capacity / 10;
-        let mut all: Vec<(u64, u64, Box<str>, DecisionLabel, Box<str>)> = Vec::new();
+        // (count, last_seen, fingerprint, decision, table) of every entry.
+        let mut all: Vec<Victim> = Vec::new();
         for entry in self.map.iter() {
             for s in entry.value() {
                 all.push((
@@ -201,7 +205,7 @@ impl StatementStore {
             return;
         }
         let excess = all.len() - target;
-        all.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        all.sort_unstable_by_key(|v| (v.0, v.1));
         for (_, _, fp, decision, table) in all.into_iter().take(excess) {
             let mut emptied = false;
             if let Some(mut slots) = self.map.get_mut(&fp) {
@@ -442,7 +446,13 @@ mod tests {
             store.record_at("SELECT hot", DecisionLabel::Route, "users", Detail::None, 1);
         }
         for i in 0..100 {
-            store.record_at(&format!("SELECT c{i}"), DecisionLabel::Global, "none", Detail::None, 2);
+            store.record_at(
+                &format!("SELECT c{i}"),
+                DecisionLabel::Global,
+                "none",
+                Detail::None,
+                2,
+            );
             assert!(store.len() <= 10);
         }
         let report = store.report(&StatementFilter::default());
