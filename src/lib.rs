@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod rewrite;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod tenants;

@@ -10,6 +10,7 @@
 
 pub mod http;
 mod labels;
+mod observers;
 mod store;
 
 use std::sync::OnceLock;
@@ -54,11 +55,7 @@ pub const CONTRACT_METRICS: &[&str] = &[
 ];
 
 /// Metrics beyond the contract (documented in docs/operating.md).
-pub const EXTRA_METRICS: &[&str] = &[
-    "geogate_info",
-    "geogate_upstream_connections",
-    "geogate_tenant_cache_last_refresh_timestamp_seconds",
-];
+pub const EXTRA_METRICS: &[&str] = &["geogate_info", "geogate_upstream_connections"];
 
 /// What happened to one statement, as the session records it.
 ///
@@ -134,10 +131,10 @@ pub struct Metrics {
     rewrites_h: Vec<Lazy<IntCounter>>,
     cache_lookups_h: Vec<IntCounter>,
     cache_entries: IntGauge,
-    cache_last_refresh: IntGauge,
     upstream_up: IntGaugeVec,
     upstream_connections: IntGaugeVec,
     failovers: IntCounterVec,
+    failovers_h: Vec<Lazy<IntCounter>>,
     cross_region_txns: IntCounter,
     client_connections: IntGauge,
     duration: HistogramVec,
@@ -265,11 +262,6 @@ impl Metrics {
             "geogate_tenant_cache_entries",
             "Tenants in the tenant to region cache.",
         );
-        let cache_last_refresh = gauge(
-            r,
-            "geogate_tenant_cache_last_refresh_timestamp_seconds",
-            "Unix time of the last successful full tenant directory load (0: never).",
-        );
         let upstream_up = gauge_vec(
             r,
             "geogate_upstream_up",
@@ -340,10 +332,10 @@ impl Metrics {
             rewrites_h: lazies(nt * nr),
             cache_lookups_h,
             cache_entries,
-            cache_last_refresh,
             upstream_up,
             upstream_connections,
             failovers,
+            failovers_h: lazies(nr * nr),
             cross_region_txns,
             client_connections,
             duration,
@@ -536,16 +528,6 @@ impl Metrics {
         self.cache_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
-    /// Records a successful full load of the tenant directory, now.
-    pub fn tenant_cache_refreshed(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.cache_last_refresh
-            .set(i64::try_from(now).unwrap_or(i64::MAX));
-    }
-
     // ---- upstreams -------------------------------------------------------
 
     /// Sets whether `region`'s gateway is reachable.
@@ -569,10 +551,18 @@ impl Metrics {
             .add(delta);
     }
 
-    /// Counts a failover from `from`'s gateway to `to`'s.
+    /// Counts a failover from `from`'s gateway to `to`'s (called per
+    /// statement while a region is down, hence the pre-resolved handles).
     pub fn failover(&self, from: &str, to: &str) {
-        self.failovers
-            .with_label_values(&[self.regions.label(Some(from)), self.regions.label(Some(to))])
+        let (f, t) = (
+            self.regions.index_of(Some(from)),
+            self.regions.index_of(Some(to)),
+        );
+        self.failovers_h[f * self.regions.len() + t]
+            .get_or_init(|| {
+                self.failovers
+                    .with_label_values(&[self.regions.name(f), self.regions.name(t)])
+            })
             .inc();
     }
 
