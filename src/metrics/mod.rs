@@ -689,6 +689,26 @@ mod tests {
     }
 
     #[test]
+    fn from_config_labels_the_configured_tables_and_regions() {
+        let text = include_str!("../../config/example.toml");
+        let config = Config::parse(text).expect("example config is valid");
+        let m = Metrics::from_config(&config);
+        assert_eq!(m.table_label(Some("Public.Users")), "users");
+        assert_eq!(m.table_label(Some("plans")), "plans");
+        assert_eq!(m.table_label(Some("unlisted")), OTHER);
+        assert_eq!(m.region_label(Some("apac")), "apac");
+        assert_eq!(m.region_label(Some("mars")), OTHER);
+        assert_eq!(
+            sample(
+                &m,
+                "geogate_info",
+                &[("mode", "enforce"), ("local_region", "eu")]
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
     fn client_connection_guard_decrements_on_drop() {
         let m = std::sync::Arc::new(Metrics::new(["t"], ["eu"], 10));
         let a = m.client_connected();

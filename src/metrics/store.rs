@@ -155,8 +155,12 @@ impl StatementStore {
         let mut inserted = false;
         {
             // The shard lock is held only for this block: never across an
-            // `.await`, and released before a possible eviction scan.
-            let mut slots = self.map.entry(Box::from(fingerprint.as_ref())).or_default();
+            // `.await`, and released before a possible eviction scan. A known
+            // fingerprint is found without allocating; only a new one is copied.
+            let mut slots = match self.map.get_mut(fingerprint.as_ref()) {
+                Some(slots) => slots,
+                None => self.map.entry(Box::from(fingerprint.as_ref())).or_default(),
+            };
             match slots
                 .iter_mut()
                 .find(|s| s.decision == decision && &*s.table == table)
@@ -306,8 +310,7 @@ pub fn sanitize_fingerprint(fp: &str) -> Cow<'_, str> {
     let bytes = fp.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if out.len() >= MAX_FINGERPRINT_LEN {
-            out.push('…');
+        if out.len() > MAX_FINGERPRINT_LEN {
             break;
         }
         let c = bytes[i];
@@ -345,6 +348,15 @@ pub fn sanitize_fingerprint(fp: &str) -> Cow<'_, str> {
                 i = end;
             }
         }
+    }
+    if out.len() > MAX_FINGERPRINT_LEN || i < bytes.len() {
+        // A single copied piece (a long quoted identifier) may overshoot: cut.
+        let mut end = out.len().min(MAX_FINGERPRINT_LEN);
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
     }
     Cow::Owned(out)
 }
@@ -437,6 +449,30 @@ mod tests {
         let clean = sanitize_fingerprint(&fp);
         assert!(clean.len() <= MAX_FINGERPRINT_LEN + '…'.len_utf8());
         assert!(clean.ends_with('…'));
+    }
+
+    #[test]
+    fn sanitizer_survives_malformed_input_and_always_caps() {
+        let long_ident = format!("SELECT \"{}\" FROM t", "x".repeat(10_000));
+        let cases = [
+            "'unterminated",
+            "\"unterminated",
+            "$",
+            "$$",
+            "$tag$ never closed",
+            "9",
+            "é'ü",
+            "x = $1$2 '' \"\"",
+            long_ident.as_str(),
+        ];
+        for case in cases {
+            let clean = sanitize_fingerprint(case);
+            assert!(
+                clean.len() <= MAX_FINGERPRINT_LEN + '…'.len_utf8(),
+                "{case}"
+            );
+        }
+        assert!(sanitize_fingerprint(&long_ident).ends_with('…'));
     }
 
     #[test]
