@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use geogate::logging::{self, ClientInfo, DecisionLog, LogCapture, LogFormat};
 use geogate::metrics::http::{self, HttpState, Readiness};
 use geogate::metrics::{
     CONTRACT_METRICS, CacheResult, DecisionLabel, EXTRA_METRICS, Metrics, Outcome, RejectReason,
@@ -551,19 +552,41 @@ async fn health_readiness_and_unknown_paths_answer_as_documented() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statements_endpoint_is_bounded_sorted_filterable_and_literal_free() {
+async fn statements_metrics_and_logs_are_bounded_and_never_carry_a_literal() {
     const CAP: usize = 50;
     let metrics = new_metrics(CAP);
     // A fingerprint that (wrongly) still carries a literal: the store must scrub it.
     let leaky = "SELECT * FROM users WHERE email = 'alice.unique-7731@example.org' AND age = 4242";
-    for _ in 0..3 {
-        metrics.record_statement(&StatementEvent {
-            outcome: Outcome::Reject(RejectReason::NoRegion),
-            table: Some("users"),
-            region: None,
-            fingerprint: leaky,
-        });
-    }
+    let capture = LogCapture::new();
+    let dispatch = logging::dispatch(LogFormat::Json, "info", capture.clone()).unwrap();
+    let decision_log = DecisionLog::default();
+    let client = ClientInfo {
+        user: "app",
+        application_name: "billing",
+    };
+    tracing::dispatcher::with_default(&dispatch, || {
+        for outcome in [
+            Outcome::Reject(RejectReason::NoRegion),
+            Outcome::Reject(RejectReason::NoRegion),
+            Outcome::Reject(RejectReason::NoRegion),
+            Outcome::Scatter(ScatterCause::MultiRegion),
+        ] {
+            let event = StatementEvent {
+                outcome,
+                table: Some("users"),
+                region: None,
+                fingerprint: leaky,
+            };
+            metrics.record_statement(&event);
+            decision_log.statement(&client, &event, true);
+        }
+    });
+    let logs = capture.contents();
+    assert_eq!(logs.lines().count(), 4, "{logs}");
+    assert!(
+        !logs.contains("alice") && !logs.contains("4242"),
+        "logs leak a literal: {logs}"
+    );
     for i in 0..(CAP * 5) {
         let fp = format!("SELECT col_{i} FROM orders WHERE region = $1");
         metrics.record_statement(&StatementEvent {
@@ -587,6 +610,7 @@ async fn statements_endpoint_is_bounded_sorted_filterable_and_literal_free() {
         counts.windows(2).all(|w| w[0] >= w[1]),
         "sorted by count: {counts:?}"
     );
+    assert_eq!(doc["entries"].as_u64().unwrap() as usize, rows.len());
     assert_eq!(rows[0]["decision"], "reject");
     assert_eq!(rows[0]["reason"], "no_region");
     assert_eq!(rows[0]["count"], 3);
