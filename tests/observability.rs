@@ -803,7 +803,13 @@ impl Drop for PrometheusGuard {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
-            eprintln!("prometheus files kept in {}", self.dir.display());
+            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!(
+                "prometheus files kept in {}; last log lines:\n{}",
+                self.dir.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
     }
 }
