@@ -7,6 +7,28 @@
 //! handles, so recording a statement is a few atomic adds.
 //!
 //! [`http`] serves `/metrics`, `/healthz`, `/readyz` and `/statements`.
+//!
+//! Wiring (main and session):
+//!
+//! ```ignore
+//! let metrics = Arc::new(Metrics::from_config(&config));
+//! let readiness = Arc::new(http::Readiness::new(config.tenants.is_some()));
+//! readiness.set_config_loaded(true);
+//! if let Some(addr) = config.proxy.metrics_listen {
+//!     let state = http::HttpState { metrics: metrics.clone(), readiness: readiness.clone() };
+//!     tokio::spawn(http::serve(addr, state, shutdown.clone().cancelled_owned()));
+//! }
+//! // route::Health takes `Some(Arc::new(HealthObserver::new(metrics.clone(), readiness.clone(), local)))`,
+//! // tenants::TenantCache takes `Some(metrics.clone())`; after its first load: readiness.set_tenants_loaded(true).
+//!
+//! // per client:
+//! let _conn = metrics.client_connected();
+//! // per statement:
+//! let event = StatementEvent { outcome, table, region, fingerprint };
+//! metrics.record_statement(&event);
+//! decision_log.statement(&client_info, &event, mode == Mode::Enforce);
+//! metrics.observe_duration(outcome.decision(), region, started.elapsed());
+//! ```
 
 pub mod http;
 mod labels;
@@ -25,6 +47,7 @@ use crate::config::{Config, Mode};
 
 use labels::NameSet;
 pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, RejectReason, ScatterCause};
+pub use observers::HealthObserver;
 pub use store::{
     DEFAULT_CAPACITY, Detail, MAX_FINGERPRINT_LEN, StatementFilter, StatementRow, StatementStore,
     StatementsReport, rfc3339, sanitize_fingerprint,
@@ -569,7 +592,7 @@ impl Metrics {
     // ---- clients ---------------------------------------------------------
 
     /// Counts a client connection as open until the guard is dropped.
-    pub fn client_connected(self: &std::sync::Arc<Self>) -> ClientConnectionGuard {
+    pub fn client_connected(&self) -> ClientConnectionGuard {
         self.client_connections.inc();
         ClientConnectionGuard {
             gauge: self.client_connections.clone(),
