@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use geogate::config::Config;
 use geogate::session::route::{Route, Router, StatementContext};
 use geogate::session::state::PreparedStatement;
-use pgwire::messages::extendedquery::Bind;
+use geogate::wire::validate::BindFrame;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -869,7 +869,7 @@ impl Router for CommentRouter {
         &self,
         cx: &StatementContext<'_>,
         stmt: &PreparedStatement,
-        _bind: &Bind,
+        _bind: &BindFrame<'_>,
     ) -> Route {
         Self::route(&stmt.sql, cx)
     }

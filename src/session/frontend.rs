@@ -9,13 +9,14 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pgwire::messages::extendedquery::{Bind, Close, Parse};
+use pgwire::messages::extendedquery::{Close, Parse};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{Message, PgWireFrontendMessage};
 
 use super::route::{Route, StatementContext};
 use super::state::PreparedStatement;
 use super::{Injection, Session, SessionError};
+use crate::wire::validate::{BindFrame, ParseView, parse_view};
 use crate::wire::{ClientError, FrameError, peek_frame};
 
 /// What the session loop does next.
@@ -84,9 +85,12 @@ impl Session {
         match tag {
             b'Q' => return self.on_query(frame).await,
             b'P' => {
-                if let Some(PgWireFrontendMessage::Parse(p)) = decode(frame)? {
-                    self.on_parse(&p);
-                }
+                let Some(p) = parse_view(frame) else {
+                    return Err(SessionError::Client(ClientError::protocol_violation(
+                        "geogate: malformed Parse message",
+                    )));
+                };
+                self.on_parse(&p);
                 self.hold(frame);
             }
             b'D' => self.hold(frame),
@@ -181,18 +185,25 @@ impl Session {
         self.z_seen == self.z_expect && self.to_up.is_empty()
     }
 
-    fn on_parse(&mut self, p: &Parse) {
-        let name = p.name.as_deref().unwrap_or("");
-        if name.is_empty() {
+    fn on_parse(&mut self, p: &ParseView<'_>) {
+        if !p.name.is_empty() {
+            self.state
+                .on_parse(&p.name, &p.query, &p.param_types, &self.active);
+            return;
+        }
+        // Drivers re-parse the same unnamed statement over and over: keep
+        // the existing copy when the text and types are unchanged.
+        let same = self
+            .unnamed
+            .as_ref()
+            .is_some_and(|u| *u.sql == *p.query && u.param_types == p.param_types);
+        if !same {
             self.unnamed = Some(PreparedStatement {
                 name: "".into(),
-                sql: p.query.as_str().into(),
-                param_types: p.type_oids.clone(),
+                sql: p.query.as_ref().into(),
+                param_types: p.param_types.clone(),
                 prepared_on: vec![self.active.clone()],
             });
-        } else {
-            self.state
-                .on_parse(name, &p.query, &p.type_oids, &self.active);
         }
     }
 
@@ -206,9 +217,9 @@ impl Session {
     }
 
     async fn on_bind(&mut self, frame: &[u8]) -> Result<Flow, SessionError> {
-        let Some(PgWireFrontendMessage::Bind(bind)) = decode(frame)? else {
+        let Some(bind) = BindFrame::new(frame) else {
             return Err(SessionError::Client(ClientError::protocol_violation(
-                "invalid Bind message",
+                "geogate: malformed Bind message",
             )));
         };
         let route = match self.statement_for(&bind) {
@@ -240,8 +251,8 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    fn statement_for(&self, bind: &Bind) -> Option<&PreparedStatement> {
-        match bind.statement_name.as_deref().unwrap_or("") {
+    fn statement_for(&self, bind: &BindFrame<'_>) -> Option<&PreparedStatement> {
+        match bind.statement_name() {
             "" => self.unnamed.as_ref(),
             name => self.state.prepared.get(name),
         }

@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use pgwire::messages::extendedquery::Bind;
-
 use super::state::{PreparedStatement, TxnStatus};
 use crate::wire::ClientError;
+use crate::wire::validate::BindFrame;
 
 /// Where one statement goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +50,7 @@ pub trait Router: Send + Sync + 'static {
         &self,
         cx: &StatementContext<'_>,
         statement: &PreparedStatement,
-        bind: &Bind,
+        bind: &BindFrame<'_>,
     ) -> Route;
 }
 
@@ -68,7 +67,7 @@ impl Router for LocalRouter {
         &self,
         cx: &StatementContext<'_>,
         _statement: &PreparedStatement,
-        _bind: &Bind,
+        _bind: &BindFrame<'_>,
     ) -> Route {
         Route::Region(cx.current_region.clone())
     }

@@ -71,6 +71,10 @@ mod no_panic_tests {
             let mut frame = vec![tag];
             frame.extend_from_slice(&len.to_be_bytes());
             frame.append(&mut data);
+            let _ = super::validate::parse_view(&frame);
+            if let Some(b) = super::validate::BindFrame::new(&frame) {
+                let _ = b.decode();
+            }
             // As the session does: validate, then decode.
             if super::validate::client_message_well_formed(&frame) {
                 let _ = PgWireFrontendMessage::decode(&mut BytesMut::from(&frame[..]), &ctx);
