@@ -322,6 +322,38 @@ fn notices_reach_psql_and_errors_print_their_sqlstate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn notification_reaches_an_idle_listener() {
+    let c = Cluster::shared("eu");
+    let p = Proxy::start(&eu_gateway(c), "");
+    let (listener, mut connection) =
+        tokio_postgres::connect(&p.conn_str("app", APP_PASSWORD, "postgres"), NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(m)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    listener.batch_execute("LISTEN geo_events").await.unwrap();
+    // The listener now sends nothing; the notification must still be pushed to it.
+    let other = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
+        .await
+        .unwrap();
+    other
+        .batch_execute("NOTIFY geo_events, 'moved'")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("notification relayed");
+    assert_eq!(got, Some(("geo_events".to_string(), "moved".to_string())));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn cancel_request_stops_pg_sleep_with_57014() {
     let c = Cluster::shared("eu");
     let db = c.create_db("cancel");
