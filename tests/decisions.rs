@@ -348,3 +348,124 @@ fn decision_table_on_seed_schema() {
     );
     assert!(CASES.len() >= 150, "{} cases", CASES.len());
 }
+
+#[test]
+fn every_rewrite_of_the_corpus_analyses_as_route_to_the_same_region() {
+    let w = World::new();
+    let mut checked = 0;
+    for (sql, user, params, _) in CASES {
+        let d = w.decide(sql, *user, params);
+        let Outcome::Rewrite {
+            region,
+            sql: rewritten,
+            parameterized,
+        } = &d.outcome
+        else {
+            continue;
+        };
+        let again = w.decide(rewritten, *user, params);
+        assert_eq!(
+            again.outcome,
+            Outcome::Route {
+                region: region.clone()
+            },
+            "literal rewrite of {sql}: {rewritten}"
+        );
+        if let Some(p) = parameterized {
+            // The extended-protocol form: the region is appended as $K.
+            let mut with_region: Vec<Option<&str>> = params.to_vec();
+            assert_eq!(p.region_param as usize, with_region.len().max(max_param(sql)) + 1);
+            while with_region.len() + 1 < p.region_param as usize {
+                with_region.push(None);
+            }
+            with_region.push(Some(region.as_str()));
+            let again = w.decide(&p.sql, *user, &with_region);
+            assert_eq!(
+                again.outcome,
+                Outcome::Route {
+                    region: region.clone()
+                },
+                "parameterised rewrite of {sql}: {}",
+                p.sql
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 25, "only {checked} rewrites in the corpus");
+}
+
+fn max_param(sql: &str) -> usize {
+    (1..100).rev().find(|n| sql.contains(&format!("${n}"))).unwrap_or(0)
+}
+
+/// A tiny deterministic PRNG (xorshift) so the mutation test needs no crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// The in-suite stand-in for the cargo-fuzz target (fuzz/): many random
+/// byte-level mutations and splices of the corpus through analyze +
+/// decide; none may panic.
+#[test]
+fn random_mutations_of_the_corpus_never_panic() {
+    let w = World::new();
+    let pieces: &[&str] = &[
+        "'", "\"", "$$", "$1", "$99999", "$100000", "(", ")", ";", "/*", "*/", "--", "\n",
+        " AND ", " OR ", "region", "tenant_id", " = ", "::region", "users", "E'\\'", "U&\"",
+        "AS OF SYSTEM TIME", "UPSERT", " IN (", ",", "SELECT", "WITH", "é", "\u{0}",
+    ];
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    let tenants = Directory::seed();
+    let settings = Settings::from_config(&w.cfg, Some("app"));
+    for round in 0..20_000 {
+        let base = CASES[rng.below(CASES.len())].0;
+        let mut s: Vec<char> = base.chars().collect();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(s.len() + 1);
+            match rng.below(3) {
+                0 if !s.is_empty() => {
+                    let end = (at + rng.below(6)).min(s.len());
+                    s.drain(at.min(s.len())..end);
+                }
+                1 => {
+                    let p = pieces[rng.below(pieces.len())];
+                    for (k, c) in p.chars().enumerate() {
+                        s.insert((at + k).min(s.len()), c);
+                    }
+                }
+                _ => {
+                    let other = CASES[rng.below(CASES.len())].0;
+                    let cut = rng.below(other.len());
+                    let tail: String = other.chars().skip(cut).collect();
+                    s.truncate(at.min(s.len()));
+                    s.extend(tail.chars());
+                }
+            }
+        }
+        let sql: String = s.into_iter().collect();
+        let a = if round % 2 == 0 {
+            w.analyzer.analyze(&sql)
+        } else {
+            std::sync::Arc::new(w.analyzer.analyze_uncached(&sql))
+        };
+        let vals = [Some(Bytes::from_static(b"eu")), None, Some(Bytes::from_static(&[0, 0, 0, 1]))];
+        let p = Params {
+            values: &vals,
+            formats: &[0, 0, 1],
+        };
+        let _ = a.tenant_keys(&p);
+        let _ = a.fingerprint();
+        let _ = decide(&a, &p, &tenants, &settings);
+        let _ = decide(&a, &Params::NONE, &tenants, &settings);
+    }
+}

@@ -523,9 +523,13 @@ mod crdb {
     /// `UPSERT INTO …` → `INSERT INTO …` (analysed as an INSERT).
     pub fn upsert_as_insert(text: &str) -> (String, bool) {
         let t = text.trim_start();
-        if t.len() >= 6 && t[..6].eq_ignore_ascii_case("upsert") {
+        let word_ends = !t
+            .as_bytes()
+            .get(6)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        if word_ends && t.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("upsert")) {
             let off = text.len() - t.len();
-            (format!("{}INSERT{}", &text[..off], &t[6..]), true)
+            (format!("{}INSERT{}", &text[..off], t.get(6..).unwrap_or("")), true)
         } else {
             (text.to_string(), false)
         }
