@@ -529,7 +529,10 @@ mod crdb {
             .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
         if word_ends && t.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("upsert")) {
             let off = text.len() - t.len();
-            (format!("{}INSERT{}", &text[..off], t.get(6..).unwrap_or("")), true)
+            (
+                format!("{}INSERT{}", &text[..off], t.get(6..).unwrap_or("")),
+                true,
+            )
         } else {
             (text.to_string(), false)
         }
