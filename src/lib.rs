@@ -10,9 +10,11 @@
 pub mod analyze;
 pub mod check;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod rewrite;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod tenants;
