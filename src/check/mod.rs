@@ -75,7 +75,11 @@ struct Env {
     tenants: HashMap<String, String>,
 }
 
-fn load(config: &std::path::Path, tenants: Option<&PathBuf>, user: Option<&str>) -> Result<Env, String> {
+fn load(
+    config: &std::path::Path,
+    tenants: Option<&PathBuf>,
+    user: Option<&str>,
+) -> Result<Env, String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
     if let Some(u) = user
         && !cfg.users.contains_key(u)

@@ -7,8 +7,12 @@ use crate::analyze::TableRef;
 pub struct Decision {
     /// The verdict.
     pub outcome: Outcome,
-    /// Tables named (sorted): the `table` metric labels.
+    /// Tables named (sorted).
     pub tables: Vec<String>,
+    /// The statement's main table for the `table` metric label: the
+    /// rejected table, else the first regional reference, else the first
+    /// table named.
+    pub table: Option<String>,
     /// UPDATEs that set the partition column (`geogate_region_moves_total`).
     pub moves: Vec<RegionMove>,
     /// A statement could not be parsed (`geogate_parse_errors_total`);
@@ -115,7 +119,8 @@ impl RejectReason {
             RejectReason::UnknownRegion => "unknown_region",
             RejectReason::ParseError => "parse_error",
             RejectReason::TenantDirectory => "tenant_directory",
-            RejectReason::UnlistedTable => "unlisted_table",
+            // Counted as GG001's reason: the metric's label set is closed.
+            RejectReason::UnlistedTable => "no_region",
         }
     }
 
@@ -247,6 +252,7 @@ impl Decision {
         Decision {
             outcome: Outcome::Global,
             tables: Vec::new(),
+            table: None,
             moves: Vec::new(),
             parse_error: false,
         }

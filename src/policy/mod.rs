@@ -167,9 +167,15 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
     } else {
         Outcome::Global
     };
+    let table = match &outcome {
+        Outcome::Reject(r) => r.table.clone(),
+        _ => None,
+    }
+    .or_else(|| per.iter().find_map(|d| d.table.clone()));
     Decision {
         outcome,
         tables,
+        table,
         moves,
         parse_error,
     }
@@ -193,6 +199,22 @@ pub fn decide_statement(
     tenants: &dyn TenantLookup,
     settings: &Settings,
 ) -> Decision {
+    let mut d = decide_one(analysis, i, params, tenants, settings);
+    if let Outcome::Reject(r) = &d.outcome
+        && r.table.is_some()
+    {
+        d.table = r.table.clone();
+    }
+    d
+}
+
+fn decide_one(
+    analysis: &Analysis,
+    i: usize,
+    params: &Params<'_>,
+    tenants: &dyn TenantLookup,
+    settings: &Settings,
+) -> Decision {
     let Some(st) = analysis.statements.get(i) else {
         return Decision::global();
     };
@@ -200,6 +222,12 @@ pub fn decide_statement(
     let mut d = Decision {
         outcome: Outcome::Global,
         tables: t.facts.tables.iter().cloned().collect(),
+        table: t
+            .facts
+            .refs
+            .first()
+            .map(|r| r.table.clone())
+            .or_else(|| t.facts.tables.iter().next().cloned()),
         moves: Vec::new(),
         parse_error: t.parse_error.is_some(),
     };
