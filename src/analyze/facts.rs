@@ -123,6 +123,14 @@ pub struct Facts {
     pub(crate) moves: Vec<MoveFact>,
 }
 
+impl Facts {
+    /// Region-column equalities `(from, to)` between references: `to` is
+    /// confined wherever `from` is.
+    pub fn region_equalities(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.edges.iter().copied()
+    }
+}
+
 /// Walks one parsed statement.
 pub(crate) fn collect(stmt: &Statement, cfg: &Config) -> Facts {
     let mut c = Collector {

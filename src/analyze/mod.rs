@@ -271,6 +271,9 @@ impl Analyzer {
             let text = &sql[range.clone()];
             let sc = lex::scan(text, 0);
             hint |= sc.hint;
+            if sc.shape.is_empty() {
+                continue; // only comments
+            }
             let (template, lifted) = self.template(text, &sc, use_cache);
             let lits = if lifted {
                 sc.lits

@@ -168,8 +168,8 @@ pub(super) fn explain(a: &Analysis, d: &Decision) -> String {
         if let Some(e) = &t.parse_error {
             let _ = writeln!(s, "  parse error: {e}");
         }
-        for r in &t.facts.refs {
-            let conf: Vec<String> = r
+        for (ri, r) in t.facts.refs.iter().enumerate() {
+            let mut conf: Vec<String> = r
                 .confiners
                 .iter()
                 .map(|c| {
@@ -188,12 +188,26 @@ pub(super) fn explain(a: &Analysis, d: &Decision) -> String {
                         .join(" OR ")
                 })
                 .collect();
+            for (from, to) in t.facts.region_equalities() {
+                if to == ri {
+                    let q = &t.facts.refs[from].qualifier;
+                    conf.push(format!(
+                        "{} = {q}.{} (carried)",
+                        r.partition_column, t.facts.refs[from].partition_column
+                    ));
+                }
+            }
+            let policy = match r.on_missing_region {
+                crate::config::OnMissingRegion::Rewrite => "rewrite",
+                crate::config::OnMissingRegion::Reject => "reject",
+                crate::config::OnMissingRegion::Allow => "allow",
+            };
             let _ = writeln!(
                 s,
-                "  reference {} ({}, on_missing_region = {:?}): {}",
+                "  reference {} ({}, on_missing_region = {}): {}",
                 r.qualifier,
                 r.table,
-                r.on_missing_region,
+                policy,
                 if conf.is_empty() {
                     "unconstrained".to_string()
                 } else {
