@@ -352,7 +352,7 @@ pub(crate) fn scan(sql: &str, lit_base: usize) -> Scan {
                 let slot = lit_base + sc.lits.len();
                 sc.lits.push(t.start..t.end);
                 sc.shape.push('$');
-                sc.shape.push_str(&(LIFT_BASE as usize + slot).to_string());
+                push_decimal(&mut sc.shape, LIFT_BASE as usize + slot);
             }
             Tok::Param => {
                 let n = text[1..].parse::<u32>().unwrap_or(u32::MAX);
@@ -379,6 +379,23 @@ pub(crate) fn scan(sql: &str, lit_base: usize) -> Scan {
         prev = Some(t);
     }
     sc
+}
+
+/// Appends a number in decimal without the formatting machinery (hot path).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
 }
 
 fn liftable(sql: &str, prev: Option<Token>) -> bool {

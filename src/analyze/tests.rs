@@ -68,3 +68,23 @@ fn parse_errors_do_not_carry_literal_values() {
         .unwrap_or_default();
     assert!(!err.contains("secret"), "{err}");
 }
+
+#[test]
+fn analyzer_is_shareable_across_sessions() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Analyzer>();
+    send_sync::<Analysis>();
+}
+
+#[test]
+fn cache_stays_within_its_bound() {
+    let mut cfg = Config::parse(SEED).unwrap();
+    cfg.proxy.analysis_cache_size = 32;
+    let z = Analyzer::new(&cfg);
+    for i in 0..2000 {
+        // A different shape each time (the column name varies).
+        z.analyze(&format!("SELECT c{i} FROM users WHERE region = 'eu'"));
+    }
+    assert!(z.cache.len() <= 32, "{}", z.cache.len());
+    assert!(z.cache.len() >= 16);
+}

@@ -68,6 +68,41 @@ pub(crate) struct Checked {
     pub parse_error: Option<String>,
 }
 
+/// Why `check` or `explain` cannot run (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The config does not load.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// `--user` names no `[[users]]` entry.
+    #[error("--user {user}: no such [[users]] entry in {config}")]
+    UnknownUser {
+        /// The name given.
+        user: String,
+        /// The config file.
+        config: String,
+    },
+    /// The tenants CSV is unreadable or malformed.
+    #[error("{0}")]
+    Tenants(String),
+    /// The SQL input cannot be read.
+    #[error("cannot read {name}: {source}")]
+    Read {
+        /// File name or `standard input`.
+        name: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The SQL input is not UTF-8.
+    #[error("{name} is not UTF-8 (byte {at})")]
+    NotUtf8 {
+        /// File name.
+        name: String,
+        /// Offset of the first invalid byte.
+        at: usize,
+    },
+}
+
 /// Everything `check` and `explain` need, loaded.
 struct Env {
     analyzer: Analyzer,
@@ -79,18 +114,18 @@ fn load(
     config: &std::path::Path,
     tenants: Option<&PathBuf>,
     user: Option<&str>,
-) -> Result<Env, String> {
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+) -> Result<Env, CheckError> {
+    let cfg = Config::load(config)?;
     if let Some(u) = user
         && !cfg.users.contains_key(u)
     {
-        return Err(format!(
-            "--user {u}: no such [[users]] entry in {}",
-            config.display()
-        ));
+        return Err(CheckError::UnknownUser {
+            user: u.to_string(),
+            config: config.display().to_string(),
+        });
     }
     let tenants = match tenants {
-        Some(p) => tenants_csv::load(p)?,
+        Some(p) => tenants_csv::load(p).map_err(CheckError::Tenants)?,
         None => HashMap::new(),
     };
     Ok(Env {
@@ -181,25 +216,28 @@ pub fn run_explain(args: &ExplainArgs) -> i32 {
     0
 }
 
-fn read_input(file: Option<&PathBuf>) -> Result<(String, String), String> {
+fn read_input(file: Option<&PathBuf>) -> Result<(String, String), CheckError> {
     match file {
         Some(p) if p.as_os_str() != "-" => {
-            let bytes =
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            let text = String::from_utf8(bytes).map_err(|e| {
-                format!(
-                    "{} is not UTF-8 (byte {})",
-                    p.display(),
-                    e.utf8_error().valid_up_to()
-                )
+            let name = p.display().to_string();
+            let bytes = std::fs::read(p).map_err(|source| CheckError::Read {
+                name: name.clone(),
+                source,
             })?;
-            Ok((p.display().to_string(), text))
+            let text = String::from_utf8(bytes).map_err(|e| CheckError::NotUtf8 {
+                name: name.clone(),
+                at: e.utf8_error().valid_up_to(),
+            })?;
+            Ok((name, text))
         }
         _ => {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
+                .map_err(|source| CheckError::Read {
+                    name: "standard input".into(),
+                    source,
+                })?;
             Ok(("<stdin>".into(), text))
         }
     }

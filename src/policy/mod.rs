@@ -95,13 +95,16 @@ pub fn decide(
     tenants: &dyn TenantLookup,
     settings: &Settings,
 ) -> Decision {
-    let mut per: Vec<Decision> = (0..analysis.statements.len())
-        .map(|i| decide_statement(analysis, i, params, tenants, settings))
-        .collect();
-    if per.len() == 1 {
-        return per.pop().unwrap_or_else(Decision::global);
+    match analysis.statements.len() {
+        0 => Decision::global(),
+        1 => decide_statement(analysis, 0, params, tenants, settings),
+        n => {
+            let per = (0..n)
+                .map(|i| decide_statement(analysis, i, params, tenants, settings))
+                .collect();
+            combine(analysis, per)
+        }
     }
-    combine(analysis, per)
 }
 
 fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
