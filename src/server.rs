@@ -13,9 +13,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::Config;
 use crate::session::cancel::CancelRegistry;
-use crate::session::route::{LocalRouter, Router};
+use crate::metrics::http::{HttpState, Readiness};
+use crate::metrics::{self, HealthObserver, Metrics};
+use crate::route::{Health, Probe, ProberConfig, Router, spawn_prober};
+use crate::tenants::TenantCache;
 use crate::session::{self, Phase, Shared};
-use crate::upstream::Gateway;
+use crate::upstream::{Gateway, GatewayDirectory, GatewayProbe};
 use crate::wire::ClientError;
 use crate::wire::auth::UserDirectory;
 
@@ -43,24 +46,19 @@ pub enum ServerError {
     Signal(std::io::Error),
 }
 
-/// A bound, not yet running proxy (so tests can learn the port first).
+/// A bound, not yet running proxy (so tests can learn the ports first).
 pub struct Bound {
     listener: TcpListener,
     shared: Arc<Shared>,
     phase: watch::Sender<Phase>,
+    metrics_addr: Option<SocketAddr>,
+    readiness: Arc<Readiness>,
 }
 
-/// Binds `proxy.listen` and prepares gateways and users, with the default
-/// (local-region) router.
+/// Binds `proxy.listen` (and `proxy.metrics_listen`), prepares gateways and
+/// users, and starts the background work: tenant directory refresh, the
+/// prober of down gateways, the metrics endpoints.
 pub async fn bind(config: Config) -> Result<Bound, ServerError> {
-    bind_with_router(config, Arc::new(LocalRouter)).await
-}
-
-/// As [`bind`], with the per-statement decision point supplied by the caller.
-pub async fn bind_with_router(
-    config: Config,
-    router: Arc<dyn Router>,
-) -> Result<Bound, ServerError> {
     let addr = config.proxy.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -79,23 +77,95 @@ pub async fn bind_with_router(
         .cloned()
         .unwrap_or_else(|| config.proxy.local_region.as_str().into());
     let (phase, phase_rx) = watch::channel(Phase::Running);
+    let config = Arc::new(config);
+
+    let metrics = Arc::new(Metrics::from_config(&config));
+    let readiness = Arc::new(Readiness::new(config.tenants.is_some()));
+    readiness.set_config_loaded(true);
+    let observer = HealthObserver::new(metrics.clone(), readiness.clone(), &local_region);
+    let health = Health::new(&config.regions, Some(Arc::new(observer)));
+    spawn_prober(
+        health.clone(),
+        Arc::new(GatewayProbe::new(gateways.clone())),
+        ProberConfig::default(),
+        stopped(phase_rx.clone()),
+    );
+    probe_local_gateway(&gateways[&local_region], health.clone());
+
+    let tenants = config.tenants.as_ref().map(|t| {
+        let directory = GatewayDirectory::new(gateways[&local_region].clone(), t);
+        let cache = TenantCache::new(t.clone(), Arc::new(directory), Some(metrics.clone()));
+        cache.spawn_refresh(stopped(phase_rx.clone()));
+        let (c, r) = (cache.clone(), readiness.clone());
+        let mut phase = phase_rx.clone();
+        tokio::spawn(async move {
+            // Readiness waits for the first directory load.
+            while !c.is_loaded() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = phase.changed() => return,
+                }
+            }
+            r.set_tenants_loaded(true);
+        });
+        cache
+    });
+    let metrics_addr = match config.proxy.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let l = metrics::http::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let bound = l.local_addr().ok();
+            let state = HttpState { metrics: metrics.clone(), readiness: readiness.clone() };
+            tokio::spawn(l.serve(state, stopped(phase_rx.clone())));
+            bound
+        }
+    };
+    let router = Arc::new(Router::new(config.clone(), tenants, metrics));
     let shared = Arc::new(Shared {
         users: UserDirectory::new(&config.users),
-        config: Arc::new(config),
+        config,
         gateways,
         local_region,
         cancels: Arc::new(CancelRegistry::new()),
         router,
+        health,
         phase: phase_rx,
     });
-    Ok(Bound {
-        listener,
-        shared,
-        phase,
-    })
+    Ok(Bound { listener, shared, phase, metrics_addr, readiness })
+}
+
+/// Resolves once the server leaves [`Phase::Running`] (or is gone).
+fn stopped(mut phase: watch::Receiver<Phase>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        while *phase.borrow_and_update() == Phase::Running {
+            if phase.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Marks the local gateway down at start if it does not answer, so that
+/// `/readyz` tells the truth before the first client arrives.
+fn probe_local_gateway(gateway: &Gateway, health: Arc<Health>) {
+    let probe = GatewayProbe::new(BTreeMap::from([(gateway.region.clone(), gateway.clone())]));
+    let region = gateway.region.clone();
+    tokio::spawn(async move {
+        let up = tokio::time::timeout(Duration::from_secs(2), probe.probe(&region)).await;
+        if !matches!(up, Ok(true)) {
+            health.mark_down(&region);
+        }
+    });
 }
 
 impl Bound {
+    /// The metrics listener's address, when `proxy.metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The address clients connect to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
@@ -124,6 +194,8 @@ impl Bound {
             listener,
             shared,
             phase,
+            readiness,
+            ..
         } = self;
         let limit = Arc::new(Semaphore::new(shared.config.proxy.max_client_connections));
         // Every session holds a clone; when all are dropped, `recv` returns None.
@@ -175,6 +247,7 @@ impl Bound {
         drop(listener);
         drop(alive_tx);
         tracing::info!("shutting down: waiting for open transactions");
+        readiness.set_draining(true);
         let _ = phase.send(Phase::Draining);
         let grace = shared.config.proxy.shutdown_grace;
         if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {

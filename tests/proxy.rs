@@ -7,15 +7,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, PASSWORD};
 use futures_util::{SinkExt, StreamExt};
 use geogate::config::Config;
-use geogate::session::route::{Route, Router, StatementContext};
-use geogate::session::state::PreparedStatement;
-use geogate::wire::validate::BindFrame;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -33,10 +29,10 @@ impl Proxy {
     /// Starts geogate with `extra` TOML appended to a config whose local
     /// region `eu` is `gateway`.
     fn start(gateway: &str, extra: &str) -> Proxy {
-        Self::start_with(&config_text(gateway, extra), None)
+        Self::start_with(&config_text(gateway, extra))
     }
 
-    fn start_with(text: &str, router: Option<Arc<dyn geogate::session::route::Router>>) -> Proxy {
+    fn start_with(text: &str) -> Proxy {
         let config = Config::parse(text).expect("test config is valid");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
@@ -48,11 +44,7 @@ impl Proxy {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let bound = match router {
-                    Some(r) => geogate::server::bind_with_router(config, r).await,
-                    None => geogate::server::bind(config).await,
-                }
-                .expect("bind");
+                let bound = geogate::server::bind(config).await.expect("bind");
                 port_tx.send(bound.local_addr().port()).unwrap();
                 bound
                     .run_until(async {
@@ -475,7 +467,7 @@ async fn stored_scram_verifier_authenticates_a_client() {
         "{}\n[[users]]\nname = \"vuser\"\npassword = \"{verifier}\"\n",
         config_text(&eu_gateway(c), "")
     );
-    let p = Proxy::start_with(&text, None);
+    let p = Proxy::start_with(&text);
     let client = connect(&p.conn_str("vuser", "from-a-verifier", "postgres"))
         .await
         .unwrap();
@@ -873,50 +865,22 @@ async fn shutdown_lets_open_transactions_finish_then_closes() {
     assert!(client.simple_query("SELECT 1").await.is_err());
 }
 
-/// A router for the decision-point seam: `/* region=us */` in the SQL sends
-/// a statement to `us`, `/* reject */` refuses it, anything else stays local.
-struct CommentRouter;
-
-impl CommentRouter {
-    fn route(sql: &str, cx: &StatementContext<'_>) -> Route {
-        if sql.contains("/* reject */") {
-            Route::Reject(geogate::wire::ClientError::error(
-                "GG001",
-                "geogate: refused by the test router",
-            ))
-        } else if sql.contains("/* region=us */") {
-            Route::Region("us".into())
-        } else {
-            Route::Region(cx.local_region.clone())
-        }
-    }
-}
-
-impl Router for CommentRouter {
-    fn route_query(&self, cx: &StatementContext<'_>, sql: &str) -> Route {
-        Self::route(sql, cx)
-    }
-
-    fn route_bind(
-        &self,
-        cx: &StatementContext<'_>,
-        stmt: &PreparedStatement,
-        _bind: &BindFrame<'_>,
-    ) -> Route {
-        Self::route(&stmt.sql, cx)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn decision_point_moves_statements_to_another_region_with_session_state() {
     let (eu, us) = (Cluster::shared("eu"), Cluster::shared("us"));
+    // A regional table: its rows name the region whose gateway holds them.
+    let db = eu.create_db("seam");
+    us.psql("postgres", &format!("CREATE DATABASE {db}"));
+    for (c, r) in [(eu, "eu"), (us, "us")] {
+        c.psql(&db, &format!("CREATE TABLE here (region text); INSERT INTO here VALUES ('{r}')"));
+    }
     let text = format!(
-        "{}\n[regions.us]\ngateway = \"{}\"\n",
+        "{}\n[regions.us]\ngateway = \"{}\"\n[tables.here]\npartition_column = \"region\"\n",
         config_text(&eu_gateway(eu), ""),
         eu_gateway(us)
     );
-    let p = Proxy::start_with(&text, Some(Arc::new(CommentRouter)));
-    let client = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
+    let p = Proxy::start_with(&text);
+    let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
     client
@@ -925,7 +889,7 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
         .unwrap();
     // Prepared on eu (Parse/Describe/Sync carry no Bind)...
     let stmt = client
-        .prepare("/* region=us */ SELECT inet_server_port(), current_setting('statement_timeout'), $1::int4")
+        .prepare("SELECT inet_server_port(), current_setting('statement_timeout'), $1::int4 FROM here WHERE region = 'us'")
         .await
         .unwrap();
     // ...executed on us: re-prepared there under the same name, settings replayed.
@@ -939,7 +903,7 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
         .unwrap();
     assert_eq!(row.get::<_, i32>(0), i32::from(eu.port()));
     let msgs = client
-        .simple_query("/* region=us */ SELECT inet_server_port()")
+        .simple_query("SELECT inet_server_port() FROM here WHERE region = 'us'")
         .await
         .unwrap();
     let port = msgs.iter().find_map(|m| match m {
@@ -969,13 +933,13 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
 
     // Refusals come back in request order, in both protocols, and the session goes on.
     let e = client
-        .simple_query("/* reject */ SELECT 1")
+        .simple_query("SELECT 1 FROM here")
         .await
         .unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("GG001"));
     let (a, b, c) = tokio::join!(
         client.query_one("SELECT 1::int4", &[]),
-        client.query_one("/* reject */ SELECT 2::int4", &[]),
+        client.query_one("SELECT 2::int4 FROM here", &[]),
         client.query_one("SELECT 3::int4", &[]),
     );
     assert_eq!(a.expect("first of the pipeline").get::<_, i32>(0), 1);

@@ -1,5 +1,5 @@
 //! Client → gateway: every message the client sends, in order. Queries and
-//! Binds go through the decision point ([`super::route::Router`]); everything
+//! Binds go through the decision point (`route.rs`); everything
 //! else is forwarded as the bytes the client sent.
 //!
 //! Extended-protocol messages that precede a batch's first Bind (Parse,
@@ -13,9 +13,8 @@ use pgwire::messages::extendedquery::{Close, Parse};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{Message, PgWireFrontendMessage};
 
-use super::route::{Route, StatementContext};
 use super::state::PreparedStatement;
-use super::{Injection, Session, SessionError};
+use super::{Injection, Payload, Session, SessionError};
 use crate::wire::validate::{BindFrame, ParseView, parse_view};
 use crate::wire::{ClientError, FrameError, peek_frame};
 
@@ -125,59 +124,13 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    fn context(&self) -> StatementContext<'_> {
-        StatementContext {
-            user: &self.startup.user,
-            database: &self.startup.database,
-            txn: self.state.txn,
-            current_region: &self.active,
-            local_region: &self.shared.local_region,
-        }
-    }
-
     async fn on_query(&mut self, frame: &[u8]) -> Result<Flow, SessionError> {
         let Some(PgWireFrontendMessage::Query(Query { query, .. })) = decode(frame)? else {
             return Err(SessionError::Client(ClientError::protocol_violation(
                 "invalid Query message",
             )));
         };
-        let route = self.shared.router.route_query(&self.context(), &query);
-        if self.must_wait_for(&route) {
-            return Ok(Flow::WaitForIdle);
-        }
-        let region = match route {
-            Route::Region(r) => r,
-            Route::Warn(r, notice) => {
-                self.inject_after_pending(Some(notice), true, false);
-                r
-            }
-            Route::Reject(e) => {
-                self.inject_after_pending(Some(e), false, true);
-                return Ok(Flow::Continue);
-            }
-        };
-        if let Err(e) = self.ensure_active(&region).await {
-            self.inject_after_pending(Some(e), false, true);
-            return Ok(Flow::Continue);
-        }
-        self.state.on_simple_query(&query);
-        self.to_up.extend_from_slice(frame);
-        self.z_expect += 1;
-        Ok(Flow::Continue)
-    }
-
-    /// A statement for another region while the current upstream still owes
-    /// answers waits for them (rather than failing), when it can: not in
-    /// the middle of an extended-protocol batch, whose answers only come
-    /// after a Sync that is still to be read.
-    fn must_wait_for(&self, route: &Route) -> bool {
-        let region = match route {
-            Route::Region(r) | Route::Warn(r, _) => r,
-            Route::Reject(_) => return false,
-        };
-        *region != self.active
-            && !self.unsynced
-            && (self.z_seen != self.z_expect || !self.to_up.is_empty())
+        self.route_query(frame, &query).await
     }
 
     /// Nothing in flight on the current upstream.
@@ -217,41 +170,10 @@ impl Session {
     }
 
     async fn on_bind(&mut self, frame: &[u8]) -> Result<Flow, SessionError> {
-        let Some(bind) = BindFrame::new(frame) else {
-            return Err(SessionError::Client(ClientError::protocol_violation(
-                "geogate: malformed Bind message",
-            )));
-        };
-        let route = match self.statement_for(&bind) {
-            Some(stmt) => self.shared.router.route_bind(&self.context(), stmt, &bind),
-            // Unknown statement: the gateway reports it (26000) in order.
-            None => Route::Region(self.active.clone()),
-        };
-        if self.must_wait_for(&route) {
-            return Ok(Flow::WaitForIdle);
-        }
-        let region = match route {
-            Route::Region(r) => r,
-            Route::Warn(r, notice) => {
-                self.inject_after_pending(Some(notice), true, false);
-                r
-            }
-            Route::Reject(e) => {
-                self.refuse_batch(e);
-                return Ok(Flow::Continue);
-            }
-        };
-        if let Err(e) = self.ensure_active(&region).await {
-            self.refuse_batch(e);
-            return Ok(Flow::Continue);
-        }
-        self.release_held();
-        self.to_up.extend_from_slice(frame);
-        self.unsynced = true;
-        Ok(Flow::Continue)
+        self.route_bind(frame).await
     }
 
-    fn statement_for(&self, bind: &BindFrame<'_>) -> Option<&PreparedStatement> {
+    pub(super) fn statement_for(&self, bind: &BindFrame<'_>) -> Option<&PreparedStatement> {
         match bind.statement_name() {
             "" => self.unnamed.as_ref(),
             name => self.state.prepared.get(name),
@@ -264,7 +186,7 @@ impl Session {
     }
 
     /// Sends held messages to the current upstream.
-    fn release_held(&mut self) {
+    pub(super) fn release_held(&mut self) {
         if !self.held.is_empty() {
             self.to_up.extend_from_slice(&self.held);
             self.held.clear();
@@ -274,7 +196,7 @@ impl Session {
 
     /// An extended-protocol statement is refused: report `e` where the
     /// gateway would have, then ignore messages until Sync, as PostgreSQL does.
-    fn refuse_batch(&mut self, e: ClientError) {
+    pub(super) fn refuse_batch(&mut self, e: ClientError) {
         // Messages before the refused Bind (Parse, Describe) get their answers.
         self.release_held();
         if self.unsynced {
@@ -283,13 +205,12 @@ impl Session {
             self.injections.push_back(Injection {
                 at_z: self.z_expect + 1,
                 before: true,
-                message: Some(e),
-                notice: false,
+                message: Some(Payload::Error(e)),
                 ready: false,
             });
             self.refused_forwarded = true;
         } else {
-            self.inject_after_pending(Some(e), false, false);
+            self.inject_after_pending(Some(Payload::Error(e)), false);
             self.refused_forwarded = false;
         }
         self.skip_until_sync = true;
@@ -303,23 +224,17 @@ impl Session {
             self.z_expect += 1;
             self.unsynced = false;
         } else {
-            self.inject_after_pending(None, false, true);
+            self.inject_after_pending(None, true);
         }
     }
 
     /// Places our own message after everything already requested from the
     /// gateway (immediately when nothing is in flight).
-    pub(super) fn inject_after_pending(
-        &mut self,
-        message: Option<ClientError>,
-        notice: bool,
-        ready: bool,
-    ) {
+    pub(super) fn inject_after_pending(&mut self, message: Option<Payload>, ready: bool) {
         self.injections.push_back(Injection {
             at_z: self.z_expect,
             before: false,
             message,
-            notice,
             ready,
         });
         self.flush_due_injections();

@@ -32,7 +32,6 @@ use crate::wire::auth::UserDirectory;
 use crate::wire::stream::PgStream;
 use crate::wire::{BackendScanner, ClientError};
 use cancel::{CancelGuard, CancelRegistry};
-use route::Router;
 use state::{PreparedStatement, SessionState};
 
 /// Where the server is in its life; sessions watch it.
@@ -59,7 +58,9 @@ pub struct Shared {
     /// Cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// The per-statement decision point.
-    pub router: Arc<dyn Router>,
+    pub router: Arc<crate::route::Router>,
+    /// Gateway health, for failover.
+    pub health: Arc<crate::route::Health>,
     /// Server phase.
     pub phase: watch::Receiver<Phase>,
 }
@@ -83,6 +84,7 @@ pub enum SessionError {
 
 /// Serves one client connection from its first byte to its end.
 pub async fn serve_client(tcp: TcpStream, shared: Arc<Shared>) {
+    let _connected = shared.router.metrics().client_connected();
     let _ = tcp.set_nodelay(true);
     let mut stream = PgStream::Plain(tcp);
     let timeout = shared.config.proxy.startup_timeout;
@@ -191,6 +193,7 @@ async fn open(
     upstreams.insert(region.clone(), upstream);
     Ok(Some(Session {
         shared: shared.clone(),
+        settings: shared.router.settings_for(&params.user),
         startup: params,
         cancel,
         state: SessionState::default(),
@@ -211,6 +214,11 @@ async fn open(
         held: BytesMut::new(),
         refused_forwarded: false,
         draining: false,
+        pending_begin: None,
+        hidden: VecDeque::new(),
+        shadows: HashMap::new(),
+        reload_tenants: false,
+        timings: VecDeque::new(),
     }))
 }
 
@@ -268,6 +276,30 @@ pub struct Session {
     refused_forwarded: bool,
     /// SIGTERM seen: close at the next idle point.
     draining: bool,
+    /// Policy settings for this client's user.
+    settings: crate::policy::Settings,
+    /// A BEGIN geogate answered and has not sent yet (see `route.rs`).
+    pending_begin: Option<BytesMut>,
+    /// Requests (by ReadyForQuery count) whose answers geogate drops: a
+    /// deferred BEGIN, a shadow statement's Parse.
+    hidden: VecDeque<u64>,
+    /// Shadow (rewritten) statements prepared, by upstream region.
+    shadows: HashMap<Arc<str>, std::collections::HashSet<String>>,
+    /// A statement moved a tenant: reload the directory once committed.
+    reload_tenants: bool,
+    /// Requests in flight to time: ReadyForQuery count, start, decision, region.
+    timings: VecDeque<(u64, std::time::Instant, crate::metrics::DecisionLabel, Arc<str>)>,
+}
+
+/// What geogate itself writes to the client among the gateway's answers.
+#[derive(Debug)]
+pub(super) enum Payload {
+    /// An ErrorResponse.
+    Error(ClientError),
+    /// A NoticeResponse (warn mode).
+    Notice(ClientError),
+    /// Ready-made backend messages (e.g. CommandComplete of a deferred BEGIN).
+    Raw(BytesMut),
 }
 
 /// A response geogate produces itself, placed relative to a ReadyForQuery
@@ -279,10 +311,8 @@ struct Injection {
     /// Insert just before that ReadyForQuery (the error belongs to the
     /// request it closes) rather than after it.
     before: bool,
-    /// The error or notice (none: only a ReadyForQuery).
-    message: Option<ClientError>,
-    /// As a NoticeResponse instead of an ErrorResponse.
-    notice: bool,
+    /// What to write (none: only a ReadyForQuery).
+    message: Option<Payload>,
     /// Follow it with our own ReadyForQuery (current status).
     ready: bool,
 }

@@ -232,11 +232,12 @@ impl Session {
                 ),
             )
         })?;
-        if self.injections.is_empty() {
+        if self.injections.is_empty() && self.hidden.is_empty() {
             // The common case: nothing of ours to place, the chunk goes as is.
             if let Some((_, status)) = ev.ready.last() {
                 self.z_seen += ev.ready.len() as u64;
                 self.state.txn = TxnStatus::from_byte(*status);
+                self.observe_timings();
             }
             self.append_backend_chunk();
             return Ok(());
@@ -246,8 +247,18 @@ impl Session {
         let mut start = 0;
         for &(end, status) in &ev.ready {
             let z_start = end.saturating_sub(6).max(start);
+            if self.hidden.front() == Some(&(self.z_seen + 1)) {
+                // An answer geogate asked for itself: the client never sees it.
+                self.hidden.pop_front();
+                self.z_seen += 1;
+                self.state.txn = TxnStatus::from_byte(status);
+                start = end;
+                self.flush_due_injections();
+                continue;
+            }
             self.z_seen += 1;
             self.state.txn = TxnStatus::from_byte(status);
+            self.observe_timings();
             let before = self
                 .injections
                 .front()
@@ -263,9 +274,26 @@ impl Session {
             start = end;
             self.flush_due_injections();
         }
-        self.to_client.extend_from_slice(&chunk[start..]);
+        // The start of the next answer, unless that one is hidden too.
+        if self.hidden.front() != Some(&(self.z_seen + 1)) {
+            self.to_client.extend_from_slice(&chunk[start..]);
+        }
         drop(chunk);
         Ok(())
+    }
+
+    /// Observes the duration of every timed request answered so far.
+    fn observe_timings(&mut self) {
+        while let Some((at_z, _, _, _)) = self.timings.front() {
+            if *at_z > self.z_seen {
+                break;
+            }
+            let (_, started, decision, region) = self.timings.pop_front().expect("checked above");
+            self.shared
+                .router
+                .metrics()
+                .observe_duration(decision, Some(&region), started.elapsed());
+        }
     }
 
     /// The fast path: no ReadyForQuery in the chunk.
@@ -290,12 +318,11 @@ impl Session {
     }
 
     fn emit(&mut self, inj: super::Injection) {
-        if let Some(m) = &inj.message {
-            if inj.notice {
-                m.encode_notice(&mut self.to_client);
-            } else {
-                m.encode(&mut self.to_client);
-            }
+        match inj.message {
+            Some(super::Payload::Error(e)) => e.encode(&mut self.to_client),
+            Some(super::Payload::Notice(e)) => e.encode_notice(&mut self.to_client),
+            Some(super::Payload::Raw(b)) => self.to_client.extend_from_slice(&b),
+            None => {}
         }
         if inj.ready {
             let status = match self.state.txn {

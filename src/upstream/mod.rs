@@ -3,6 +3,9 @@
 //! [`Upstream`] is a pair of byte halves the session relays.
 
 mod connect;
+mod directory;
+mod probe;
+mod query;
 pub mod tls;
 
 use std::sync::Arc;
@@ -13,6 +16,9 @@ use rustls::ClientConfig;
 use crate::config::{GatewayUrl, RegionConfig};
 use crate::wire::stream::{PgReader, PgWriter};
 
+pub use directory::GatewayDirectory;
+pub use probe::GatewayProbe;
+pub use query::TextRow;
 pub use connect::{UpstreamError, send_cancel};
 
 /// A region's gateway, ready to be connected to.

@@ -37,6 +37,14 @@ impl ClientError {
         }
     }
 
+    /// A `WARNING` notice (mode = "warn": what enforce would have refused).
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            severity: "WARNING",
+            ..Self::error(code, message)
+        }
+    }
+
     /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
