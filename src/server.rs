@@ -12,12 +12,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::Config;
-use crate::session::cancel::CancelRegistry;
 use crate::metrics::http::{HttpState, Readiness};
 use crate::metrics::{self, HealthObserver, Metrics};
 use crate::route::{Health, Probe, ProberConfig, Router, spawn_prober};
-use crate::tenants::TenantCache;
+use crate::session::cancel::CancelRegistry;
 use crate::session::{self, Phase, Shared};
+use crate::tenants::TenantCache;
 use crate::upstream::{Gateway, GatewayDirectory, GatewayProbe};
 use crate::wire::ClientError;
 use crate::wire::auth::UserDirectory;
@@ -117,7 +117,10 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })?;
             let bound = l.local_addr().ok();
-            let state = HttpState { metrics: metrics.clone(), readiness: readiness.clone() };
+            let state = HttpState {
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+            };
             tokio::spawn(l.serve(state, stopped(phase_rx.clone())));
             bound
         }
@@ -133,7 +136,13 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         health,
         phase: phase_rx,
     });
-    Ok(Bound { listener, shared, phase, metrics_addr, readiness })
+    Ok(Bound {
+        listener,
+        shared,
+        phase,
+        metrics_addr,
+        readiness,
+    })
 }
 
 /// Resolves once the server leaves [`Phase::Running`] (or is gone).

@@ -872,7 +872,10 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
     let db = eu.create_db("seam");
     us.psql("postgres", &format!("CREATE DATABASE {db}"));
     for (c, r) in [(eu, "eu"), (us, "us")] {
-        c.psql(&db, &format!("CREATE TABLE here (region text); INSERT INTO here VALUES ('{r}')"));
+        c.psql(
+            &db,
+            &format!("CREATE TABLE here (region text); INSERT INTO here VALUES ('{r}')"),
+        );
     }
     let text = format!(
         "{}\n[regions.us]\ngateway = \"{}\"\n[tables.here]\npartition_column = \"region\"\n",
@@ -932,10 +935,7 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
     );
 
     // Refusals come back in request order, in both protocols, and the session goes on.
-    let e = client
-        .simple_query("SELECT 1 FROM here")
-        .await
-        .unwrap_err();
+    let e = client.simple_query("SELECT 1 FROM here").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("GG001"));
     let (a, b, c) = tokio::join!(
         client.query_one("SELECT 1::int4", &[]),

@@ -63,8 +63,12 @@ impl Params<'_> {
         }
         let b: &[u8] = bytes;
         let text = match (self.types.get(i).copied().unwrap_or(0), b.len()) {
-            (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, _) => String::from_utf8_lossy(b).into_owned(),
-            (oid::INT2 | 0, 2) if oid_or_binary(self.types.get(i), b) => i16::from_be_bytes([b[0], b[1]]).to_string(),
+            (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, _) => {
+                String::from_utf8_lossy(b).into_owned()
+            }
+            (oid::INT2 | 0, 2) if oid_or_binary(self.types.get(i), b) => {
+                i16::from_be_bytes([b[0], b[1]]).to_string()
+            }
             (oid::INT4 | 0, 4) if oid_or_binary(self.types.get(i), b) => {
                 i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string()
             }
@@ -138,12 +142,29 @@ mod tests {
 
     #[test]
     fn binary_text_of_integer_length_stays_text_unless_typed() {
-        let vals = vec![Some(Bytes::from_static(b"eu")), Some(Bytes::from_static(b"apac"))];
-        let untyped = Params { values: &vals, formats: &[1], types: &[] };
+        let vals = vec![
+            Some(Bytes::from_static(b"eu")),
+            Some(Bytes::from_static(b"apac")),
+        ];
+        let untyped = Params {
+            values: &vals,
+            formats: &[1],
+            types: &[],
+        };
         assert_eq!(untyped.text(1), ParamText::Text("eu".into()));
         assert_eq!(untyped.text(2), ParamText::Text("apac".into()));
-        let typed = Params { values: &vals, formats: &[1], types: &[oid::INT2, oid::INT4] };
-        assert_eq!(typed.text(1), ParamText::Text(i16::from_be_bytes(*b"eu").to_string()));
-        assert_eq!(typed.text(2), ParamText::Text(i32::from_be_bytes(*b"apac").to_string()));
+        let typed = Params {
+            values: &vals,
+            formats: &[1],
+            types: &[oid::INT2, oid::INT4],
+        };
+        assert_eq!(
+            typed.text(1),
+            ParamText::Text(i16::from_be_bytes(*b"eu").to_string())
+        );
+        assert_eq!(
+            typed.text(2),
+            ParamText::Text(i32::from_be_bytes(*b"apac").to_string())
+        );
     }
 }

@@ -62,7 +62,11 @@ impl TenantLookup for Resolved {
 
 impl Router {
     /// A router for `config`, with its tenant cache (if `[tenants]` is set) and metrics.
-    pub fn new(config: Arc<Config>, tenants: Option<Arc<TenantCache>>, metrics: Arc<Metrics>) -> Router {
+    pub fn new(
+        config: Arc<Config>,
+        tenants: Option<Arc<TenantCache>>,
+        metrics: Arc<Metrics>,
+    ) -> Router {
         Router {
             analyzer: Analyzer::new(&config),
             config,
@@ -115,7 +119,12 @@ impl Router {
             Outcome::Rewrite { .. } => resolved.into_iter().map(|(t, _)| t).collect(),
             _ => Vec::new(),
         };
-        Plan { analysis, decision, effect, tenants }
+        Plan {
+            analysis,
+            decision,
+            effect,
+            tenants,
+        }
     }
 
     /// Counts and logs a statement once the session knows where it went
@@ -127,7 +136,9 @@ impl Router {
             Outcome::Global => metrics::Outcome::Global,
             Outcome::Route { .. } => metrics::Outcome::Route,
             Outcome::Rewrite { .. } => metrics::Outcome::Rewrite,
-            Outcome::Scatter { .. } if observe => metrics::Outcome::Scatter(metrics::ScatterCause::Observe),
+            Outcome::Scatter { .. } if observe => {
+                metrics::Outcome::Scatter(metrics::ScatterCause::Observe)
+            }
             Outcome::Scatter { cause, .. } => metrics::Outcome::Scatter(scatter_label(*cause)),
             Outcome::Reject(r) => metrics::Outcome::Reject(reject_label(r.reason)),
         };
@@ -142,20 +153,30 @@ impl Router {
             fingerprint: &fingerprint,
         };
         self.metrics.record_statement(&event);
-        if matches!(outcome, metrics::Outcome::Reject(_) | metrics::Outcome::Scatter(_)) {
-            self.log.statement(client, &event, self.config.proxy.mode == Mode::Enforce);
+        if matches!(
+            outcome,
+            metrics::Outcome::Reject(_) | metrics::Outcome::Scatter(_)
+        ) {
+            self.log
+                .statement(client, &event, self.config.proxy.mode == Mode::Enforce);
         }
         if plan.decision.parse_error {
             self.metrics.parse_error();
         }
         for m in &plan.decision.moves {
-            self.metrics.region_move(Some(&m.table), m.from.as_deref(), m.to.as_deref());
+            self.metrics
+                .region_move(Some(&m.table), m.from.as_deref(), m.to.as_deref());
         }
     }
 
     /// A refused cross-region transaction statement or a gateway that could
     /// not be reached: counted as a rejection with that reason.
-    pub fn record_refusal(&self, plan: &Plan, client: &ClientInfo<'_>, reason: metrics::RejectReason) {
+    pub fn record_refusal(
+        &self,
+        plan: &Plan,
+        client: &ClientInfo<'_>,
+        reason: metrics::RejectReason,
+    ) {
         let fingerprint = plan.analysis.fingerprint();
         let event = StatementEvent {
             outcome: metrics::Outcome::Reject(reason),
@@ -177,7 +198,9 @@ fn scatter_label(c: policy::ScatterCause) -> metrics::ScatterCause {
 
 fn reject_label(r: policy::RejectReason) -> metrics::RejectReason {
     match r {
-        policy::RejectReason::NoRegion | policy::RejectReason::UnlistedTable => metrics::RejectReason::NoRegion,
+        policy::RejectReason::NoRegion | policy::RejectReason::UnlistedTable => {
+            metrics::RejectReason::NoRegion
+        }
         policy::RejectReason::UnknownTenant => metrics::RejectReason::UnknownTenant,
         policy::RejectReason::UnknownRegion => metrics::RejectReason::UnknownRegion,
         policy::RejectReason::ParseError => metrics::RejectReason::ParseError,

@@ -36,6 +36,10 @@ impl Session {
     pub(super) async fn on_client_bytes(&mut self) -> Result<Flow, SessionError> {
         let max = self.shared.config.proxy.max_message_size;
         loop {
+            if self.verify.is_some() {
+                // An answer is held for verify-on-empty: nothing may overtake it.
+                return Ok(Flow::WaitForIdle);
+            }
             let h = match peek_frame(&self.cin, max) {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
@@ -95,7 +99,8 @@ impl Session {
             b'D' => {
                 if let [b'S', name @ ..] = frame.get(5..).unwrap_or(&[]) {
                     let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
-                    self.held_describes.push(String::from_utf8_lossy(name).into());
+                    self.held_describes
+                        .push(String::from_utf8_lossy(name).into());
                 }
                 self.hold(frame);
             }

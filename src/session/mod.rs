@@ -13,6 +13,7 @@ mod relay;
 pub mod route;
 mod startup;
 pub mod state;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
@@ -220,6 +221,7 @@ async fn open(
         reload_tenants: false,
         timings: VecDeque::new(),
         held_describes: Vec::new(),
+        verify: None,
         describing: VecDeque::new(),
     }))
 }
@@ -289,6 +291,8 @@ pub struct Session {
     shadows: HashMap<Arc<str>, std::collections::HashSet<String>>,
     /// A statement moved a tenant: reload the directory once committed.
     reload_tenants: bool,
+    /// A rewritten request whose answer is held until known non-empty.
+    verify: Option<verify::Verify>,
     /// Statements named by Describe messages still held.
     held_describes: Vec<Arc<str>>,
     /// Statements described upstream, with the ReadyForQuery count of their
@@ -296,7 +300,12 @@ pub struct Session {
     /// binary Bind values are decoded by.
     describing: VecDeque<(u64, Arc<str>)>,
     /// Requests in flight to time: ReadyForQuery count, start, decision, region.
-    timings: VecDeque<(u64, std::time::Instant, crate::metrics::DecisionLabel, Arc<str>)>,
+    timings: VecDeque<(
+        u64,
+        std::time::Instant,
+        crate::metrics::DecisionLabel,
+        Arc<str>,
+    )>,
 }
 
 /// What geogate itself writes to the client among the gateway's answers.

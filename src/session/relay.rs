@@ -136,6 +136,12 @@ impl Session {
                     if let Err(e) = self.on_backend_bytes() {
                         return End::Fatal(e);
                     }
+                    if self.verify.as_ref().is_some_and(|v| v.empty) {
+                        self.finish_verify().await;
+                        if self.write_up_now().is_err() {
+                            return End::Fatal(ClientError::upstream_lost(&self.active));
+                        }
+                    }
                     if self.write_client_now(client_w).is_err() {
                         return End::ClientBroken;
                     }
@@ -236,7 +242,7 @@ impl Session {
                 ),
             )
         })?;
-        if self.injections.is_empty() && self.hidden.is_empty() {
+        if self.injections.is_empty() && self.hidden.is_empty() && self.verify.is_none() {
             // The common case: nothing of ours to place, the chunk goes as is.
             if let Some((_, status)) = ev.ready.last() {
                 self.z_seen += ev.ready.len() as u64;
@@ -260,6 +266,16 @@ impl Session {
                 self.flush_due_injections();
                 continue;
             }
+            if self.verifying_next() {
+                // The end of an answer held for verify-on-empty.
+                self.hold_for_verify(&chunk[start..end]);
+                self.z_seen += 1;
+                self.state.txn = TxnStatus::from_byte(status);
+                self.observe_timings();
+                start = end;
+                self.flush_due_injections();
+                continue;
+            }
             self.z_seen += 1;
             self.state.txn = TxnStatus::from_byte(status);
             self.observe_timings();
@@ -279,7 +295,9 @@ impl Session {
             self.flush_due_injections();
         }
         // The start of the next answer, unless that one is hidden too.
-        if self.hidden.front() != Some(&(self.z_seen + 1)) {
+        if self.verifying_next() {
+            self.hold_for_verify(&chunk[start..]);
+        } else if self.hidden.front() != Some(&(self.z_seen + 1)) {
             self.to_client.extend_from_slice(&chunk[start..]);
         }
         drop(chunk);
@@ -324,10 +342,11 @@ impl Session {
                 break;
             }
             let (_, started, decision, region) = self.timings.pop_front().expect("checked above");
-            self.shared
-                .router
-                .metrics()
-                .observe_duration(decision, Some(&region), started.elapsed());
+            self.shared.router.metrics().observe_duration(
+                decision,
+                Some(&region),
+                started.elapsed(),
+            );
         }
     }
 

@@ -16,6 +16,7 @@ use pgwire::messages::simplequery::Query;
 
 use super::frontend::Flow;
 use super::state::TxnStatus;
+use super::verify::Verify;
 use super::{Payload, Session, SessionError};
 use crate::analyze::{Params, StatementKind};
 use crate::config::OnCrossRegionTxn;
@@ -63,7 +64,29 @@ impl Session {
 
     /// A simple-protocol Query: decide, then forward (possibly rewritten),
     /// answer it ourselves, or wait until the current upstream is quiet.
-    pub(super) async fn route_query(&mut self, frame: &[u8], sql: &str) -> Result<Flow, SessionError> {
+    pub(super) async fn route_query(
+        &mut self,
+        frame: &[u8],
+        sql: &str,
+    ) -> Result<Flow, SessionError> {
+        self.route_query_with(frame, sql, true).await
+    }
+
+    /// Sends a statement again after verify-on-empty (never verified twice).
+    pub(super) async fn route_query_once(
+        &mut self,
+        frame: &[u8],
+        sql: &str,
+    ) -> Result<Flow, SessionError> {
+        self.route_query_with(frame, sql, false).await
+    }
+
+    async fn route_query_with(
+        &mut self,
+        frame: &[u8],
+        sql: &str,
+        verify: bool,
+    ) -> Result<Flow, SessionError> {
         self.reload_tenants_after_commit();
         let router = self.shared.router.clone();
         let plan = router.plan(sql, &Params::NONE, &self.settings).await;
@@ -89,6 +112,9 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        let rerun = self.upstream_quiet()
+            && self.pending_begin.is_none()
+            && self.state.txn == TxnStatus::Idle;
         self.send_deferred_begin();
         if let Some(w) = target.warning {
             self.inject_after_pending(Some(Payload::Notice(w)), false);
@@ -102,6 +128,24 @@ impl Session {
         self.state.on_simple_query(sql);
         self.note_statement(&plan);
         self.z_expect += 1;
+        let single = plan.analysis.statements.len() == 1;
+        if verify
+            && single
+            && target.rewritten.is_some()
+            && !plan.tenants.is_empty()
+            && self.verify.is_none()
+        {
+            self.verify = Some(Verify {
+                z: self.z_expect,
+                frame: BytesMut::from(frame),
+                sql: sql.to_string(),
+                region: region.clone(),
+                tenants: plan.tenants.clone(),
+                rerun,
+                hold: BytesMut::new(),
+                empty: false,
+            });
+        }
         self.time_request(&plan, &region);
         router.record(&plan, &self.client_info(), Some(&region));
         Ok(Flow::Continue)
@@ -129,7 +173,11 @@ impl Session {
             Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
             None => (&[][..], &[][..]),
         };
-        let params = Params { values, formats, types: &stmt.param_types };
+        let params = Params {
+            values,
+            formats,
+            types: &stmt.param_types,
+        };
         let router = self.shared.router.clone();
         let plan = router.plan(&stmt.sql, &params, &self.settings).await;
         let target = match self.target_for(&plan) {
@@ -160,7 +208,10 @@ impl Session {
             }
             Some(text) => {
                 let shadow = shadow_name(text);
-                let prepared = self.shadows.get(&region).is_some_and(|s| s.contains(&shadow));
+                let prepared = self
+                    .shadows
+                    .get(&region)
+                    .is_some_and(|s| s.contains(&shadow));
                 if !prepared {
                     if self.unsynced {
                         let e = ClientError::error(
@@ -169,16 +220,26 @@ impl Session {
                              statement of a pipelined batch the first time it runs; add the region \
                              predicate or send a Sync before it",
                         );
-                        self.refuse_batch_with(&plan, Refusal { error: e, extra: Some(RejectReason::NoRegion) });
+                        self.refuse_batch_with(
+                            &plan,
+                            Refusal {
+                                error: e,
+                                extra: Some(RejectReason::NoRegion),
+                            },
+                        );
                         return Ok(Flow::Continue);
                     }
                     // Prepared as a request of its own, answered in secret.
-                    let _ = Parse::new(Some(shadow.clone()), text.clone(), stmt.param_types.clone())
-                        .encode(&mut self.to_up);
+                    let _ =
+                        Parse::new(Some(shadow.clone()), text.clone(), stmt.param_types.clone())
+                            .encode(&mut self.to_up);
                     let _ = SyncMsg::new().encode(&mut self.to_up);
                     self.z_expect += 1;
                     self.hidden.push_back(self.z_expect);
-                    self.shadows.entry(region.clone()).or_default().insert(shadow.clone());
+                    self.shadows
+                        .entry(region.clone())
+                        .or_default()
+                        .insert(shadow.clone());
                 }
                 self.release_held();
                 rebind(frame, &bind, &shadow, &mut self.to_up);
@@ -197,7 +258,11 @@ impl Session {
                 let error = ClientError::error(r.sqlstate(), r.message.clone());
                 return Err(Refusal { error, extra: None });
             }
-            Effect::Forward { region, rewritten, warning } => (region, *rewritten, warning),
+            Effect::Forward {
+                region,
+                rewritten,
+                warning,
+            } => (region, *rewritten, warning),
         };
         let rewritten = match (&plan.decision.outcome, rewritten) {
             (Outcome::Rewrite { sql, .. }, true) => Some(sql.clone()),
@@ -223,16 +288,27 @@ impl Session {
                             self.active
                         ),
                     );
-                    return Err(Refusal { error, extra: Some(RejectReason::CrossRegionTxn) });
+                    return Err(Refusal {
+                        error,
+                        extra: Some(RejectReason::CrossRegionTxn),
+                    });
                 }
             }
-            return Ok(Target { region: self.active.clone(), rewritten, warning });
+            return Ok(Target {
+                region: self.active.clone(),
+                rewritten,
+                warning,
+            });
         }
         let region = match region {
             Some(r) => self.intern_region(r),
             None => self.shared.local_region.clone(),
         };
-        Ok(Target { region, rewritten, warning })
+        Ok(Target {
+            region,
+            rewritten,
+            warning,
+        })
     }
 
     /// The shared `Arc<str>` of a configured region name.
@@ -266,7 +342,10 @@ impl Session {
                             e.tried.join(", ")
                         ),
                     );
-                    return Err(Refusal { error, extra: Some(RejectReason::NoGateway) });
+                    return Err(Refusal {
+                        error,
+                        extra: Some(RejectReason::NoGateway),
+                    });
                 }
             };
             match self.ensure_active(&used).await {
@@ -275,11 +354,19 @@ impl Session {
                     tracing::warn!(region = %used, "gateway unreachable; marked down");
                     health.mark_down(&used);
                 }
-                Err(e) => return Err(Refusal { error: e, extra: None }),
+                Err(e) => {
+                    return Err(Refusal {
+                        error: e,
+                        extra: None,
+                    });
+                }
             }
         }
         Err(Refusal {
-            error: ClientError::error("GG004", format!("geogate: no gateway available for region {region}")),
+            error: ClientError::error(
+                "GG004",
+                format!("geogate: no gateway available for region {region}"),
+            ),
             extra: Some(RejectReason::NoGateway),
         })
     }
@@ -355,7 +442,10 @@ impl Session {
         if !plan.decision.moves.is_empty() {
             self.reload_tenants = true;
         }
-        if matches!(plan.kind(), StatementKind::Discard | StatementKind::Deallocate) {
+        if matches!(
+            plan.kind(),
+            StatementKind::Discard | StatementKind::Deallocate
+        ) {
             if let Some(s) = self.shadows.get_mut(&self.active) {
                 s.clear();
             }
@@ -365,7 +455,8 @@ impl Session {
     /// After a transaction that moved a tenant has ended, reload the
     /// directory so the next statements see the new region at once.
     fn reload_tenants_after_commit(&mut self) {
-        if self.reload_tenants && self.state.txn == TxnStatus::Idle && self.pending_begin.is_none() {
+        if self.reload_tenants && self.state.txn == TxnStatus::Idle && self.pending_begin.is_none()
+        {
             self.reload_tenants = false;
             if let Some(cache) = self.shared.router.tenant_cache().cloned() {
                 tokio::spawn(async move {
@@ -386,7 +477,8 @@ impl Session {
             Outcome::Scatter { .. } => crate::metrics::DecisionLabel::Scatter,
             Outcome::Reject(_) => crate::metrics::DecisionLabel::Reject,
         };
-        self.timings.push_back((self.z_expect, Instant::now(), decision, region.clone()));
+        self.timings
+            .push_back((self.z_expect, Instant::now(), decision, region.clone()));
     }
 
     /// A statement for another region than the active one, while the active
@@ -449,7 +541,10 @@ mod tests {
         rebind(&f, &bind, "shadow", &mut out);
         let expected: &[u8] = b"p1\0shadow\0\0\0\0\x01\0\0\0\x02ab\0\0";
         assert_eq!(&out[5..], expected);
-        assert_eq!(i32::from_be_bytes(out[1..5].try_into().unwrap()) as usize, out.len() - 1);
+        assert_eq!(
+            i32::from_be_bytes(out[1..5].try_into().unwrap()) as usize,
+            out.len() - 1
+        );
         assert_eq!(BindFrame::new(&out).unwrap().statement_name(), "shadow");
     }
 

@@ -26,22 +26,39 @@ impl GatewayDirectory {
     pub fn new(gateway: Gateway, cfg: &TenantsConfig) -> GatewayDirectory {
         let user = gateway.url.user.clone().unwrap_or_else(|| "geogate".into());
         let database = gateway.url.database.clone().unwrap_or_else(|| user.clone());
-        let params = vec![("application_name".to_string(), "geogate-tenants".to_string())];
+        let params = vec![(
+            "application_name".to_string(),
+            "geogate-tenants".to_string(),
+        )];
         GatewayDirectory {
             gateway,
-            startup: StartupParams { user, database, params },
+            startup: StartupParams {
+                user,
+                database,
+                params,
+            },
             load_sql: cfg.query.clone(),
             lookup_sql: lookup_sql(cfg),
             conn: Mutex::new(None),
         }
     }
 
-    async fn query(&self, sql: &str, params: &[&str]) -> Result<Vec<super::query::TextRow>, DirectoryError> {
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Vec<super::query::TextRow>, DirectoryError> {
         let mut slot = self.conn.lock().await;
         if slot.is_none() {
             let up = Upstream::connect(&self.gateway, &self.startup)
                 .await
-                .map_err(|e| DirectoryError::Unreachable(format!("{} gateway: {}", self.gateway.region, describe(&e))))?;
+                .map_err(|e| {
+                    DirectoryError::Unreachable(format!(
+                        "{} gateway: {}",
+                        self.gateway.region,
+                        describe(&e)
+                    ))
+                })?;
             *slot = Some(up);
         }
         let up = slot.as_mut().expect("connected above");
@@ -74,18 +91,25 @@ impl Directory for GatewayDirectory {
                 .map(|row| match row.as_slice() {
                     [Some(id), Some(region), ..] => Ok((id.clone(), region.clone())),
                     _ => Err(DirectoryError::Query(
-                        "[tenants] query must return (tenant_id text, region text), both non-null".into(),
+                        "[tenants] query must return (tenant_id text, region text), both non-null"
+                            .into(),
                     )),
                 })
                 .collect()
         })
     }
 
-    fn lookup<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, Result<Option<String>, DirectoryError>> {
+    fn lookup<'a>(
+        &'a self,
+        tenant: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DirectoryError>> {
         Box::pin(async move {
             let rows = self.query(&self.lookup_sql, &[tenant]).await?;
             // The lookup returns either (region) or (tenant_id, region): the region is the last column.
-            Ok(rows.into_iter().next().and_then(|row| row.into_iter().last().flatten()))
+            Ok(rows
+                .into_iter()
+                .next()
+                .and_then(|row| row.into_iter().last().flatten()))
         })
     }
 }

@@ -16,10 +16,10 @@ use rustls::ClientConfig;
 use crate::config::{GatewayUrl, RegionConfig};
 use crate::wire::stream::{PgReader, PgWriter};
 
+pub use connect::{UpstreamError, send_cancel};
 pub use directory::GatewayDirectory;
 pub use probe::GatewayProbe;
 pub use query::TextRow;
-pub use connect::{UpstreamError, send_cancel};
 
 /// A region's gateway, ready to be connected to.
 #[derive(Clone)]

@@ -29,8 +29,12 @@ impl GatewayProbe {
 impl Probe for GatewayProbe {
     fn probe<'a>(&'a self, region: &'a str) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let Some(gw) = self.gateways.get(region) else { return false };
-            let Ok(mut tcp) = TcpStream::connect(gw.url.address()).await else { return false };
+            let Some(gw) = self.gateways.get(region) else {
+                return false;
+            };
+            let Ok(mut tcp) = TcpStream::connect(gw.url.address()).await else {
+                return false;
+            };
             if tcp.write_all(&SSL_REQUEST).await.is_err() {
                 return false;
             }

@@ -13,11 +13,20 @@ pub type TextRow = Vec<Option<String>>;
 impl Upstream {
     /// Runs `sql` with `params` (text format) through the extended protocol
     /// and returns every row in text format. The connection must be idle.
-    pub async fn query_text(&mut self, sql: &str, params: &[&str]) -> Result<Vec<TextRow>, UpstreamError> {
+    pub async fn query_text(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Vec<TextRow>, UpstreamError> {
         let mut out = BytesMut::new();
-        let encode = |r: pgwire::error::PgWireResult<()>| r.map_err(|e| UpstreamError::Protocol(e.to_string()));
+        let encode = |r: pgwire::error::PgWireResult<()>| {
+            r.map_err(|e| UpstreamError::Protocol(e.to_string()))
+        };
         encode(Parse::new(None, sql.to_string(), vec![]).encode(&mut out))?;
-        let values = params.iter().map(|p| Some(bytes::Bytes::copy_from_slice(p.as_bytes()))).collect();
+        let values = params
+            .iter()
+            .map(|p| Some(bytes::Bytes::copy_from_slice(p.as_bytes())))
+            .collect();
         encode(Bind::new(None, None, vec![], values, vec![]).encode(&mut out))?;
         encode(Execute::new(None, 0).encode(&mut out))?;
         encode(Sync::new().encode(&mut out))?;
@@ -27,8 +36,8 @@ impl Upstream {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
-            while let Some(h) =
-                crate::wire::peek_frame(&buf, usize::MAX).map_err(|e| UpstreamError::Protocol(e.to_string()))?
+            while let Some(h) = crate::wire::peek_frame(&buf, usize::MAX)
+                .map_err(|e| UpstreamError::Protocol(e.to_string()))?
             {
                 if buf.len() < h.total_len {
                     break;
@@ -37,7 +46,10 @@ impl Upstream {
                 match h.tag {
                     b'D' => rows.push(parse_data_row(&frame[5..])?),
                     b'E' if error.is_none() => {
-                        error = Some(UpstreamError::Server { code: sqlstate(&frame[5..]), frame: frame.freeze() })
+                        error = Some(UpstreamError::Server {
+                            code: sqlstate(&frame[5..]),
+                            frame: frame.freeze(),
+                        })
                     }
                     b'Z' => {
                         self.leftover = buf;
@@ -106,7 +118,10 @@ mod tests {
         b.extend_from_slice(&2i32.to_be_bytes());
         b.extend_from_slice(b"eu");
         b.extend_from_slice(&(-1i32).to_be_bytes());
-        assert_eq!(parse_data_row(&b).unwrap(), vec![Some("eu".to_string()), None]);
+        assert_eq!(
+            parse_data_row(&b).unwrap(),
+            vec![Some("eu".to_string()), None]
+        );
         assert!(parse_data_row(&b[..5]).is_err());
         assert!(parse_data_row(&[0, 1, 0, 0, 0, 9, b'x']).is_err());
     }
