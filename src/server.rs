@@ -146,12 +146,10 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
 }
 
 /// Resolves once the server leaves [`Phase::Running`] (or is gone).
-fn stopped(mut phase: watch::Receiver<Phase>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        while *phase.borrow_and_update() == Phase::Running {
-            if phase.changed().await.is_err() {
-                return;
-            }
+async fn stopped(mut phase: watch::Receiver<Phase>) {
+    while *phase.borrow_and_update() == Phase::Running {
+        if phase.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -318,7 +318,7 @@ impl Session {
             while self.describing.front().is_some_and(|(b, _)| *b < batch) {
                 self.describing.pop_front();
             }
-            if !self.describing.front().is_some_and(|(b, _)| *b == batch) {
+            if self.describing.front().is_none_or(|(b, _)| *b != batch) {
                 continue;
             }
             let (_, name) = self.describing.pop_front().expect("checked above");

@@ -39,7 +39,7 @@ impl Probe for GatewayProbe {
                 return false;
             }
             let mut answer = [0u8; 1];
-            matches!(tcp.read_exact(&mut answer).await, Ok(_) if answer[0] == b'S' || answer[0] == b'N')
+            tcp.read_exact(&mut answer).await.is_ok() && (answer[0] == b'S' || answer[0] == b'N')
         })
     }
 }
