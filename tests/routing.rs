@@ -495,10 +495,7 @@ async fn a_moved_tenant_is_found_in_its_new_region() {
         .unwrap();
     assert_eq!(n, 6);
     assert_eq!(
-        geo.direct(
-            to,
-            &format!("SELECT count(*) FROM users WHERE email LIKE '%.moved'")
-        ),
+        geo.direct(to, "SELECT count(*) FROM users WHERE email LIKE '%.moved'"),
         "6"
     );
     assert_eq!(
