@@ -947,6 +947,84 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
     assert_eq!(c.expect("last of the pipeline").get::<_, i32>(0), 3);
 }
 
+#[test]
+fn refusal_inside_a_batch_comes_after_the_answers_before_it() {
+    // One Sync for two statements, the second refused: the client must see
+    // the first statement's answers, then the error, then ReadyForQuery,
+    // exactly as PostgreSQL orders an error inside a batch.
+    let (eu, us) = (Cluster::shared("eu"), Cluster::shared("us"));
+    let text = format!(
+        "{}\n[regions.us]\ngateway = \"{}\"\n[tables.here]\npartition_column = \"region\"\n",
+        config_text(&eu_gateway(eu), ""),
+        eu_gateway(us)
+    );
+    let p = Proxy::start_with(&text);
+    // The refused statement must parse upstream: only geogate refuses it.
+    let db = eu.create_db("batch");
+    eu.psql(&db, "CREATE TABLE here (region text)");
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut startup = Vec::new();
+    for kv in ["user", "app_clear", "database", &db] {
+        startup.extend_from_slice(kv.as_bytes());
+        startup.push(0);
+    }
+    startup.push(0);
+    let mut pkt = ((startup.len() + 8) as u32).to_be_bytes().to_vec();
+    pkt.extend_from_slice(&196608u32.to_be_bytes());
+    pkt.extend_from_slice(&startup);
+    s.write_all(&pkt).unwrap();
+    assert_eq!(read_tags_until_ready(&mut s, Some(APP_PASSWORD))[0], b'R');
+    let mut batch = Vec::new();
+    for sql in ["SELECT 1", "SELECT 2 FROM here"] {
+        batch.extend(msg(b'P', &[b"\0", sql.as_bytes(), b"\0", b"\0\0"].concat()));
+        batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(msg(b'E', b"\0\0\0\0\0"));
+    }
+    batch.extend(msg(b'S', b""));
+    s.write_all(&batch).unwrap();
+    let tags = read_tags_until_ready(&mut s, None);
+    assert_eq!(String::from_utf8(tags).unwrap(), "12DC1EZ");
+    // The session goes on.
+    let mut q = msg(b'Q', b"SELECT 3\0");
+    q.extend(msg(b'X', b""));
+    s.write_all(&q).unwrap();
+    assert_eq!(
+        String::from_utf8(read_tags_until_ready(&mut s, None)).unwrap(),
+        "TDCZ"
+    );
+}
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Reads backend messages up to ReadyForQuery and returns their tags,
+/// answering a cleartext password request with `password`.
+fn read_tags_until_ready(s: &mut TcpStream, password: Option<&str>) -> Vec<u8> {
+    let mut tags = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        if let Err(e) = s.read_exact(&mut head) {
+            panic!("after {:?}: {e}", String::from_utf8_lossy(&tags));
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize - 4;
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        tags.push(head[0]);
+        if head[0] == b'R' && body[..4] == [0, 0, 0, 3] {
+            let pw = format!("{}\0", password.expect("password asked"));
+            s.write_all(&msg(b'p', pw.as_bytes())).unwrap();
+        }
+        if head[0] == b'Z' {
+            return tags;
+        }
+    }
+}
+
 // ---- helpers ----
 
 struct KillOnDrop(u32);

@@ -202,6 +202,7 @@ async fn open(
         active: region,
         cin: buf,
         uin,
+        carry: BytesMut::new(),
         to_up: BytesMut::new(),
         to_client: BytesMut::new(),
         scanner: BackendScanner::new(),
@@ -254,6 +255,9 @@ pub struct Session {
     cin: BytesMut,
     /// Backend bytes just read.
     uin: BytesMut,
+    /// Backend bytes held back until their frame is complete (only while
+    /// an injected error must go before an upcoming ReadyForQuery).
+    carry: BytesMut,
     /// Bytes for the active upstream.
     to_up: BytesMut,
     /// Bytes for the client.

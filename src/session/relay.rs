@@ -75,15 +75,19 @@ impl Session {
             }
         }
         let mut paused = false;
+        let mut terminating = false;
         if !self.cin.is_empty() {
             match self.on_client_bytes().await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::WaitForIdle) => paused = true,
-                Ok(Flow::Close) => return End::ClientLeft,
+                Ok(Flow::Close) => terminating = true,
                 Err(e) => return self.end_for(e),
             }
         }
         loop {
+            if terminating && self.upstream_quiet() && self.to_client.is_empty() {
+                return End::ClientLeft;
+            }
             if self.draining && self.is_idle() {
                 return End::Fatal(ClientError::shutting_down());
             }
@@ -93,7 +97,7 @@ impl Session {
                 match self.on_client_bytes().await {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::WaitForIdle) => paused = true,
-                    Ok(Flow::Close) => return End::ClientLeft,
+                    Ok(Flow::Close) => terminating = true,
                     Err(e) => return self.end_for(e),
                 }
                 if let Err(e) = self.write_up_now() {
@@ -105,7 +109,7 @@ impl Session {
             let Some(up) = self.upstreams.get_mut(&self.active) else {
                 return End::Fatal(ClientError::upstream_lost(&self.active));
             };
-            let read_client = !paused && self.to_up.len() < HIGH_WATER;
+            let read_client = !paused && !terminating && self.to_up.len() < HIGH_WATER;
             let read_up = self.to_client.len() < HIGH_WATER;
             let event = tokio::select! {
                 r = client_r.read_into(&mut self.cin), if read_client => Event::ClientRead(r),
@@ -120,7 +124,8 @@ impl Session {
                     match self.on_client_bytes().await {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::WaitForIdle) => paused = true,
-                        Ok(Flow::Close) => return End::ClientLeft,
+                        // Terminate: answer what came before it, then close.
+                        Ok(Flow::Close) => terminating = true,
                         Err(e) => return self.end_for(e),
                     }
                     release_if_empty(&mut self.cin);
@@ -186,6 +191,7 @@ impl Session {
             && self.to_up.is_empty()
             && self.to_client.is_empty()
             && self.held.is_empty()
+            && self.carry.is_empty()
     }
 
     /// Tries to send client requests right away, saving a trip through the
@@ -242,7 +248,11 @@ impl Session {
                 ),
             )
         })?;
-        if self.injections.is_empty() && self.hidden.is_empty() && self.verify.is_none() {
+        if self.injections.is_empty()
+            && self.carry.is_empty()
+            && self.hidden.is_empty()
+            && self.verify.is_none()
+        {
             // The common case: nothing of ours to place, the chunk goes as is.
             if let Some((_, status)) = ev.ready.last() {
                 self.z_seen += ev.ready.len() as u64;
@@ -252,10 +262,16 @@ impl Session {
             self.append_backend_chunk();
             return Ok(());
         }
-        let chunk = std::mem::take(&mut self.uin);
+        // Bytes held back from the previous chunk come first; event offsets
+        // are relative to the new bytes, so shift them.
+        let shift = self.carry.len();
+        let mut chunk = std::mem::take(&mut self.carry);
+        chunk.extend_from_slice(&self.uin);
+        self.uin = BytesMut::new();
         self.to_client.reserve(chunk.len() + 256);
         let mut start = 0;
         for &(end, status) in &ev.ready {
+            let end = end + shift;
             let z_start = end.saturating_sub(6).max(start);
             if self.hidden.front() == Some(&(self.z_seen + 1)) {
                 // An answer geogate asked for itself: the client never sees it.
@@ -294,13 +310,26 @@ impl Session {
             start = end;
             self.flush_due_injections();
         }
-        // The start of the next answer, unless that one is hidden too.
         if self.verifying_next() {
+            // The start of an answer held for verify-on-empty.
             self.hold_for_verify(&chunk[start..]);
-        } else if self.hidden.front() != Some(&(self.z_seen + 1)) {
-            self.to_client.extend_from_slice(&chunk[start..]);
+            return Ok(());
         }
-        drop(chunk);
+        if self.hidden.front() == Some(&(self.z_seen + 1)) {
+            // The start of an answer geogate asked for itself.
+            return Ok(());
+        }
+        // An error that must precede a ReadyForQuery whose first bytes are
+        // already here: hold back the unfinished frame until it is whole.
+        let waiting_before = self.injections.front().is_some_and(|i| i.before);
+        let keep = if waiting_before {
+            self.scanner.partial_len().min(chunk.len() - start)
+        } else {
+            0
+        };
+        let split = chunk.len() - keep;
+        self.to_client.extend_from_slice(&chunk[start..split]);
+        self.carry = BytesMut::from(&chunk[split..]);
         Ok(())
     }
 

@@ -63,6 +63,8 @@ pub struct BackendScanner {
     header_len: usize,
     /// Payload bytes of the current frame still to skip.
     body_left: usize,
+    /// Payload length of the current frame.
+    body_len: usize,
     /// The current frame is a ReadyForQuery whose status byte is next.
     want_status: bool,
 }
@@ -86,6 +88,18 @@ impl BackendScanner {
     /// True when the bytes fed so far end exactly at a frame boundary.
     pub fn at_boundary(&self) -> bool {
         self.header_len == 0 && self.body_left == 0
+    }
+
+    /// How many bytes of the unfinished frame at the end of the stream have
+    /// been fed (0 at a boundary).
+    pub fn partial_len(&self) -> usize {
+        if self.header_len > 0 {
+            self.header_len
+        } else if self.body_left > 0 {
+            HEADER_LEN + self.body_len - self.body_left
+        } else {
+            0
+        }
     }
 
     /// Feeds the next chunk of the stream and appends what it found to `ev`.
@@ -115,6 +129,7 @@ impl BackendScanner {
                 // broken length must still not panic or wedge the scanner.
                 let h = peek_frame(&self.header, usize::MAX)?.ok_or(FrameError::BadLength(0))?;
                 self.body_left = h.total_len - HEADER_LEN;
+                self.body_len = self.body_left;
                 self.want_status = h.tag == b'Z';
                 if let (b't', Some(start)) = (h.tag, header_start) {
                     ev.param_descs.push(start);
@@ -183,7 +198,24 @@ mod tests {
             }
             assert_eq!(found, vec![(z1, b'T'), (z2, b'I')], "chunk size {chunk}");
             assert!(s.at_boundary());
+            assert_eq!(s.partial_len(), 0);
         }
+    }
+
+    #[test]
+    fn scanner_reports_how_much_of_an_unfinished_frame_it_has_seen() {
+        let mut s = BackendScanner::new();
+        let mut ev = ScanEvents::default();
+        let mut stream = frame(b'D', &[1; 10]);
+        stream.extend(frame(b'Z', b"I"));
+        s.feed(&stream[..3], &mut ev).unwrap();
+        assert_eq!(s.partial_len(), 3);
+        s.feed(&stream[3..8], &mut ev).unwrap();
+        assert_eq!(s.partial_len(), 8);
+        s.feed(&stream[8..19], &mut ev).unwrap();
+        assert_eq!(s.partial_len(), 4);
+        s.feed(&stream[19..], &mut ev).unwrap();
+        assert_eq!((s.partial_len(), ev.ready.len()), (0, 1));
     }
 
     #[test]
