@@ -97,3 +97,18 @@ fn bad_toml_is_a_syntax_error() {
         Err(ConfigError::Syntax { .. })
     ));
 }
+
+#[test]
+fn worker_threads_defaults_to_one_and_must_be_positive() {
+    let base = "[proxy]\nlocal_region = \"eu\"\n{}\n[regions.eu]\ngateway = \"postgres://h/db\"\n";
+    let c = Config::parse(&base.replace("{}", "")).unwrap();
+    assert_eq!(c.proxy.worker_threads, 1);
+    let c = Config::parse(&base.replace("{}", "worker_threads = 4")).unwrap();
+    assert_eq!(c.proxy.worker_threads, 4);
+    let Err(ConfigError::Invalid { issues, .. }) =
+        Config::parse(&base.replace("{}", "worker_threads = 0"))
+    else {
+        panic!("0 threads accepted")
+    };
+    assert_eq!(issues[0].key, "proxy.worker_threads");
+}
