@@ -146,15 +146,25 @@ impl Analysis {
         self.sql.get(r.clone())
     }
 
-    /// A value's text: lifted literals decoded, parameters from the Bind.
+    /// A value's text: lifted literals decoded, parameters from the Bind
+    /// (read as an id: see [`Params::text`]).
     pub(crate) fn value(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
+        match v {
+            Val::Param(n) => params.text(*n),
+            _ => self.label(i, v, params),
+        }
+    }
+
+    /// A value's text where it is a label (a region name): binary
+    /// parameters are read as UTF-8 (see [`Params::label`]).
+    pub(crate) fn label(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
         match v {
             Val::Text(s) => ParamText::Text(s.clone()),
             Val::Lit(slot) => match self.lit_text(i, *slot).and_then(lex::literal_value) {
                 Some(s) => ParamText::Text(s),
                 None => ParamText::Unbound,
             },
-            Val::Param(n) => params.text(*n),
+            Val::Param(n) => params.label(*n),
         }
     }
 

@@ -36,11 +36,48 @@ impl Params<'_> {
         !self.values.is_empty()
     }
 
-    /// `$n` (1-based) as text. Binary values: 2, 4 or 8 bytes are read as
-    /// big-endian integers (int2/int4/int8 tenant ids), 16 bytes as a
-    /// UUID; anything else as UTF-8 (text, varchar and enum labels are
-    /// sent as their bytes in binary format too).
+    /// `$n` (1-based) as text, for a value that is a label (a region
+    /// name): binary values of text, varchar and enum types are their
+    /// UTF-8 bytes, so they are read as such.
+    pub fn label(&self, n: u32) -> ParamText {
+        self.decode(n, |b| String::from_utf8_lossy(b).into_owned())
+    }
+
+    /// `$n` (1-based) as text, for a value that is an id (a tenant).
+    /// Binary values are typed by the client and the type is not known
+    /// here: printable UTF-8 is read as text; otherwise 2, 4 or 8 bytes as
+    /// a big-endian integer (int2/int4/int8) and 16 bytes as a UUID.
     pub fn text(&self, n: u32) -> ParamText {
+        self.decode(n, |b| {
+            if let Ok(s) = std::str::from_utf8(b)
+                && !s.is_empty()
+                && !s.chars().any(char::is_control)
+            {
+                return s.to_string();
+            }
+            match b.len() {
+                2 => i16::from_be_bytes([b[0], b[1]]).to_string(),
+                4 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string(),
+                8 => {
+                    i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
+                }
+                16 => {
+                    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                    format!(
+                        "{}-{}-{}-{}-{}",
+                        &h[0..8],
+                        &h[8..12],
+                        &h[12..16],
+                        &h[16..20],
+                        &h[20..32]
+                    )
+                }
+                _ => String::from_utf8_lossy(b).into_owned(),
+            }
+        })
+    }
+
+    fn decode(&self, n: u32, binary: impl Fn(&[u8]) -> String) -> ParamText {
         let Some(i) = (n as usize).checked_sub(1) else {
             return ParamText::Unbound;
         };
@@ -58,25 +95,7 @@ impl Params<'_> {
         if format != 1 {
             return ParamText::Text(String::from_utf8_lossy(bytes).into_owned());
         }
-        let b: &[u8] = bytes;
-        let text = match b.len() {
-            2 => i16::from_be_bytes([b[0], b[1]]).to_string(),
-            4 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string(),
-            8 => i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).to_string(),
-            16 => {
-                let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                format!(
-                    "{}-{}-{}-{}-{}",
-                    &h[0..8],
-                    &h[8..12],
-                    &h[12..16],
-                    &h[16..20],
-                    &h[20..32]
-                )
-            }
-            _ => String::from_utf8_lossy(b).into_owned(),
-        };
-        ParamText::Text(text)
+        ParamText::Text(binary(bytes))
     }
 }
 
@@ -104,6 +123,18 @@ mod tests {
             ParamText::Text("12121212-1212-1212-1212-121212121212".into())
         );
         assert_eq!(p.text(5), ParamText::Unbound);
+        // Short binary text (a region label) is not an integer.
+        let vals = vec![
+            Some(Bytes::from_static(b"eu")),
+            Some(Bytes::from_static(b"apac")),
+        ];
+        let p = Params {
+            values: &vals,
+            formats: &[1],
+        };
+        assert_eq!(p.label(1), ParamText::Text("eu".into()));
+        assert_eq!(p.label(2), ParamText::Text("apac".into()));
+        assert_eq!(p.text(2), ParamText::Text("apac".into()));
         assert_eq!(Params::NONE.text(1), ParamText::Unbound);
     }
 }

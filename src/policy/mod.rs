@@ -320,7 +320,7 @@ fn decide_one(
     for m in &t.facts.moves {
         let to =
             m.to.as_ref()
-                .and_then(|v| match analysis.value(i, v, params) {
+                .and_then(|v| match analysis.label(i, v, params) {
                     ParamText::Text(s) => Some(s),
                     _ => None,
                 });
@@ -421,7 +421,7 @@ fn resolve_region(
     params: &Params<'_>,
     settings: &Settings,
 ) -> Result<Option<String>, ()> {
-    match analysis.value(i, v, params) {
+    match analysis.label(i, v, params) {
         ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(s)),
         ParamText::Text(_) | ParamText::Null => Err(()),
         // Without a Bind (offline check): the region is the parameter's.
