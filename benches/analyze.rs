@@ -115,6 +115,7 @@ fn bench(c: &mut Criterion) {
     let p = Params {
         values: &vals,
         formats: &[],
+        types: &[],
     };
     decide_only.bench_function("prepared_rewrite", |b| {
         b.iter(|| black_box(decide(&a, &p, &tenants, &settings)))

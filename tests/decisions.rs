@@ -70,6 +70,7 @@ impl World {
         let p = Params {
             values: &values,
             formats: &[],
+            types: &[],
         };
         let a = self.analyzer.analyze(sql);
         decide(
@@ -1430,6 +1431,7 @@ fn random_mutations_of_the_corpus_never_panic() {
         let p = Params {
             values: &vals,
             formats: &[0, 0, 1],
+            types: &[],
         };
         let _ = a.tenant_keys(&p);
         let _ = a.fingerprint();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Cluster, PASSWORD};
-use tokio_postgres::{Client, NoTls, error::SqlState};
+use tokio_postgres::{Client, NoTls};
 
 const REGIONS: [&str; 3] = ["eu", "us", "apac"];
 
@@ -138,6 +138,7 @@ struct Proxy {
 }
 
 async fn start_proxy(config: &str) -> Proxy {
+    let _ = geogate::logging::init(geogate::logging::LogFormat::Text);
     let config = geogate::config::Config::parse(config).expect("test config is valid");
     let bound = geogate::server::bind(config).await.expect("bind");
     let port = bound.local_addr().port();

@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
     let params = Params {
         values: &vals,
         formats: &[0, 0, 1, (flags >> 2 & 1) as i16],
+        types: &[],
     };
     let p = if flags & 2 == 0 { params } else { Params::NONE };
     let settings = &w.settings[(flags >> 3 & 1) as usize];

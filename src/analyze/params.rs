@@ -11,6 +11,8 @@ pub struct Params<'a> {
     pub values: &'a [Option<Bytes>],
     /// Format codes.
     pub formats: &'a [i16],
+    /// Parameter type OIDs from Parse (0 or missing: unspecified).
+    pub types: &'a [u32],
 }
 
 /// A parameter as the analyzer sees it.
@@ -29,6 +31,7 @@ impl Params<'_> {
     pub const NONE: Params<'static> = Params {
         values: &[],
         formats: &[],
+        types: &[],
     };
 
     /// Whether these come from a Bind (so `$n` must resolve).
@@ -36,48 +39,25 @@ impl Params<'_> {
         !self.values.is_empty()
     }
 
-    /// `$n` (1-based) as text, for a value that is a label (a region
-    /// name): binary values of text, varchar and enum types are their
-    /// UTF-8 bytes, so they are read as such.
+    /// `$n` (1-based) as text where the value is a label (a region name):
+    /// binary values are read as UTF-8, as text, varchar and enum labels
+    /// travel as their bytes in binary format too.
     pub fn label(&self, n: u32) -> ParamText {
-        self.decode(n, |b| String::from_utf8_lossy(b).into_owned())
+        let Some(i) = (n as usize).checked_sub(1) else {
+            return ParamText::Unbound;
+        };
+        match self.values.get(i) {
+            None => ParamText::Unbound,
+            Some(None) => ParamText::Null,
+            Some(Some(b)) => ParamText::Text(String::from_utf8_lossy(b).into_owned()),
+        }
     }
 
-    /// `$n` (1-based) as text, for a value that is an id (a tenant).
-    /// Binary values are typed by the client and the type is not known
-    /// here: printable UTF-8 is read as text; otherwise 2, 4 or 8 bytes as
-    /// a big-endian integer (int2/int4/int8) and 16 bytes as a UUID.
+    /// `$n` (1-based) as text. Binary values: 2, 4 or 8 bytes are read as
+    /// big-endian integers (int2/int4/int8 tenant ids), 16 bytes as a
+    /// UUID; anything else as UTF-8 (text, varchar and enum labels are
+    /// sent as their bytes in binary format too).
     pub fn text(&self, n: u32) -> ParamText {
-        self.decode(n, |b| {
-            if let Ok(s) = std::str::from_utf8(b)
-                && !s.is_empty()
-                && !s.chars().any(char::is_control)
-            {
-                return s.to_string();
-            }
-            match b.len() {
-                2 => i16::from_be_bytes([b[0], b[1]]).to_string(),
-                4 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string(),
-                8 => {
-                    i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
-                }
-                16 => {
-                    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                    format!(
-                        "{}-{}-{}-{}-{}",
-                        &h[0..8],
-                        &h[8..12],
-                        &h[12..16],
-                        &h[16..20],
-                        &h[20..32]
-                    )
-                }
-                _ => String::from_utf8_lossy(b).into_owned(),
-            }
-        })
-    }
-
-    fn decode(&self, n: u32, binary: impl Fn(&[u8]) -> String) -> ParamText {
         let Some(i) = (n as usize).checked_sub(1) else {
             return ParamText::Unbound;
         };
@@ -95,8 +75,55 @@ impl Params<'_> {
         if format != 1 {
             return ParamText::Text(String::from_utf8_lossy(bytes).into_owned());
         }
-        ParamText::Text(binary(bytes))
+        let b: &[u8] = bytes;
+        let text = match (self.types.get(i).copied().unwrap_or(0), b.len()) {
+            (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, _) => {
+                String::from_utf8_lossy(b).into_owned()
+            }
+            (oid::INT2 | 0, 2) if oid_or_binary(self.types.get(i), b) => {
+                i16::from_be_bytes([b[0], b[1]]).to_string()
+            }
+            (oid::INT4 | 0, 4) if oid_or_binary(self.types.get(i), b) => {
+                i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string()
+            }
+            (oid::INT8 | 0, 8) if oid_or_binary(self.types.get(i), b) => {
+                i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
+            }
+            (oid::UUID | 0, 16) if oid_or_binary(self.types.get(i), b) => {
+                let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[0..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..32]
+                )
+            }
+            _ => String::from_utf8_lossy(b).into_owned(),
+        };
+        ParamText::Text(text)
     }
+}
+
+/// Type OIDs of the parameter types tenant ids and regions come in.
+mod oid {
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const NAME: u32 = 19;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const UUID: u32 = 2950;
+}
+
+/// A binary value whose type the client left unspecified is read as an
+/// integer or UUID by its length only when it is not printable text
+/// (text, varchar and enum labels travel as their bytes in binary format
+/// too); a declared numeric or uuid type is always read as such.
+fn oid_or_binary(declared: Option<&u32>, b: &[u8]) -> bool {
+    declared.is_some_and(|t| *t != 0) || !b.iter().all(|c| (0x20..0x7f).contains(c))
 }
 
 #[cfg(test)]
@@ -114,6 +141,7 @@ mod tests {
         let p = Params {
             values: &vals,
             formats: &[0, 1, 0, 1],
+            types: &[],
         };
         assert_eq!(p.text(1), ParamText::Text("eu".into()));
         assert_eq!(p.text(2), ParamText::Text("42".into()));
@@ -123,18 +151,37 @@ mod tests {
             ParamText::Text("12121212-1212-1212-1212-121212121212".into())
         );
         assert_eq!(p.text(5), ParamText::Unbound);
-        // Short binary text (a region label) is not an integer.
+        assert_eq!(Params::NONE.text(1), ParamText::Unbound);
+    }
+
+    #[test]
+    fn binary_text_of_integer_length_stays_text_unless_typed() {
         let vals = vec![
             Some(Bytes::from_static(b"eu")),
             Some(Bytes::from_static(b"apac")),
         ];
-        let p = Params {
+        let untyped = Params {
             values: &vals,
             formats: &[1],
+            types: &[],
         };
-        assert_eq!(p.label(1), ParamText::Text("eu".into()));
-        assert_eq!(p.label(2), ParamText::Text("apac".into()));
-        assert_eq!(p.text(2), ParamText::Text("apac".into()));
-        assert_eq!(Params::NONE.text(1), ParamText::Unbound);
+        assert_eq!(untyped.text(1), ParamText::Text("eu".into()));
+        assert_eq!(untyped.text(2), ParamText::Text("apac".into()));
+        assert_eq!(untyped.label(2), ParamText::Text("apac".into()));
+        let typed = Params {
+            values: &vals,
+            formats: &[1],
+            types: &[oid::INT2, oid::INT4],
+        };
+        // A region is a label whatever the declared type.
+        assert_eq!(typed.label(1), ParamText::Text("eu".into()));
+        assert_eq!(
+            typed.text(1),
+            ParamText::Text(i16::from_be_bytes(*b"eu").to_string())
+        );
+        assert_eq!(
+            typed.text(2),
+            ParamText::Text(i32::from_be_bytes(*b"apac").to_string())
+        );
     }
 }

@@ -92,7 +92,13 @@ impl Session {
                 self.on_parse(&p);
                 self.hold(frame);
             }
-            b'D' => self.hold(frame),
+            b'D' => {
+                if let [b'S', name @ ..] = frame.get(5..).unwrap_or(&[]) {
+                    let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+                    self.held_describes.push(String::from_utf8_lossy(name).into());
+                }
+                self.hold(frame);
+            }
             b'C' => {
                 if let Some(PgWireFrontendMessage::Close(c)) = decode(frame)? {
                     self.on_close(&c);
@@ -187,6 +193,10 @@ impl Session {
 
     /// Sends held messages to the current upstream.
     pub(super) fn release_held(&mut self) {
+        let batch = self.z_expect + 1;
+        for name in self.held_describes.drain(..) {
+            self.describing.push_back((batch, name));
+        }
         if !self.held.is_empty() {
             self.to_up.extend_from_slice(&self.held);
             self.held.clear();
@@ -311,6 +321,7 @@ impl Session {
             })?;
         }
         self.cancel.set_target(up.cancel.clone());
+        self.describing.clear();
         self.active = region.clone();
         self.scanner = crate::wire::BackendScanner::new();
         self.z_seen = 0;

@@ -219,6 +219,8 @@ async fn open(
         shadows: HashMap::new(),
         reload_tenants: false,
         timings: VecDeque::new(),
+        held_describes: Vec::new(),
+        describing: VecDeque::new(),
     }))
 }
 
@@ -287,6 +289,12 @@ pub struct Session {
     shadows: HashMap<Arc<str>, std::collections::HashSet<String>>,
     /// A statement moved a tenant: reload the directory once committed.
     reload_tenants: bool,
+    /// Statements named by Describe messages still held.
+    held_describes: Vec<Arc<str>>,
+    /// Statements described upstream, with the ReadyForQuery count of their
+    /// batch: their ParameterDescription tells the parameter types, which
+    /// binary Bind values are decoded by.
+    describing: VecDeque<(u64, Arc<str>)>,
     /// Requests in flight to time: ReadyForQuery count, start, decision, region.
     timings: VecDeque<(u64, std::time::Instant, crate::metrics::DecisionLabel, Arc<str>)>,
 }

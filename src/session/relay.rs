@@ -211,7 +211,11 @@ impl Session {
     pub(super) fn on_backend_bytes(&mut self) -> Result<(), ClientError> {
         let mut ev = std::mem::take(&mut self.scan_events);
         ev.ready.clear();
+        ev.param_descs.clear();
         let fed = self.scanner.feed(&self.uin, &mut ev);
+        if fed.is_ok() && !ev.param_descs.is_empty() {
+            self.learn_param_types(&ev);
+        }
         let result = self.place_backend_bytes(&ev, fed);
         // Reuse the events' allocation for the next chunk.
         self.scan_events = ev;
@@ -282,6 +286,37 @@ impl Session {
         Ok(())
     }
 
+    /// Reads the parameter types of described statements from the
+    /// ParameterDescription frames of this chunk, matching each to its
+    /// Describe by batch (a batch cut short by an error describes fewer).
+    fn learn_param_types(&mut self, ev: &ScanEvents) {
+        let mut z = self.z_seen;
+        let mut readies = ev.ready.iter().map(|(end, _)| *end).peekable();
+        for &start in &ev.param_descs {
+            while readies.next_if(|end| *end <= start).is_some() {
+                z += 1;
+            }
+            let batch = z + 1;
+            while self.describing.front().is_some_and(|(b, _)| *b < batch) {
+                self.describing.pop_front();
+            }
+            if !self.describing.front().is_some_and(|(b, _)| *b == batch) {
+                continue;
+            }
+            let (_, name) = self.describing.pop_front().expect("checked above");
+            let Some(types) = param_description(self.uin.get(start..).unwrap_or(&[])) else {
+                continue;
+            };
+            let stmt = match &*name {
+                "" => self.unnamed.as_mut(),
+                n => self.state.prepared.get_mut(n),
+            };
+            if let Some(stmt) = stmt {
+                stmt.param_types = types;
+            }
+        }
+    }
+
     /// Observes the duration of every timed request answered so far.
     fn observe_timings(&mut self) {
         while let Some((at_z, _, _, _)) = self.timings.front() {
@@ -333,6 +368,20 @@ impl Session {
             let _ = ReadyForQuery::new(status).encode(&mut self.to_client);
         }
     }
+}
+
+/// The type OIDs of a ParameterDescription frame at the start of `frame`
+/// (`None` when it is not wholly in the slice).
+fn param_description(frame: &[u8]) -> Option<Vec<u32>> {
+    let len = i32::from_be_bytes(frame.get(1..5)?.try_into().ok()?) as usize;
+    let body = frame.get(5..1 + len)?;
+    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?).max(0) as usize;
+    (0..n)
+        .map(|i| {
+            let b = body.get(2 + 4 * i..6 + 4 * i)?;
+            Some(u32::from_be_bytes(b.try_into().ok()?))
+        })
+        .collect()
 }
 
 /// Frees a drained buffer's memory: idle sessions should hold none.

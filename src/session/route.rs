@@ -129,7 +129,7 @@ impl Session {
             Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
             None => (&[][..], &[][..]),
         };
-        let params = Params { values, formats };
+        let params = Params { values, formats, types: &stmt.param_types };
         let router = self.shared.router.clone();
         let plan = router.plan(&stmt.sql, &params, &self.settings).await;
         let target = match self.target_for(&plan) {

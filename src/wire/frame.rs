@@ -72,6 +72,9 @@ pub struct BackendScanner {
 pub struct ScanEvents {
     /// End offsets (in the chunk) of each ReadyForQuery frame and its status byte.
     pub ready: Vec<(usize, u8)>,
+    /// Start offsets (in the chunk) of ParameterDescription frames whose
+    /// header lies wholly in the chunk (the session reads their type OIDs).
+    pub param_descs: Vec<usize>,
 }
 
 impl BackendScanner {
@@ -101,6 +104,7 @@ impl BackendScanner {
                 pos += n;
                 continue;
             }
+            let header_start = (self.header_len == 0).then_some(pos);
             let n = (HEADER_LEN - self.header_len).min(chunk.len() - pos);
             self.header[self.header_len..self.header_len + n].copy_from_slice(&chunk[pos..pos + n]);
             self.header_len += n;
@@ -112,6 +116,9 @@ impl BackendScanner {
                 let h = peek_frame(&self.header, usize::MAX)?.ok_or(FrameError::BadLength(0))?;
                 self.body_left = h.total_len - HEADER_LEN;
                 self.want_status = h.tag == b'Z';
+                if let (b't', Some(start)) = (h.tag, header_start) {
+                    ev.param_descs.push(start);
+                }
             }
         }
         Ok(())
