@@ -465,34 +465,6 @@ pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Replaces placeholders in a printed template: lifted literal slots by
-/// their original text (`lit(slot)`), the region mark by `region`.
-pub(crate) fn render(
-    template: &str,
-    lit: &dyn Fn(usize) -> Option<String>,
-    region: &str,
-) -> String {
-    let mut out = String::with_capacity(template.len() + 16);
-    for t in Lexer::new(template) {
-        let text = &template[t.start..t.end];
-        if t.kind == Tok::Param {
-            let n = text[1..].parse::<u32>().unwrap_or(0);
-            if n == REGION_MARK {
-                out.push_str(region);
-                continue;
-            }
-            if n >= LIFT_BASE
-                && let Some(v) = lit((n - LIFT_BASE) as usize)
-            {
-                out.push_str(&v);
-                continue;
-            }
-        }
-        out.push_str(text);
-    }
-    out
-}
-
 /// Decodes a string literal token (`'a''b'`, `E'a\'b'`) to its value;
 /// `None` for other tokens (numbers are returned as written).
 pub(crate) fn literal_value(tok: &str) -> Option<String> {

@@ -53,7 +53,9 @@ pub struct StatementTemplate {
     pub(crate) candidates: Vec<usize>,
     /// The statement printed with the predicates injected: lifted literals
     /// are `$100000+slot`, the region `$99999` (see `lex::render`).
-    pub(crate) rewrite: Option<String>,
+    pub(crate) rewrite: Option<crate::rewrite::Template>,
+    /// The highest `$n` of the statement (0: none).
+    pub max_param: u32,
 }
 
 /// One statement of an analysed text.
@@ -133,14 +135,7 @@ impl Analysis {
     pub fn max_param(&self) -> u32 {
         self.statements
             .iter()
-            .map(|s| {
-                let t = self.sql.get(s.range.clone()).unwrap_or("");
-                lex::Lexer::new(t)
-                    .filter(|k| k.kind == lex::Tok::Param)
-                    .filter_map(|k| t[k.start + 1..k.end].parse::<u32>().ok())
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|s| s.template.max_param)
             .max()
             .unwrap_or(0)
     }
@@ -151,15 +146,25 @@ impl Analysis {
         self.sql.get(r.clone())
     }
 
-    /// A value's text: lifted literals decoded, parameters from the Bind.
+    /// A value's text: lifted literals decoded, parameters from the Bind
+    /// (read as an id: see [`Params::text`]).
     pub(crate) fn value(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
+        match v {
+            Val::Param(n) => params.text(*n),
+            _ => self.label(i, v, params),
+        }
+    }
+
+    /// A value's text where it is a label (a region name): binary
+    /// parameters are read as UTF-8 (see [`Params::label`]).
+    pub(crate) fn label(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
         match v {
             Val::Text(s) => ParamText::Text(s.clone()),
             Val::Lit(slot) => match self.lit_text(i, *slot).and_then(lex::literal_value) {
                 Some(s) => ParamText::Text(s),
                 None => ParamText::Unbound,
             },
-            Val::Param(n) => params.text(*n),
+            Val::Param(n) => params.label(*n),
         }
     }
 
@@ -351,6 +356,7 @@ impl Analyzer {
             parse_error: None,
             candidates: Vec::new(),
             rewrite: None,
+            max_param: sc.max_param,
         };
         if kind.is_control() || (self.prescan && !lex::mentions_any(text, &self.regional)) {
             return Ok(global(fingerprint));
@@ -405,11 +411,11 @@ impl Analyzer {
             None
         } else {
             let printed = crate::rewrite::inject(stmt, &facts, &candidates);
-            Some(if upsert {
+            Some(crate::rewrite::Template::new(if upsert {
                 crdb::insert_as_upsert(&printed)
             } else {
                 printed
-            })
+            }))
         };
         Ok(StatementTemplate {
             kind,
@@ -418,6 +424,7 @@ impl Analyzer {
             parse_error: None,
             candidates,
             rewrite,
+            max_param: sc.max_param,
         })
     }
 }
@@ -431,6 +438,7 @@ impl StatementTemplate {
             parse_error: Some(error),
             candidates: Vec::new(),
             rewrite: None,
+            max_param: 0,
         }
     }
 

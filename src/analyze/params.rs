@@ -39,6 +39,20 @@ impl Params<'_> {
         !self.values.is_empty()
     }
 
+    /// `$n` (1-based) as text where the value is a label (a region name):
+    /// binary values are read as UTF-8, as text, varchar and enum labels
+    /// travel as their bytes in binary format too.
+    pub fn label(&self, n: u32) -> ParamText {
+        let Some(i) = (n as usize).checked_sub(1) else {
+            return ParamText::Unbound;
+        };
+        match self.values.get(i) {
+            None => ParamText::Unbound,
+            Some(None) => ParamText::Null,
+            Some(Some(b)) => ParamText::Text(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
+
     /// `$n` (1-based) as text. Binary values: 2, 4 or 8 bytes are read as
     /// big-endian integers (int2/int4/int8 tenant ids), 16 bytes as a
     /// UUID; anything else as UTF-8 (text, varchar and enum labels are
@@ -153,11 +167,14 @@ mod tests {
         };
         assert_eq!(untyped.text(1), ParamText::Text("eu".into()));
         assert_eq!(untyped.text(2), ParamText::Text("apac".into()));
+        assert_eq!(untyped.label(2), ParamText::Text("apac".into()));
         let typed = Params {
             values: &vals,
             formats: &[1],
             types: &[oid::INT2, oid::INT4],
         };
+        // A region is a label whatever the declared type.
+        assert_eq!(typed.label(1), ParamText::Text("eu".into()));
         assert_eq!(
             typed.text(1),
             ParamText::Text(i16::from_be_bytes(*b"eu").to_string())

@@ -88,3 +88,33 @@ fn cache_stays_within_its_bound() {
     assert!(z.cache.len() <= 32, "{}", z.cache.len());
     assert!(z.cache.len() >= 16);
 }
+
+/// The longest chains the operator limit lets through are analysed (and
+/// rewritten) on a 2 MiB stack, the size of a tokio worker's.
+#[test]
+fn longest_allowed_and_or_chains_fit_a_worker_stack() {
+    let z = Arc::new(analyzer());
+    let per = 4; // operators per added term: "OR", "=", "AND", "="
+    let n = MAX_OPERATORS / per - 2;
+    let mut and_chain = String::from("SELECT * FROM users WHERE tenant_id = 1");
+    let mut or_chain = String::from("SELECT * FROM users WHERE region = 'eu'");
+    for i in 0..n {
+        and_chain.push_str(&format!(" AND a{i} = 1 AND b = 2"));
+        or_chain.push_str(&format!(" OR region = 'eu' AND c{i} = 2"));
+    }
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let a = z.analyze(&and_chain);
+            let b = z.analyze(&or_chain);
+            (
+                a.has_parse_error(),
+                b.has_parse_error(),
+                a.statements[0].template.rewritable(),
+            )
+        })
+        .unwrap();
+    let (a_err, b_err, rewritable) = handle.join().expect("no stack overflow");
+    assert!(!a_err && !b_err);
+    assert!(rewritable);
+}

@@ -18,7 +18,7 @@ pub use mode::{Effect, apply_mode};
 
 use crate::analyze::{Alt, Analysis, ParamText, Params, StatementAnalysis, TableRef, Val};
 use crate::config::{Config, OnMissingRegion, OnParseError, UnlistedTables};
-use crate::rewrite::{quote_literal, render};
+use crate::rewrite::quote_literal;
 
 /// The answer of the tenant directory for one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,7 +320,7 @@ fn decide_one(
     for m in &t.facts.moves {
         let to =
             m.to.as_ref()
-                .and_then(|v| match analysis.value(i, v, params) {
+                .and_then(|v| match analysis.label(i, v, params) {
                     ParamText::Text(s) => Some(s),
                     _ => None,
                 });
@@ -366,13 +366,13 @@ fn rewrite_outcome(
     region: String,
     params: &Params<'_>,
 ) -> Outcome {
-    let Some(tpl) = st.template.rewrite.as_deref() else {
+    let Some(tpl) = st.template.rewrite.as_ref() else {
         return Outcome::Route { region };
     };
-    let lit = |slot: usize| analysis.lit_text(i, slot).map(str::to_string);
+    let lit = |slot: usize| analysis.lit_text(i, slot);
     let k = analysis.max_param() + 1;
     let parameterized = ParamRewrite {
-        sql: render(tpl, &lit, &format!("${k}")),
+        sql: tpl.render(&lit, &format!("${k}")),
         region_param: k,
     };
     // Offline, a tenant bound at execution has no region yet: show the
@@ -380,7 +380,7 @@ fn rewrite_outcome(
     let sql = if !params.is_bound() && region.starts_with("tenant($") {
         parameterized.sql.clone()
     } else {
-        render(tpl, &lit, &quote_literal(&region))
+        tpl.render(&lit, &quote_literal(&region))
     };
     Outcome::Rewrite {
         region,
@@ -421,7 +421,7 @@ fn resolve_region(
     params: &Params<'_>,
     settings: &Settings,
 ) -> Result<Option<String>, ()> {
-    match analysis.value(i, v, params) {
+    match analysis.label(i, v, params) {
         ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(s)),
         ParamText::Text(_) | ParamText::Null => Err(()),
         // Without a Bind (offline check): the region is the parameter's.

@@ -266,14 +266,75 @@ impl VisitorMut for Injector {
     }
 }
 
-/// Renders a template: the region mark becomes `region` (already SQL:
-/// `'eu'` or `$3`), each lifted-literal mark the client's literal text.
-pub(crate) fn render(
-    template: &str,
-    lit: &dyn Fn(usize) -> Option<String>,
-    region: &str,
-) -> String {
-    lex::render(template, lit, region)
+/// A printed rewrite, cut at its placeholders once (per shape) so that
+/// each execution only concatenates: no lexing, no parsing.
+#[derive(Debug, Clone)]
+pub struct Template {
+    text: String,
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Piece {
+    /// Template text `[start, end)`.
+    Text(usize, usize),
+    /// Lifted literal slot; its placeholder text `[start, end)` as fallback.
+    Lit(usize, usize, usize),
+    /// The region.
+    Region,
+}
+
+impl Template {
+    /// Cuts a printed template (region `$99999`, literals `$100000+i`).
+    pub(crate) fn new(text: String) -> Template {
+        let mut pieces = Vec::new();
+        let mut plain = 0;
+        for t in lex::Lexer::new(&text) {
+            if t.kind != lex::Tok::Param {
+                continue;
+            }
+            let n = text[t.start + 1..t.end].parse::<u32>().unwrap_or(0);
+            let piece = if n == REGION_MARK {
+                Piece::Region
+            } else if n >= lex::LIFT_BASE {
+                Piece::Lit((n - lex::LIFT_BASE) as usize, t.start, t.end)
+            } else {
+                continue;
+            };
+            if plain < t.start {
+                pieces.push(Piece::Text(plain, t.start));
+            }
+            pieces.push(piece);
+            plain = t.end;
+        }
+        if plain < text.len() {
+            pieces.push(Piece::Text(plain, text.len()));
+        }
+        Template { text, pieces }
+    }
+
+    /// The template as printed, with its placeholders.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The statement: the region mark becomes `region` (already SQL:
+    /// `'eu'` or `$3`), each lifted literal the client's own text.
+    pub(crate) fn render<'a>(
+        &'a self,
+        lit: &dyn Fn(usize) -> Option<&'a str>,
+        region: &str,
+    ) -> String {
+        let mut out = String::with_capacity(self.text.len() + 16);
+        for p in &self.pieces {
+            match *p {
+                Piece::Text(a, b) => out.push_str(&self.text[a..b]),
+                Piece::Region => out.push_str(region),
+                Piece::Lit(slot, a, b) => out.push_str(lit(slot).unwrap_or(&self.text[a..b])),
+            }
+        }
+        out
+    }
 }
 
 /// A region name as a SQL string literal.
