@@ -10,6 +10,7 @@
 pub mod analyze;
 pub mod check;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod rewrite;

@@ -1,0 +1,250 @@
+//! Bounded label values: the enums behind `decision`, `reason`, `cause` and
+//! `result`, and the configured table/region names behind `table`, `region`,
+//! `from` and `to`.
+//!
+//! Every label value a metric can carry comes from here, so the number of
+//! series is fixed by the config, never by client input.
+
+use std::collections::HashMap;
+
+use crate::config::normalize_table_name;
+
+/// Label value for a name that is not in the config (an unlisted table, a
+/// region value the config does not know).
+pub const OTHER: &str = "other";
+/// Label value when there is no table or region (`SELECT 1`, a rejection).
+pub const NONE: &str = "none";
+
+macro_rules! label_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value as it appears in `/metrics`, logs and `/statements`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+
+            /// Parses a label value back (for `/statements?decision=…`).
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $($label => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Position in [`Self::ALL`], for handle tables.
+            pub(crate) fn idx(self) -> usize {
+                self as usize
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// The `decision` label: what the policy decided for a statement.
+    DecisionLabel {
+        /// Touches no regional table.
+        Global => "global",
+        /// Confined to one region.
+        Route => "route",
+        /// Region injected from the tenant predicate.
+        Rewrite => "rewrite",
+        /// Runs over several regions.
+        Scatter => "scatter",
+        /// Refused (or, in warn/observe mode, would have been).
+        Reject => "reject",
+    }
+}
+
+label_enum! {
+    /// The `reason` label of `geogate_rejections_total`, one per SQLSTATE GG001–GG007.
+    RejectReason {
+        /// GG001: names no region and may not scatter.
+        NoRegion => "no_region",
+        /// GG002: tenant not in the tenant→region cache.
+        UnknownTenant => "unknown_tenant",
+        /// GG003: region value not configured.
+        UnknownRegion => "unknown_region",
+        /// GG004: the region and its fallbacks are down.
+        NoGateway => "no_gateway",
+        /// GG005: cross-region transaction refused.
+        CrossRegionTxn => "cross_region_txn",
+        /// GG006: unparsable and `on_parse_error = "reject"`.
+        ParseError => "parse_error",
+        /// GG007: tenant directory unavailable.
+        TenantDirectory => "tenant_directory",
+    }
+}
+
+impl RejectReason {
+    /// The SQLSTATE the client receives for this reason.
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            RejectReason::NoRegion => "GG001",
+            RejectReason::UnknownTenant => "GG002",
+            RejectReason::UnknownRegion => "GG003",
+            RejectReason::NoGateway => "GG004",
+            RejectReason::CrossRegionTxn => "GG005",
+            RejectReason::ParseError => "GG006",
+            RejectReason::TenantDirectory => "GG007",
+        }
+    }
+}
+
+label_enum! {
+    /// The `cause` label of `geogate_scatter_total`.
+    ScatterCause {
+        /// The statement names several regions (IN list, UNION, cross-region join).
+        MultiRegion => "multi_region",
+        /// Unconstrained but allowed: `on_missing_region = "allow"`, a user
+        /// with `allow_scatter`, or the `/*+ geogate:allow_scatter */` hint.
+        Allowed => "allowed",
+        /// Forwarded unchanged to the local gateway because of `mode = "observe"`.
+        Observe => "observe",
+    }
+}
+
+label_enum! {
+    /// The `result` label of `geogate_tenant_cache_lookups_total`.
+    CacheResult {
+        /// Found and fresh.
+        Hit => "hit",
+        /// Not in the cache.
+        Miss => "miss",
+        /// Found, but older than the refresh period (served anyway or re-looked-up).
+        Stale => "stale",
+    }
+}
+
+/// A fixed set of configured names plus [`OTHER`] and [`NONE`]; maps any
+/// name to an index into per-label handle tables.
+#[derive(Debug, Clone)]
+pub(crate) struct NameSet {
+    /// Configured names, then `other`, then `none`.
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    /// Whether lookups normalise like table names (case, schema qualifier).
+    tables: bool,
+}
+
+impl NameSet {
+    /// A set of table names (normalised like `Config::table`).
+    pub(crate) fn tables<I, S>(names: I) -> NameSet
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        NameSet::build(
+            names.into_iter().map(|n| normalize_table_name(n.as_ref())),
+            true,
+        )
+    }
+
+    /// A set of region names (exact match: they are partition column values).
+    pub(crate) fn regions<I, S>(names: I) -> NameSet
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        NameSet::build(names.into_iter().map(|n| n.as_ref().to_owned()), false)
+    }
+
+    fn build(names: impl Iterator<Item = String>, tables: bool) -> NameSet {
+        let mut sorted: Vec<String> = names.filter(|n| n != OTHER && n != NONE).collect();
+        sorted.sort();
+        sorted.dedup();
+        sorted.push(OTHER.to_owned());
+        sorted.push(NONE.to_owned());
+        let index = sorted
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        NameSet {
+            names: sorted,
+            index,
+            tables,
+        }
+    }
+
+    /// Number of distinct label values (configured + other + none).
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Index of the label value for `name`: its own if configured, else `other`;
+    /// `None` maps to `none`.
+    pub(crate) fn index_of(&self, name: Option<&str>) -> usize {
+        let Some(name) = name else {
+            return self.names.len() - 1;
+        };
+        // Callers usually pass the normalised name already: try without allocating.
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        if self.tables {
+            if let Some(&i) = self.index.get(&normalize_table_name(name)) {
+                return i;
+            }
+        }
+        self.names.len() - 2
+    }
+
+    /// The label value at `index`.
+    pub(crate) fn name(&self, index: usize) -> &str {
+        &self.names[index]
+    }
+
+    /// The label value for `name` (configured name, `other` or `none`).
+    pub(crate) fn label<'a>(&'a self, name: Option<&str>) -> &'a str {
+        self.name(self.index_of(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_names_map_to_other_and_absent_to_none() {
+        let set = NameSet::tables(["users", "Tenants"]);
+        assert_eq!(set.label(Some("users")), "users");
+        assert_eq!(set.label(Some("public.USERS")), "users");
+        assert_eq!(set.label(Some("tenants")), "tenants");
+        assert_eq!(set.label(Some("secret_table")), OTHER);
+        assert_eq!(set.label(None), NONE);
+    }
+
+    #[test]
+    fn region_names_match_exactly() {
+        let set = NameSet::regions(["eu", "us"]);
+        assert_eq!(set.label(Some("eu")), "eu");
+        assert_eq!(set.label(Some("EU")), OTHER);
+    }
+
+    #[test]
+    fn enum_labels_round_trip() {
+        for d in DecisionLabel::ALL {
+            assert_eq!(DecisionLabel::parse(d.as_str()), Some(*d));
+        }
+        for r in RejectReason::ALL {
+            assert_eq!(RejectReason::parse(r.as_str()), Some(*r));
+        }
+    }
+}

@@ -1,0 +1,1022 @@
+//! Observability: the metrics registry as served over real HTTP, the
+//! `/healthz`, `/readyz`, `/statements` endpoints, the Grafana dashboard and
+//! alert rules validated against the registry, and every PromQL expression
+//! evaluated by a real Prometheus scraping the listener.
+//!
+//! Needs Debian's `prometheus` package (`apt-get install prometheus`, which
+//! also ships `promtool`); the Prometheus test fails, never skips, without it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use geogate::logging::{self, ClientInfo, DecisionLog, LogCapture, LogFormat};
+use geogate::metrics::http::{self, HttpState, Readiness};
+use geogate::metrics::{
+    CONTRACT_METRICS, CacheResult, DecisionLabel, EXTRA_METRICS, Metrics, Outcome, RejectReason,
+    ScatterCause, StatementEvent,
+};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+// ---------------------------------------------------------------- harness
+
+const TABLES: &[&str] = &["tenants", "users", "orders", "plans"];
+const REGIONS: &[&str] = &["eu", "us", "apac"];
+
+/// A metrics listener on a free loopback port, stopped on drop.
+struct Listener {
+    addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_listener(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Listener {
+    let bound = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = bound.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(bound.serve(HttpState { metrics, readiness }, async move {
+        let _ = stopped.await;
+    }));
+    Listener { addr, _stop: stop }
+}
+
+/// GET over a real HTTP/1.1 client connection: (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with_header(addr, path, None).await
+}
+
+async fn get_with_header(
+    addr: SocketAddr,
+    path: &str,
+    header: Option<(&str, String)>,
+) -> (u16, String) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::get(path).header("host", addr.to_string());
+    if let Some((name, value)) = header {
+        req = req.header(name, value);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// ------------------------------------------------------- scripted workload
+
+/// One thing the proxy can report; the test's own model says what each adds.
+#[derive(Clone, Copy)]
+enum Step {
+    Statement(Outcome, Option<&'static str>, Option<&'static str>),
+    Duration(DecisionLabel, &'static str, f64),
+    CacheLookup(CacheResult),
+    CacheEntries(usize),
+    UpstreamUp(&'static str, bool),
+    UpstreamConnections(&'static str, usize),
+    Failover(&'static str, &'static str),
+    CrossRegionTxn,
+    ParseError,
+    RegionMove(&'static str, &'static str, &'static str),
+}
+
+type SeriesKey = (String, BTreeMap<String, String>);
+
+fn key(name: &str, labels: &[(&str, &str)]) -> SeriesKey {
+    (
+        name.to_owned(),
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+}
+
+/// Applies steps to `Metrics` and, independently, to the expected series values.
+#[derive(Default)]
+struct Model {
+    expected: HashMap<SeriesKey, f64>,
+    durations: Vec<(DecisionLabel, &'static str, f64)>,
+}
+
+impl Model {
+    fn add(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        *self.expected.entry(key(name, labels)).or_default() += v;
+    }
+    fn set(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        self.expected.insert(key(name, labels), v);
+    }
+
+    fn run(&mut self, metrics: &Metrics, steps: &[Step]) {
+        for (i, step) in steps.iter().enumerate() {
+            match *step {
+                Step::Statement(outcome, table, region) => {
+                    let fingerprint = format!("SELECT * FROM t WHERE id = $1 /* step {i} */");
+                    metrics.record_statement(&StatementEvent {
+                        outcome,
+                        table,
+                        region,
+                        fingerprint: &fingerprint,
+                    });
+                    let t = table.unwrap_or("none");
+                    let r = region.unwrap_or("none");
+                    let d = outcome.decision().as_str();
+                    self.add(
+                        "geogate_statements_total",
+                        &[("decision", d), ("table", t), ("region", r)],
+                        1.0,
+                    );
+                    match outcome {
+                        Outcome::Reject(reason) => self.add(
+                            "geogate_rejections_total",
+                            &[("reason", reason.as_str()), ("table", t)],
+                            1.0,
+                        ),
+                        Outcome::Scatter(cause) => self.add(
+                            "geogate_scatter_total",
+                            &[("table", t), ("cause", cause.as_str())],
+                            1.0,
+                        ),
+                        Outcome::Rewrite => self.add(
+                            "geogate_rewrites_total",
+                            &[("table", t), ("region", r)],
+                            1.0,
+                        ),
+                        Outcome::Global | Outcome::Route => {}
+                    }
+                }
+                Step::Duration(d, region, secs) => {
+                    metrics.observe_duration(d, Some(region), Duration::from_secs_f64(secs));
+                    self.durations.push((d, region, secs));
+                }
+                Step::CacheLookup(result) => {
+                    metrics.tenant_cache_lookup(result);
+                    self.add(
+                        "geogate_tenant_cache_lookups_total",
+                        &[("result", result.as_str())],
+                        1.0,
+                    );
+                }
+                Step::CacheEntries(n) => {
+                    metrics.set_tenant_cache_entries(n);
+                    self.set("geogate_tenant_cache_entries", &[], n as f64);
+                }
+                Step::UpstreamUp(region, up) => {
+                    metrics.set_upstream_up(region, up);
+                    self.set(
+                        "geogate_upstream_up",
+                        &[("region", region)],
+                        if up { 1.0 } else { 0.0 },
+                    );
+                }
+                Step::UpstreamConnections(region, n) => {
+                    metrics.set_upstream_connections(region, n);
+                    self.set(
+                        "geogate_upstream_connections",
+                        &[("region", region)],
+                        n as f64,
+                    );
+                }
+                Step::Failover(from, to) => {
+                    metrics.failover(from, to);
+                    self.add(
+                        "geogate_failovers_total",
+                        &[("from", from), ("to", to)],
+                        1.0,
+                    );
+                }
+                Step::CrossRegionTxn => {
+                    metrics.cross_region_transaction();
+                    self.add("geogate_cross_region_transactions_total", &[], 1.0);
+                }
+                Step::ParseError => {
+                    metrics.parse_error();
+                    self.add("geogate_parse_errors_total", &[], 1.0);
+                }
+                Step::RegionMove(table, from, to) => {
+                    metrics.region_move(Some(table), Some(from), Some(to));
+                    self.add(
+                        "geogate_region_moves_total",
+                        &[("table", table), ("from", from), ("to", to)],
+                        1.0,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Histogram series implied by the observed durations.
+    fn histogram_expectations(&self) -> HashMap<SeriesKey, f64> {
+        let mut out = HashMap::new();
+        for &(d, region, secs) in &self.durations {
+            let labels = [("decision", d.as_str()), ("region", region)];
+            *out.entry(key("geogate_statement_duration_seconds_count", &labels))
+                .or_default() += 1.0;
+            *out.entry(key("geogate_statement_duration_seconds_sum", &labels))
+                .or_default() += secs;
+            for le in geogate::metrics::DURATION_BUCKETS {
+                if secs <= *le {
+                    let le = le.to_string();
+                    let l = [("decision", d.as_str()), ("region", region), ("le", &le)];
+                    *out.entry(key("geogate_statement_duration_seconds_bucket", &l))
+                        .or_default() += 1.0;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every decision, every rejection reason, every scatter cause, a failover,
+/// a region move: something for every contract metric.
+fn workload() -> Vec<Step> {
+    use Step::*;
+    let mut steps = vec![
+        Statement(Outcome::Global, None, Some("eu")),
+        Statement(Outcome::Global, Some("plans"), Some("eu")),
+        Statement(Outcome::Route, Some("users"), Some("us")),
+        Statement(Outcome::Route, Some("users"), Some("us")),
+        Statement(Outcome::Rewrite, Some("users"), Some("apac")),
+        Statement(Outcome::Rewrite, Some("tenants"), Some("eu")),
+        Statement(
+            Outcome::Scatter(ScatterCause::MultiRegion),
+            Some("orders"),
+            Some("eu"),
+        ),
+        Statement(
+            Outcome::Scatter(ScatterCause::Allowed),
+            Some("users"),
+            Some("eu"),
+        ),
+        Statement(
+            Outcome::Scatter(ScatterCause::Observe),
+            Some("orders"),
+            Some("eu"),
+        ),
+        Duration(DecisionLabel::Route, "us", 0.003),
+        Duration(DecisionLabel::Route, "us", 0.004),
+        Duration(DecisionLabel::Scatter, "eu", 0.3),
+        Duration(DecisionLabel::Rewrite, "apac", 0.0015),
+        CacheLookup(CacheResult::Hit),
+        CacheLookup(CacheResult::Miss),
+        CacheLookup(CacheResult::Stale),
+        CacheEntries(1234),
+        UpstreamUp("eu", true),
+        UpstreamUp("us", true),
+        UpstreamUp("apac", false),
+        UpstreamConnections("eu", 4),
+        UpstreamConnections("us", 2),
+        Failover("apac", "us"),
+        CrossRegionTxn,
+        ParseError,
+        RegionMove("users", "eu", "us"),
+    ];
+    for reason in RejectReason::ALL {
+        steps.push(Statement(Outcome::Reject(*reason), Some("users"), None));
+    }
+    steps
+}
+
+/// A burst after Prometheus has seen the first workload, large enough that
+/// every alert rule's condition holds (and every `rate()` has an increase).
+fn burst() -> Vec<Step> {
+    use Step::*;
+    let mut steps = Vec::new();
+    for _ in 0..200 {
+        steps.push(Statement(
+            Outcome::Reject(RejectReason::NoRegion),
+            Some("users"),
+            None,
+        ));
+        steps.push(Statement(
+            Outcome::Scatter(ScatterCause::MultiRegion),
+            Some("orders"),
+            Some("eu"),
+        ));
+        steps.push(Statement(Outcome::Route, Some("users"), Some("us")));
+        steps.push(Statement(Outcome::Rewrite, Some("tenants"), Some("eu")));
+        steps.push(Statement(Outcome::Global, None, Some("eu")));
+        steps.push(Duration(DecisionLabel::Route, "us", 0.004));
+        steps.push(Duration(DecisionLabel::Scatter, "eu", 0.25));
+        steps.push(CacheLookup(CacheResult::Miss));
+    }
+    steps.extend([
+        CacheLookup(CacheResult::Hit),
+        Failover("apac", "us"),
+        CrossRegionTxn,
+        ParseError,
+        RegionMove("users", "us", "eu"),
+    ]);
+    steps
+}
+
+// ------------------------------------------------------ text format parser
+
+#[derive(Debug, Default)]
+struct Exposition {
+    types: BTreeMap<String, String>,
+    samples: HashMap<SeriesKey, f64>,
+}
+
+/// Parses the Prometheus text format 0.0.4 as a scraper would.
+fn parse_exposition(text: &str) -> Exposition {
+    let mut out = Exposition::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap();
+            out.types.insert(name.to_owned(), ty.to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').unwrap();
+                let labels = body
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once("=\"").unwrap();
+                        (k.to_owned(), v.trim_end_matches('"').to_owned())
+                    })
+                    .collect();
+                (name, labels)
+            }
+            None => (series, BTreeMap::new()),
+        };
+        out.samples.insert((name.to_owned(), labels), value);
+    }
+    out
+}
+
+/// The contract of DESIGN.md ("Metrics — contract"): name, type, label names.
+const CONTRACT: &[(&str, &str, &[&str])] = &[
+    (
+        "geogate_statements_total",
+        "counter",
+        &["decision", "table", "region"],
+    ),
+    ("geogate_rejections_total", "counter", &["reason", "table"]),
+    ("geogate_scatter_total", "counter", &["table", "cause"]),
+    ("geogate_rewrites_total", "counter", &["table", "region"]),
+    ("geogate_tenant_cache_lookups_total", "counter", &["result"]),
+    ("geogate_tenant_cache_entries", "gauge", &[]),
+    ("geogate_upstream_up", "gauge", &["region"]),
+    ("geogate_failovers_total", "counter", &["from", "to"]),
+    ("geogate_cross_region_transactions_total", "counter", &[]),
+    ("geogate_client_connections", "gauge", &[]),
+    (
+        "geogate_statement_duration_seconds",
+        "histogram",
+        &["decision", "region"],
+    ),
+    ("geogate_parse_errors_total", "counter", &[]),
+    (
+        "geogate_region_moves_total",
+        "counter",
+        &["table", "from", "to"],
+    ),
+];
+
+fn new_metrics(capacity: usize) -> Arc<Metrics> {
+    let m = Arc::new(Metrics::new(TABLES, REGIONS, capacity));
+    m.set_info("enforce", "eu");
+    m
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_every_contract_metric_with_its_type_labels_and_exact_counts() {
+    let metrics = new_metrics(1000);
+    let mut model = Model::default();
+    model.run(&metrics, &workload());
+    let _clients = [metrics.client_connected(), metrics.client_connected()];
+    let closed = metrics.client_connected();
+    drop(closed);
+    model.set("geogate_client_connections", &[], 2.0);
+
+    let listener = start_listener(metrics.clone(), Arc::new(Readiness::new(false))).await;
+    let (status, body) = get(listener.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let expo = parse_exposition(&body);
+
+    for (name, ty, labels) in CONTRACT {
+        assert_eq!(
+            expo.types.get(*name).map(String::as_str),
+            Some(*ty),
+            "TYPE of {name}"
+        );
+        let sample_names: Vec<String> = if *ty == "histogram" {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{name}{s}"))
+                .collect()
+        } else {
+            vec![(*name).to_owned()]
+        };
+        let mut seen = 0;
+        for (sname, slabels) in expo.samples.keys() {
+            if !sample_names.contains(sname) {
+                continue;
+            }
+            seen += 1;
+            let mut want: BTreeSet<&str> = labels.iter().copied().collect();
+            if sname.ends_with("_bucket") {
+                want.insert("le");
+            }
+            let got: BTreeSet<&str> = slabels.keys().map(String::as_str).collect();
+            assert_eq!(got, want, "labels of {sname}");
+        }
+        assert!(seen > 0, "{name} has no samples");
+    }
+
+    // Every recorded series has exactly the recorded value...
+    let mut expected = model.expected.clone();
+    expected.extend(model.histogram_expectations());
+    for (k, v) in &expected {
+        let got = expo.samples.get(k).copied();
+        let ok = got.is_some_and(|g| (g - v).abs() < 1e-9);
+        assert!(ok, "{k:?}: expected {v}, got {got:?}");
+    }
+    // ...and no contract counter has a series the workload did not cause.
+    for ((name, labels), v) in &expo.samples {
+        if CONTRACT
+            .iter()
+            .any(|(n, t, _)| n == name && *t == "counter")
+        {
+            assert!(
+                expected.contains_key(&(name.clone(), labels.clone())),
+                "unexpected series {name}{labels:?} = {v}"
+            );
+        }
+    }
+    assert_eq!(
+        expo.samples.get(&key(
+            "geogate_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("mode", "enforce"),
+                ("local_region", "eu")
+            ]
+        )),
+        Some(&1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_outside_the_config_collapse_to_other_and_none() {
+    let metrics = new_metrics(100);
+    metrics.record_statement(&StatementEvent {
+        outcome: Outcome::Reject(RejectReason::UnknownRegion),
+        table: Some("customer_secrets_2024"),
+        region: Some("mars"),
+        fingerprint: "SELECT 1",
+    });
+    let listener = start_listener(metrics, Arc::new(Readiness::new(false))).await;
+    let (_, body) = get(listener.addr, "/metrics").await;
+    let expo = parse_exposition(&body);
+    let k = key(
+        "geogate_statements_total",
+        &[
+            ("decision", "reject"),
+            ("table", "other"),
+            ("region", "other"),
+        ],
+    );
+    assert_eq!(expo.samples.get(&k), Some(&1.0));
+    assert!(!body.contains("customer_secrets") && !body.contains("mars"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_unknown_paths_answer_as_documented() {
+    let metrics = new_metrics(100);
+    let readiness = Arc::new(Readiness::new(true));
+    let listener = start_listener(metrics, readiness.clone()).await;
+    let addr = listener.addr;
+
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: config not loaded\n")
+    );
+    readiness.set_config_loaded(true);
+    let (status, body) = get(addr, "/readyz").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: tenant cache not loaded\n")
+    );
+    readiness.set_tenants_loaded(true);
+    assert_eq!(get(addr, "/readyz").await.0, 503);
+    readiness.set_local_gateway_up(true);
+    assert_eq!(get(addr, "/readyz").await.0, 200);
+    readiness.set_local_gateway_up(false);
+    assert_eq!(get(addr, "/readyz").await.0, 503);
+
+    assert_eq!(get(addr, "/nope").await.0, 404);
+    assert_eq!(get(addr, "/statements?decision=bogus").await.0, 400);
+    // Oversized request headers are refused, not buffered.
+    let huge = "x".repeat(64 * 1024);
+    let (status, _) = get_with_header(addr, "/metrics", Some(("x-junk", huge))).await;
+    assert_eq!(status, 431);
+    // The listener still serves afterwards.
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_metrics_and_logs_are_bounded_and_never_carry_a_literal() {
+    const CAP: usize = 50;
+    let metrics = new_metrics(CAP);
+    // A fingerprint that (wrongly) still carries a literal: the store must scrub it.
+    let leaky = "SELECT * FROM users WHERE email = 'alice.unique-7731@example.org' AND age = 4242";
+    let capture = LogCapture::new();
+    let dispatch = logging::dispatch(LogFormat::Json, "info", capture.clone()).unwrap();
+    let decision_log = DecisionLog::default();
+    let client = ClientInfo {
+        user: "app",
+        application_name: "billing",
+    };
+    tracing::dispatcher::with_default(&dispatch, || {
+        for outcome in [
+            Outcome::Reject(RejectReason::NoRegion),
+            Outcome::Reject(RejectReason::NoRegion),
+            Outcome::Reject(RejectReason::NoRegion),
+            Outcome::Scatter(ScatterCause::MultiRegion),
+        ] {
+            let event = StatementEvent {
+                outcome,
+                table: Some("users"),
+                region: None,
+                fingerprint: leaky,
+            };
+            metrics.record_statement(&event);
+            decision_log.statement(&client, &event, true);
+        }
+    });
+    let logs = capture.contents();
+    assert_eq!(logs.lines().count(), 4, "{logs}");
+    assert!(
+        !logs.contains("alice") && !logs.contains("4242"),
+        "logs leak a literal: {logs}"
+    );
+    for i in 0..(CAP * 5) {
+        let fp = format!("SELECT col_{i} FROM orders WHERE region = $1");
+        metrics.record_statement(&StatementEvent {
+            outcome: Outcome::Route,
+            table: Some("orders"),
+            region: Some("eu"),
+            fingerprint: &fp,
+        });
+    }
+    let listener = start_listener(metrics, Arc::new(Readiness::new(false))).await;
+
+    let (status, body) = get(listener.addr, "/statements").await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rows = doc["statements"].as_array().unwrap();
+    assert!(rows.len() <= CAP, "{} rows", rows.len());
+    assert!(doc["entries"].as_u64().unwrap() <= CAP as u64);
+    assert!(doc["evicted"].as_u64().unwrap() > 0);
+    let counts: Vec<u64> = rows.iter().map(|r| r["count"].as_u64().unwrap()).collect();
+    assert!(
+        counts.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by count: {counts:?}"
+    );
+    assert_eq!(doc["entries"].as_u64().unwrap() as usize, rows.len());
+    assert_eq!(rows[0]["decision"], "reject");
+    assert_eq!(rows[0]["reason"], "no_region");
+    assert_eq!(rows[0]["count"], 3);
+    assert!(rows[0]["last_seen"].as_str().unwrap().ends_with('Z'));
+
+    let (_, body) = get(listener.addr, "/statements?decision=route&limit=5").await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rows = doc["statements"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r["decision"] == "route"));
+
+    for path in ["/statements", "/metrics"] {
+        let (_, body) = get(listener.addr, path).await;
+        assert!(!body.contains("alice"), "{path} leaks a literal");
+        assert!(!body.contains("4242"), "{path} leaks a literal");
+    }
+}
+
+// ----------------------------------------------- dashboard and alert rules
+
+fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+const DATASOURCE_UID: &str = "geogate-prometheus";
+
+/// The provisioned datasource uid, read from the provisioning file.
+fn provisioned_datasource_uid() -> String {
+    let text =
+        std::fs::read_to_string(repo_path("grafana/provisioning/datasources/prometheus.yml"))
+            .unwrap();
+    let uids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("uid:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(uids.len(), 1, "one provisioned datasource");
+    uids[0].to_owned()
+}
+
+fn dashboard() -> serde_json::Value {
+    let text = std::fs::read_to_string(repo_path("grafana/dashboards/geogate.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every PromQL expression of the dashboard's panels (not the variable queries).
+fn dashboard_exprs(dash: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            out.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    out
+}
+
+/// Replaces Grafana's variables by values Prometheus accepts.
+fn substitute_grafana_vars(expr: &str) -> String {
+    let vars = [
+        ("$__rate_interval", "1m"),
+        ("$__interval", "1m"),
+        ("$__range", "1m"),
+        ("$instance", ".*"),
+    ];
+    let mut out = expr.to_owned();
+    for (var, value) in vars {
+        out = out.replace(&format!("${{{}}}", &var[1..]), value);
+        out = out.replace(var, value);
+    }
+    assert!(!out.contains('$'), "unknown Grafana variable in {expr}");
+    out
+}
+
+/// Metric names `Metrics` exposes once every metric has a series: family
+/// names, plus `_bucket`/`_sum`/`_count` for histograms.
+fn registry_metric_names() -> BTreeSet<String> {
+    let metrics = new_metrics(10);
+    Model::default().run(&metrics, &workload());
+    let _c = metrics.client_connected();
+    let mut names = BTreeSet::new();
+    for fam in metrics.registry().gather() {
+        let name = fam.name().to_owned();
+        if fam.get_field_type() == prometheus::proto::MetricType::HISTOGRAM {
+            for s in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{s}"));
+            }
+        }
+        names.insert(name);
+    }
+    let families: BTreeSet<&str> = CONTRACT_METRICS
+        .iter()
+        .chain(EXTRA_METRICS)
+        .copied()
+        .collect();
+    assert!(
+        families.iter().all(|f| names.contains(*f)),
+        "registry lacks some of {families:?}"
+    );
+    names
+}
+
+/// The `geogate_…` identifiers an expression uses.
+fn metric_names_in(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = expr[i..].find("geogate_") {
+        let start = i + pos;
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        if boundary {
+            out.push(expr[start..end].to_owned());
+        }
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn dashboard_panels_use_the_provisioned_datasource_and_only_registry_metrics() {
+    let uid = provisioned_datasource_uid();
+    assert_eq!(uid, DATASOURCE_UID);
+    let dash = dashboard();
+    assert_eq!(dash["title"], "geogate");
+    assert!(dash["uid"].as_str().is_some_and(|u| !u.is_empty()));
+    let known = registry_metric_names();
+
+    let mut panels = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        panels += 1;
+        let title = panel["title"].as_str().unwrap();
+        assert_eq!(panel["datasource"]["uid"], uid.as_str(), "panel {title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], uid.as_str(), "target of {title}");
+            let expr = t["expr"].as_str().unwrap();
+            let names = metric_names_in(expr);
+            assert!(!names.is_empty(), "{title}: {expr} uses no geogate metric");
+            for n in names {
+                assert!(known.contains(&n), "{title}: unknown metric {n} in {expr}");
+            }
+        }
+    }
+    assert!(panels >= 10, "{panels} panels");
+    for var in dash["templating"]["list"].as_array().unwrap() {
+        assert_eq!(var["datasource"]["uid"], uid.as_str());
+        for n in metric_names_in(var["definition"].as_str().unwrap()) {
+            assert!(known.contains(&n), "variable uses unknown metric {n}");
+        }
+    }
+    // The dashboard provider points Grafana at the folder the JSON lives in.
+    let provider =
+        std::fs::read_to_string(repo_path("grafana/provisioning/dashboards/geogate.yml")).unwrap();
+    assert!(provider.contains("type: file"));
+}
+
+// ------------------------------------------------------- real Prometheus
+
+fn find_binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{name}` not found: run `apt-get install prometheus` (Debian's package ships prometheus and promtool)")
+        })
+}
+
+/// A Prometheus server started by the test; killed and cleaned up on drop
+/// (also when the test panics).
+struct PrometheusGuard {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Drop for PrometheusGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            eprintln!(
+                "prometheus files kept in {}; last log lines:\n{}",
+                self.dir.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_prometheus(target: SocketAddr, rules: &Path) -> PrometheusGuard {
+    let binary = find_binary("prometheus");
+    let dir = std::env::temp_dir().join(format!(
+        "geogate-prometheus-{}-{}",
+        std::process::id(),
+        target.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {rules}\n\
+         scrape_configs:\n  - job_name: geogate\n    static_configs:\n      - targets: ['{target}']\n",
+        rules = rules.display()
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(binary)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    PrometheusGuard { child, dir, addr }
+}
+
+async fn prom_api(prom: SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = get(prom, path).await;
+    let doc: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{path}: HTTP {status}: {body}"));
+    doc
+}
+
+async fn query(prom: SocketAddr, expr: &str) -> serde_json::Value {
+    prom_api(
+        prom,
+        &format!("/api/v1/query?query={}", percent_encode(expr)),
+    )
+    .await
+}
+
+/// Polls `check` every 250 ms until it returns true, for at most `limit`.
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn scraped_statements_total(prom: SocketAddr) -> Option<f64> {
+    let doc = query(prom, "sum(geogate_statements_total)").await;
+    doc["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let promtool = find_binary("promtool");
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(repo_path("config/alerts.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_listener_and_every_dashboard_and_alert_expression_returns_data() {
+    let metrics = new_metrics(1000);
+    let listener = start_listener(metrics.clone(), Arc::new(Readiness::new(false))).await;
+    let _clients = [metrics.client_connected(), metrics.client_connected()];
+    let mut model = Model::default();
+    model.run(&metrics, &workload());
+    let phase1 = metrics_sum(&metrics);
+
+    let rules = repo_path("config/alerts.yml");
+    let prom = start_prometheus(listener.addr, &rules);
+    let p = prom.addr;
+    wait_for("prometheus ready", Duration::from_secs(60), || async move {
+        match TcpStream::connect(p).await {
+            Ok(_) => get(p, "/-/ready").await.0 == 200,
+            Err(_) => false,
+        }
+    })
+    .await;
+
+    // Phase 1 scraped, then the burst, then scraped again: every rate() has an increase.
+    wait_for("first scrape", Duration::from_secs(30), || async move {
+        scraped_statements_total(p).await == Some(phase1)
+    })
+    .await;
+    model.run(&metrics, &burst());
+    let phase2 = metrics_sum(&metrics);
+    wait_for(
+        "scrape after the burst",
+        Duration::from_secs(30),
+        || async move { scraped_statements_total(p).await == Some(phase2) },
+    )
+    .await;
+
+    // The alert rules Prometheus loaded, with their expressions.
+    let rules_doc = prom_api(p, "/api/v1/rules").await;
+    let mut alert_exprs = Vec::new();
+    for group in rules_doc["data"]["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            alert_exprs.push((
+                rule["name"].as_str().unwrap().to_owned(),
+                rule["query"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    assert!(alert_exprs.len() >= 4, "rules loaded: {alert_exprs:?}");
+    let known = registry_metric_names();
+    for (name, expr) in &alert_exprs {
+        for n in metric_names_in(expr) {
+            assert!(known.contains(&n), "alert {name}: unknown metric {n}");
+        }
+    }
+
+    let mut exprs: Vec<(String, String)> = dashboard_exprs(&dashboard())
+        .into_iter()
+        .map(|e| (format!("dashboard: {e}"), substitute_grafana_vars(&e)))
+        .collect();
+    exprs.extend(
+        alert_exprs
+            .iter()
+            .map(|(n, e)| (format!("alert {n}"), e.clone())),
+    );
+    let mut failures = Vec::new();
+    for (what, expr) in &exprs {
+        let doc = query(p, expr).await;
+        if doc["status"] != "success" {
+            failures.push(format!("{what}: {}", doc["error"]));
+        } else if doc["data"]["result"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
+        {
+            failures.push(format!("{what}: no data"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "expressions failing:\n{}",
+        failures.join("\n")
+    );
+
+    // The workload is built to trip every alert: each must be pending or firing.
+    let names: BTreeSet<String> = alert_exprs.iter().map(|(n, _)| n.clone()).collect();
+    let mut active = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while active != names {
+        assert!(
+            Instant::now() < deadline,
+            "alerts active: {active:?}, expected {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let doc = prom_api(p, "/api/v1/alerts").await;
+        active = doc["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["labels"]["alertname"].as_str().unwrap().to_owned())
+            .collect();
+    }
+    drop(prom);
+}
+
+/// Sum of `geogate_statements_total` as the registry has it now.
+fn metrics_sum(metrics: &Metrics) -> f64 {
+    metrics
+        .registry()
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "geogate_statements_total")
+        .flat_map(|f| f.get_metric())
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
