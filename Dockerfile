@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # geogate image: built in the official Rust image, run in debian:bookworm-slim
 # as a non-root user. See docs/deploying.md ("Image").
 #

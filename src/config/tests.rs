@@ -172,6 +172,13 @@ fn shipped_configs_load_with_secrets_and_region_from_the_environment_only() {
     assert_eq!(c.users["app"].password, "pw-APP_DB_PASSWORD");
     assert!(!c.users["app"].allow_scatter);
     assert!(c.users["reporting"].allow_scatter);
+    // The keys shown commented out (client TLS, off by default) are real keys.
+    let tls = SHIPPED
+        .replace("# tls_cert = ", "tls_cert = ")
+        .replace("# tls_key = ", "tls_key = ");
+    let t = Config::parse_with_env(&tls, "config/geogate.toml", env("eu"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.proxy.tls_cert.is_none() && t.proxy.tls_cert.is_some() && t.proxy.tls_key.is_some());
 
     // Kubernetes stops the pod after terminationGracePeriodSeconds: open
     // transactions must get their shutdown_grace before that.
