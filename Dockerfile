@@ -18,7 +18,8 @@ WORKDIR /build
 # change to geogate's own code rebuilds only geogate. This layer is rebuilt
 # only when Cargo.toml or Cargo.lock change. (If Cargo.toml ever declares
 # explicit [[bin]], [[bench]] or [[test]] targets, add stubs for them here:
-# cargo checks that every declared target file exists.)
+# cargo checks that every declared target file exists. A build.rs would
+# need copying in both steps.)
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
