@@ -62,7 +62,7 @@ PY
 
 # setpriv and env exec, so $! is geogate's own pid (signals go to it).
 setpriv --reuid 10001 --regid 10001 --clear-groups \
-  env -i PATH=/usr/bin:/bin RUST_LOG=info TOKIO_WORKER_THREADS=2 \
+  env -i PATH=/usr/bin:/bin RUST_LOG=info \
   GEOGATE_GATEWAY_PASSWORD=smoke APP_DB_PASSWORD=smoke REPORTING_DB_PASSWORD=smoke \
   "$bin" serve --config /etc/geogate/geogate.toml >"$tmp/log" 2>&1 &
 pid=$!

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {
+    tracing_subscriber::fmt().init();
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -47,10 +48,18 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // One thread (the default) is a single event loop, as PgBouncer: no
+    // cross-thread wake-ups, the fastest on small machines (BENCHMARKS.md).
+    let runtime = match config.proxy.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .expect("tokio runtime");
     match runtime.block_on(geogate::server::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

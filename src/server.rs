@@ -1,8 +1,265 @@
-//! The accept loop: one task per client, connection limit, shutdown.
+//! The accept loop: one task per client, the connection limit, graceful
+//! shutdown (stop accepting, let open transactions finish within
+//! `proxy.shutdown_grace`, then close).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::Config;
+use crate::session::cancel::CancelRegistry;
+use crate::metrics::http::{HttpState, Readiness};
+use crate::metrics::{self, HealthObserver, Metrics};
+use crate::route::{Health, Probe, ProberConfig, Router, spawn_prober};
+use crate::tenants::TenantCache;
+use crate::session::{self, Phase, Shared};
+use crate::upstream::{Gateway, GatewayDirectory, GatewayProbe};
+use crate::wire::ClientError;
+use crate::wire::auth::UserDirectory;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `proxy.listen`.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A gateway's TLS settings are unusable.
+    #[error("regions.{region}.gateway: {source}")]
+    Tls {
+        /// The region.
+        region: String,
+        /// What is wrong.
+        source: crate::upstream::tls::TlsSetupError,
+    },
+    /// Installing the signal handler failed.
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// A bound, not yet running proxy (so tests can learn the ports first).
+pub struct Bound {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    phase: watch::Sender<Phase>,
+    metrics_addr: Option<SocketAddr>,
+    readiness: Arc<Readiness>,
+}
+
+/// Binds `proxy.listen` (and `proxy.metrics_listen`), prepares gateways and
+/// users, and starts the background work: tenant directory refresh, the
+/// prober of down gateways, the metrics endpoints.
+pub async fn bind(config: Config) -> Result<Bound, ServerError> {
+    let addr = config.proxy.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let mut gateways = BTreeMap::new();
+    for (name, region) in &config.regions {
+        let gw = Gateway::new(region).map_err(|source| ServerError::Tls {
+            region: name.clone(),
+            source,
+        })?;
+        gateways.insert(gw.region.clone(), gw);
+    }
+    let local_region = gateways
+        .keys()
+        .find(|k| ***k == *config.proxy.local_region)
+        .cloned()
+        .unwrap_or_else(|| config.proxy.local_region.as_str().into());
+    let (phase, phase_rx) = watch::channel(Phase::Running);
+    let config = Arc::new(config);
+
+    let metrics = Arc::new(Metrics::from_config(&config));
+    let readiness = Arc::new(Readiness::new(config.tenants.is_some()));
+    readiness.set_config_loaded(true);
+    let observer = HealthObserver::new(metrics.clone(), readiness.clone(), &local_region);
+    let health = Health::new(&config.regions, Some(Arc::new(observer)));
+    spawn_prober(
+        health.clone(),
+        Arc::new(GatewayProbe::new(gateways.clone())),
+        ProberConfig::default(),
+        stopped(phase_rx.clone()),
+    );
+    probe_local_gateway(&gateways[&local_region], health.clone());
+
+    let tenants = config.tenants.as_ref().map(|t| {
+        let directory = GatewayDirectory::new(gateways[&local_region].clone(), t);
+        let cache = TenantCache::new(t.clone(), Arc::new(directory), Some(metrics.clone()));
+        cache.spawn_refresh(stopped(phase_rx.clone()));
+        let (c, r) = (cache.clone(), readiness.clone());
+        let mut phase = phase_rx.clone();
+        tokio::spawn(async move {
+            // Readiness waits for the first directory load.
+            while !c.is_loaded() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = phase.changed() => return,
+                }
+            }
+            r.set_tenants_loaded(true);
+        });
+        cache
+    });
+    let metrics_addr = match config.proxy.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let l = metrics::http::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let bound = l.local_addr().ok();
+            let state = HttpState { metrics: metrics.clone(), readiness: readiness.clone() };
+            tokio::spawn(l.serve(state, stopped(phase_rx.clone())));
+            bound
+        }
+    };
+    let router = Arc::new(Router::new(config.clone(), tenants, metrics));
+    let shared = Arc::new(Shared {
+        users: UserDirectory::new(&config.users),
+        config,
+        gateways,
+        local_region,
+        cancels: Arc::new(CancelRegistry::new()),
+        router,
+        health,
+        phase: phase_rx,
+    });
+    Ok(Bound { listener, shared, phase, metrics_addr, readiness })
+}
+
+/// Resolves once the server leaves [`Phase::Running`] (or is gone).
+fn stopped(mut phase: watch::Receiver<Phase>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        while *phase.borrow_and_update() == Phase::Running {
+            if phase.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Marks the local gateway down at start if it does not answer, so that
+/// `/readyz` tells the truth before the first client arrives.
+fn probe_local_gateway(gateway: &Gateway, health: Arc<Health>) {
+    let probe = GatewayProbe::new(BTreeMap::from([(gateway.region.clone(), gateway.clone())]));
+    let region = gateway.region.clone();
+    tokio::spawn(async move {
+        let up = tokio::time::timeout(Duration::from_secs(2), probe.probe(&region)).await;
+        if !matches!(up, Ok(true)) {
+            health.mark_down(&region);
+        }
+    });
+}
+
+impl Bound {
+    /// The metrics listener's address, when `proxy.metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The address clients connect to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.shared.config.proxy.listen)
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(ServerError::Signal)?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        self.run_until(stop).await;
+        Ok(())
+    }
+
+    /// Serves until `stop` completes, then stops accepting, lets sessions
+    /// finish their transactions for `proxy.shutdown_grace`, and closes the rest.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        let Bound {
+            listener,
+            shared,
+            phase,
+            readiness,
+            ..
+        } = self;
+        let limit = Arc::new(Semaphore::new(shared.config.proxy.max_client_connections));
+        // Every session holds a clone; when all are dropped, `recv` returns None.
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        tokio::pin!(stop);
+        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "geogate listening");
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut stop => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, _peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(5);
+                    a
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let shared = shared.clone();
+            let alive = alive_tx.clone();
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        session::serve_client(tcp, shared).await;
+                        drop(permit);
+                        drop(alive);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(async move {
+                        session::refuse_after_startup(
+                            tcp,
+                            shared,
+                            ClientError::too_many_connections(),
+                        )
+                        .await;
+                        drop(alive);
+                    });
+                }
+            }
+        }
+        drop(listener);
+        drop(alive_tx);
+        tracing::info!("shutting down: waiting for open transactions");
+        readiness.set_draining(true);
+        let _ = phase.send(Phase::Draining);
+        let grace = shared.config.proxy.shutdown_grace;
+        if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+            tracing::info!("shutdown grace period over: closing remaining sessions");
+            let _ = phase.send(Phase::Closing);
+            let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
+        }
+    }
+}
 
 /// Runs the proxy until SIGTERM/SIGINT.
-pub async fn serve(_config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    Err("serve: not yet implemented".into())
+pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    bind(config).await?.run().await?;
+    Ok(())
 }

@@ -124,6 +124,10 @@ pub struct ProxyConfig {
     pub max_statement_length: usize,
     /// Entries in the analysis cache.
     pub analysis_cache_size: usize,
+    /// Threads serving clients: 1 (the default) runs one event loop on one
+    /// thread, as PgBouncer does (fastest on small machines); more spreads
+    /// sessions over a multi-threaded runtime.
+    pub worker_threads: usize,
     /// PEM certificate chain for client TLS (off when unset).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for client TLS.

@@ -39,6 +39,7 @@ struct RawProxy {
     shutdown_grace: Option<String>,
     max_statement_length: Option<i64>,
     analysis_cache_size: Option<i64>,
+    worker_threads: Option<i64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -224,6 +225,7 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
     );
     let analysis_cache_size =
         c.positive("proxy.analysis_cache_size", p.analysis_cache_size, 10_000);
+    let worker_threads = c.positive("proxy.worker_threads", p.worker_threads, 1);
     let startup_timeout = c.duration(
         "proxy.startup_timeout",
         p.startup_timeout.as_deref(),
@@ -471,6 +473,7 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
             shutdown_grace,
             max_statement_length,
             analysis_cache_size,
+            worker_threads,
             tls_cert: p.tls_cert,
             tls_key: p.tls_key,
         },

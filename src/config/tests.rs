@@ -214,3 +214,18 @@ fn shipped_configs_load_with_secrets_and_region_from_the_environment_only() {
         assert_eq!(d.proxy.local_region, region);
     }
 }
+
+#[test]
+fn worker_threads_defaults_to_one_and_must_be_positive() {
+    let base = "[proxy]\nlocal_region = \"eu\"\n{}\n[regions.eu]\ngateway = \"postgres://h/db\"\n";
+    let c = Config::parse(&base.replace("{}", "")).unwrap();
+    assert_eq!(c.proxy.worker_threads, 1);
+    let c = Config::parse(&base.replace("{}", "worker_threads = 4")).unwrap();
+    assert_eq!(c.proxy.worker_threads, 4);
+    let Err(ConfigError::Invalid { issues, .. }) =
+        Config::parse(&base.replace("{}", "worker_threads = 0"))
+    else {
+        panic!("0 threads accepted")
+    };
+    assert_eq!(issues[0].key, "proxy.worker_threads");
+}

@@ -1,1 +1,521 @@
 //! Facts + tenant lookups + settings → decision. Pure.
+//!
+//! [`decide`] implements "Decisions — contract" of DESIGN.md for an
+//! [`Analysis`]. It does no I/O: tenant regions come from a synchronous
+//! [`TenantLookup`] (the session resolves [`Analysis::tenant_keys`] through
+//! its async cache first). The mode (enforce / warn / observe) is applied by
+//! the caller, with [`apply_mode`].
+
+mod decision;
+mod mode;
+
+use std::collections::BTreeSet;
+
+pub use decision::{
+    Decision, Outcome, ParamRewrite, RegionMove, RejectReason, Rejection, ScatterCause,
+};
+pub use mode::{Effect, apply_mode};
+
+use crate::analyze::{Alt, Analysis, ParamText, Params, StatementAnalysis, TableRef, Val};
+use crate::config::{Config, OnMissingRegion, OnParseError, UnlistedTables};
+use crate::rewrite::{quote_literal, render};
+
+/// The answer of the tenant directory for one tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantAnswer {
+    /// The tenant lives in this region.
+    Found(String),
+    /// The directory does not know the tenant.
+    NotFound,
+    /// The directory cannot answer now (fail closed).
+    Unavailable,
+}
+
+/// Synchronous tenant → region lookup.
+pub trait TenantLookup {
+    /// The region of a tenant (its id as text).
+    fn region_of(&self, tenant: &str) -> TenantAnswer;
+}
+
+/// A lookup that knows no tenant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTenants;
+
+impl TenantLookup for NoTenants {
+    fn region_of(&self, _tenant: &str) -> TenantAnswer {
+        TenantAnswer::NotFound
+    }
+}
+
+impl TenantLookup for std::collections::HashMap<String, String> {
+    fn region_of(&self, tenant: &str) -> TenantAnswer {
+        match self.get(tenant) {
+            Some(r) => TenantAnswer::Found(r.clone()),
+            None => TenantAnswer::NotFound,
+        }
+    }
+}
+
+/// Mode-independent policy knobs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `proxy.unlisted_tables`.
+    pub unlisted_tables: UnlistedTables,
+    /// `proxy.on_parse_error`.
+    pub on_parse_error: OnParseError,
+    /// The user's `allow_scatter`.
+    pub allow_scatter: bool,
+    /// Configured regions (sorted).
+    pub regions: BTreeSet<String>,
+    /// `proxy.local_region`.
+    pub local_region: String,
+}
+
+impl Settings {
+    /// Settings for a user (`None`: no user, e.g. `check`).
+    pub fn from_config(cfg: &Config, user: Option<&str>) -> Settings {
+        Settings {
+            unlisted_tables: cfg.proxy.unlisted_tables,
+            on_parse_error: cfg.proxy.on_parse_error,
+            allow_scatter: user
+                .and_then(|u| cfg.users.get(u))
+                .is_some_and(|u| u.allow_scatter),
+            regions: cfg.regions.keys().cloned().collect(),
+            local_region: cfg.proxy.local_region.clone(),
+        }
+    }
+}
+
+/// Decides a whole query text: each statement is decided, then combined
+/// (any reject rejects; all global is global; one region routes there;
+/// several regions scatter).
+pub fn decide(
+    analysis: &Analysis,
+    params: &Params<'_>,
+    tenants: &dyn TenantLookup,
+    settings: &Settings,
+) -> Decision {
+    match analysis.statements.len() {
+        0 => Decision::global(),
+        1 => decide_statement(analysis, 0, params, tenants, settings),
+        n => {
+            let per = (0..n)
+                .map(|i| decide_statement(analysis, i, params, tenants, settings))
+                .collect();
+            combine(analysis, per)
+        }
+    }
+}
+
+fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
+    let mut tables: Vec<String> = Vec::new();
+    let mut moves = Vec::new();
+    let mut parse_error = false;
+    let mut regions = BTreeSet::new();
+    let mut reject = None;
+    let mut any_scatter_allowed = false;
+    let mut any_rewrite = false;
+    for d in &per {
+        tables.extend(d.tables.iter().cloned());
+        moves.extend(d.moves.iter().cloned());
+        parse_error |= d.parse_error;
+        match &d.outcome {
+            Outcome::Reject(r) if reject.is_none() => reject = Some(r.clone()),
+            Outcome::Route { region } => {
+                regions.insert(region.clone());
+            }
+            Outcome::Rewrite { region, .. } => {
+                any_rewrite = true;
+                regions.insert(region.clone());
+            }
+            Outcome::Scatter { regions: rs, cause } => {
+                regions.extend(rs.iter().cloned());
+                any_scatter_allowed |= *cause == ScatterCause::Allowed;
+            }
+            _ => {}
+        }
+    }
+    tables.sort();
+    tables.dedup();
+    let outcome = if let Some(r) = reject {
+        Outcome::Reject(r)
+    } else if any_scatter_allowed {
+        Outcome::Scatter {
+            regions: regions.into_iter().collect(),
+            cause: ScatterCause::Allowed,
+        }
+    } else if regions.len() > 1 {
+        Outcome::Scatter {
+            regions: regions.into_iter().collect(),
+            cause: ScatterCause::MultiRegion,
+        }
+    } else if let Some(region) = regions.into_iter().next() {
+        if any_rewrite {
+            let parts: Vec<String> = per
+                .iter()
+                .enumerate()
+                .map(|(i, d)| match &d.outcome {
+                    Outcome::Rewrite { sql, .. } => sql.clone(),
+                    _ => analysis.statement_text(i).trim().to_string(),
+                })
+                .collect();
+            Outcome::Rewrite {
+                region,
+                sql: parts.join(";\n"),
+                parameterized: None,
+            }
+        } else {
+            Outcome::Route { region }
+        }
+    } else {
+        Outcome::Global
+    };
+    let table = match &outcome {
+        Outcome::Reject(r) => r.table.clone(),
+        _ => None,
+    }
+    .or_else(|| per.iter().find_map(|d| d.table.clone()));
+    Decision {
+        outcome,
+        tables,
+        table,
+        moves,
+        parse_error,
+    }
+}
+
+/// A reference's resolved region set: `None` = unconstrained.
+type Set = Option<BTreeSet<String>>;
+
+/// What went wrong resolving a value.
+enum Bad {
+    UnknownRegion,
+    UnknownTenant,
+    Directory,
+}
+
+/// Decides statement `i` of an analysis.
+pub fn decide_statement(
+    analysis: &Analysis,
+    i: usize,
+    params: &Params<'_>,
+    tenants: &dyn TenantLookup,
+    settings: &Settings,
+) -> Decision {
+    let mut d = decide_one(analysis, i, params, tenants, settings);
+    if let Outcome::Reject(r) = &d.outcome
+        && r.table.is_some()
+    {
+        d.table = r.table.clone();
+    }
+    d
+}
+
+fn decide_one(
+    analysis: &Analysis,
+    i: usize,
+    params: &Params<'_>,
+    tenants: &dyn TenantLookup,
+    settings: &Settings,
+) -> Decision {
+    let Some(st) = analysis.statements.get(i) else {
+        return Decision::global();
+    };
+    let t = &st.template;
+    let mut d = Decision {
+        outcome: Outcome::Global,
+        tables: t.facts.tables.iter().cloned().collect(),
+        table: t
+            .facts
+            .refs
+            .first()
+            .map(|r| r.table.clone())
+            .or_else(|| t.facts.tables.iter().next().cloned()),
+        moves: Vec::new(),
+        parse_error: t.parse_error.is_some(),
+    };
+    if t.parse_error.is_some() {
+        if settings.on_parse_error == OnParseError::Reject {
+            d.outcome = Outcome::Reject(Rejection::parse_error(&t.fingerprint));
+        }
+        return d;
+    }
+    if settings.unlisted_tables == UnlistedTables::Reject
+        && let Some(u) = t.facts.unlisted.iter().next()
+    {
+        d.outcome = Outcome::Reject(Rejection::unlisted(u));
+        return d;
+    }
+    let refs = &t.facts.refs;
+    if refs.is_empty() {
+        return d;
+    }
+    let hint = analysis.allow_scatter_hint;
+
+    // 1. Explicit region predicates.
+    let mut sets: Vec<Set> = Vec::with_capacity(refs.len());
+    for (ri, r) in refs.iter().enumerate() {
+        match region_set(analysis, i, r, params, settings) {
+            Ok(s) => sets.push(s),
+            Err(_) => {
+                d.outcome = Outcome::Reject(Rejection::unknown_region(&refs[ri]));
+                return d;
+            }
+        }
+    }
+    // 2. Tenant predicates of rewrite candidates.
+    let mut rewrite_regions = BTreeSet::new();
+    let mut cand_sets = Vec::new();
+    for &c in &t.candidates {
+        match tenant_set(analysis, i, &refs[c], params, tenants, settings) {
+            Ok(s) => {
+                rewrite_regions.extend(s.iter().cloned());
+                cand_sets.push((c, s));
+            }
+            Err(Bad::UnknownTenant) => {
+                d.outcome = Outcome::Reject(Rejection::unknown_tenant(&refs[c]));
+                return d;
+            }
+            Err(Bad::Directory) => {
+                d.outcome = Outcome::Reject(Rejection::directory(&refs[c]));
+                return d;
+            }
+            Err(Bad::UnknownRegion) => {
+                d.outcome = Outcome::Reject(Rejection::tenant_region_unknown(&refs[c]));
+                return d;
+            }
+        }
+    }
+    // Tenants in several regions cannot be served by one injected region:
+    // those references stay unconstrained.
+    let rewriting = rewrite_regions.len() == 1;
+    if rewriting {
+        for (c, s) in cand_sets {
+            sets[c] = Some(s);
+        }
+    }
+    // 3. Carry along region equalities.
+    carry(&mut sets, &t.facts.edges);
+
+    // 4. Unconstrained references: scatter if allowed, else reject.
+    let mut scatter_allowed = false;
+    for (ri, r) in refs.iter().enumerate() {
+        if sets[ri].is_some() {
+            continue;
+        }
+        if r.on_missing_region == OnMissingRegion::Allow || settings.allow_scatter || hint {
+            scatter_allowed = true;
+        } else {
+            d.outcome = Outcome::Reject(Rejection::no_region(r));
+            return d;
+        }
+    }
+    let regions: BTreeSet<String> = sets.iter().flatten().flatten().cloned().collect();
+    let decided = if regions.len() == 1 {
+        regions.iter().next().cloned()
+    } else {
+        None
+    };
+    // Region moves: where the row is now → where it goes.
+    for m in &t.facts.moves {
+        let to =
+            m.to.as_ref()
+                .and_then(|v| match analysis.value(i, v, params) {
+                    ParamText::Text(s) => Some(s),
+                    _ => None,
+                });
+        d.moves.push(RegionMove {
+            table: refs[m.target].table.clone(),
+            from: sets[m.target]
+                .as_ref()
+                .filter(|s| s.len() == 1)
+                .and_then(|s| s.iter().next().cloned()),
+            to: to.filter(|r| settings.regions.contains(r)),
+        });
+    }
+    d.outcome = if scatter_allowed {
+        Outcome::Scatter {
+            regions: settings.regions.iter().cloned().collect(),
+            cause: ScatterCause::Allowed,
+        }
+    } else if regions.len() > 1 {
+        Outcome::Scatter {
+            regions: regions.into_iter().collect(),
+            cause: ScatterCause::MultiRegion,
+        }
+    } else if let Some(region) = decided {
+        if rewriting && t.rewrite.is_some() {
+            rewrite_outcome(analysis, i, st, region, params)
+        } else {
+            Outcome::Route { region }
+        }
+    } else {
+        // Contradictory predicates (region = 'eu' AND region = 'us'):
+        // no rows anywhere; the local gateway answers.
+        Outcome::Route {
+            region: settings.local_region.clone(),
+        }
+    };
+    d
+}
+
+fn rewrite_outcome(
+    analysis: &Analysis,
+    i: usize,
+    st: &StatementAnalysis,
+    region: String,
+    params: &Params<'_>,
+) -> Outcome {
+    let Some(tpl) = st.template.rewrite.as_deref() else {
+        return Outcome::Route { region };
+    };
+    let lit = |slot: usize| analysis.lit_text(i, slot).map(str::to_string);
+    let k = analysis.max_param() + 1;
+    let parameterized = ParamRewrite {
+        sql: render(tpl, &lit, &format!("${k}")),
+        region_param: k,
+    };
+    // Offline, a tenant bound at execution has no region yet: show the
+    // parameterised form.
+    let sql = if !params.is_bound() && region.starts_with("tenant($") {
+        parameterized.sql.clone()
+    } else {
+        render(tpl, &lit, &quote_literal(&region))
+    };
+    Outcome::Rewrite {
+        region,
+        sql,
+        parameterized: Some(parameterized),
+    }
+}
+
+/// Sets `to` to the intersection with `from`'s set, along edges.
+fn carry(sets: &mut [Set], edges: &[(usize, usize)]) {
+    // Iterate to a fixpoint on the sets themselves (small n).
+    for _ in 0..sets.len().max(1) {
+        let mut changed = false;
+        for &(a, b) in edges {
+            let Some(sa) = sets[a].clone() else { continue };
+            let next = match &sets[b] {
+                None => Some(sa),
+                Some(sb) => {
+                    let x: BTreeSet<String> = sb.intersection(&sa).cloned().collect();
+                    if x.len() == sb.len() { None } else { Some(x) }
+                }
+            };
+            if let Some(n) = next {
+                sets[b] = Some(n);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+fn resolve_region(
+    analysis: &Analysis,
+    i: usize,
+    v: &Val,
+    params: &Params<'_>,
+    settings: &Settings,
+) -> Result<Option<String>, ()> {
+    match analysis.value(i, v, params) {
+        ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(s)),
+        ParamText::Text(_) | ParamText::Null => Err(()),
+        // Without a Bind (offline check): the region is the parameter's.
+        ParamText::Unbound => match v {
+            Val::Param(n) if !params.is_bound() => Ok(Some(format!("${n}"))),
+            _ => Err(()),
+        },
+    }
+}
+
+/// The intersection of a reference's explicit region predicates.
+fn region_set(
+    analysis: &Analysis,
+    i: usize,
+    r: &TableRef,
+    params: &Params<'_>,
+    settings: &Settings,
+) -> Result<Set, usize> {
+    let mut out: Set = None;
+    for (ci, conf) in r.confiners.iter().enumerate() {
+        if !conf.iter().all(|a| matches!(a, Alt::Region(_))) {
+            continue;
+        }
+        let mut s = BTreeSet::new();
+        for a in conf {
+            if let Alt::Region(v) = a {
+                match resolve_region(analysis, i, v, params, settings) {
+                    Ok(Some(x)) => {
+                        s.insert(x);
+                    }
+                    Ok(None) => {}
+                    Err(()) => return Err(ci),
+                }
+            }
+        }
+        out = Some(match out {
+            None => s,
+            Some(o) => o.intersection(&s).cloned().collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Regions named by a candidate's tenant predicates (union per
+/// predicate, intersection across predicates).
+fn tenant_set(
+    analysis: &Analysis,
+    i: usize,
+    r: &TableRef,
+    params: &Params<'_>,
+    tenants: &dyn TenantLookup,
+    settings: &Settings,
+) -> Result<BTreeSet<String>, Bad> {
+    let mut out: Option<BTreeSet<String>> = None;
+    for conf in &r.confiners {
+        if !conf.iter().any(|a| matches!(a, Alt::Tenant(_))) {
+            continue;
+        }
+        let mut s = BTreeSet::new();
+        for a in conf {
+            match a {
+                Alt::Region(v) => match resolve_region(analysis, i, v, params, settings) {
+                    Ok(Some(x)) => {
+                        s.insert(x);
+                    }
+                    Ok(None) => {}
+                    Err(()) => return Err(Bad::UnknownRegion),
+                },
+                Alt::Tenant(v) => match analysis.value(i, v, params) {
+                    ParamText::Text(t) => match tenants.region_of(&t) {
+                        TenantAnswer::Found(reg) if settings.regions.contains(&reg) => {
+                            s.insert(reg);
+                        }
+                        TenantAnswer::Found(_) => return Err(Bad::UnknownRegion),
+                        TenantAnswer::NotFound => return Err(Bad::UnknownTenant),
+                        TenantAnswer::Unavailable => return Err(Bad::Directory),
+                    },
+                    ParamText::Null => return Err(Bad::UnknownTenant),
+                    ParamText::Unbound => match v {
+                        Val::Param(n) if !params.is_bound() => {
+                            s.insert(format!("tenant(${n})"));
+                        }
+                        _ => return Err(Bad::UnknownTenant),
+                    },
+                },
+            }
+        }
+        out = Some(match out {
+            None => s,
+            Some(o) => o.intersection(&s).cloned().collect(),
+        });
+    }
+    Ok(out.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests;

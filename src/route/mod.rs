@@ -10,9 +10,11 @@
 
 mod health;
 mod prober;
+mod router;
 
 pub use health::{Choice, Health, NoGateway, RouteObserver};
 pub use prober::{BoxFuture, Probe, ProberConfig, spawn_prober};
+pub use router::{Plan, Router};
 
 #[cfg(test)]
 mod tests;

@@ -1,2 +1,318 @@
-//! The per-client session state machine: simple and extended protocol,
-//! transaction status, the per-statement decision point.
+//! The per-client session: startup and authentication, then the relay loop
+//! between the client and its upstream connection(s).
+//!
+//! Layout: [`startup`] (SSL/cancel/startup/auth), [`frontend`] (client
+//! messages: simple and extended protocol, the per-statement decision
+//! point), [`relay`] (the I/O loop and the backend byte stream),
+//! [`state`] (transaction status, prepared statements, settings),
+//! [`route`] (the decision point's trait), [`cancel`] (cancel keys).
+
+pub mod cancel;
+mod frontend;
+mod relay;
+pub mod route;
+mod startup;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::ReadyForQuery;
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::upstream::{Gateway, StartupParams, Upstream, UpstreamError};
+use crate::wire::auth::UserDirectory;
+use crate::wire::stream::PgStream;
+use crate::wire::{BackendScanner, ClientError};
+use cancel::{CancelGuard, CancelRegistry};
+use state::{PreparedStatement, SessionState};
+
+/// Where the server is in its life; sessions watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// SIGTERM: finish open transactions, then close.
+    Draining,
+    /// Grace period over: close now.
+    Closing,
+}
+
+/// What every session shares.
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Gateways by region.
+    pub gateways: BTreeMap<Arc<str>, Gateway>,
+    /// The local region's name.
+    pub local_region: Arc<str>,
+    /// Client credentials.
+    pub users: UserDirectory,
+    /// Cancel keys.
+    pub cancels: Arc<CancelRegistry>,
+    /// The per-statement decision point.
+    pub router: Arc<crate::route::Router>,
+    /// Gateway health, for failover.
+    pub health: Arc<crate::route::Health>,
+    /// Server phase.
+    pub phase: watch::Receiver<Phase>,
+}
+
+/// Why a session ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// An error to report to the client before closing.
+    #[error("{0}")]
+    Client(ClientError),
+    /// A gateway's ErrorResponse frame to relay before closing.
+    #[error("gateway refused the connection")]
+    Relay(bytes::Bytes),
+    /// The client went away.
+    #[error("client disconnected")]
+    ClientGone,
+}
+
+/// Serves one client connection from its first byte to its end.
+pub async fn serve_client(tcp: TcpStream, shared: Arc<Shared>) {
+    let _connected = shared.router.metrics().client_connected();
+    let _ = tcp.set_nodelay(true);
+    let mut stream = PgStream::Plain(tcp);
+    let timeout = shared.config.proxy.startup_timeout;
+    let opened = tokio::time::timeout(timeout, open(&mut stream, &shared)).await;
+    let session = match opened {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) | Ok(Err(SessionError::ClientGone)) => return,
+        Ok(Err(SessionError::Client(e))) => return reject(stream, &e).await,
+        Ok(Err(SessionError::Relay(frame))) => return send_and_close(stream, &frame).await,
+        Ok(Err(SessionError::Io(e))) => {
+            tracing::debug!(error = %e, "client i/o error during startup");
+            return;
+        }
+        Err(_) => {
+            let e = ClientError::protocol_violation("geogate: startup timed out");
+            return reject(stream, &e).await;
+        }
+    };
+    let Ok((client_r, client_w)) = stream.split() else {
+        return;
+    };
+    session.finish(client_r, client_w).await;
+}
+
+/// Sends a FATAL error to a client and closes (also used for `53300`).
+pub async fn reject(stream: PgStream, e: &ClientError) {
+    let mut out = BytesMut::new();
+    e.encode(&mut out);
+    send_and_close(stream, &out).await;
+}
+
+async fn send_and_close(mut stream: PgStream, bytes: &[u8]) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = stream.write_all(bytes).await;
+        let _ = stream.flush().await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Reads a startup packet on a connection refused with `err` (connection
+/// limit), so that the client reads the error instead of a reset.
+pub async fn refuse_after_startup(tcp: TcpStream, shared: Arc<Shared>, err: ClientError) {
+    let mut stream = PgStream::Plain(tcp);
+    let mut buf = BytesMut::new();
+    let timeout = shared.config.proxy.startup_timeout;
+    let read = tokio::time::timeout(
+        timeout,
+        startup::read_startup(&mut stream, &mut buf, &shared.cancels),
+    )
+    .await;
+    if let Ok(Ok(startup::Opening::Session(..))) = read {
+        reject(stream, &err).await;
+    }
+}
+
+/// Startup, authentication and the local upstream connection.
+async fn open(
+    stream: &mut PgStream,
+    shared: &Arc<Shared>,
+) -> Result<Option<Session>, SessionError> {
+    let mut buf = BytesMut::new();
+    let (params, ctx) = match startup::read_startup(stream, &mut buf, &shared.cancels).await? {
+        startup::Opening::Session(p, ctx) => (p, ctx),
+        startup::Opening::Done => return Ok(None),
+    };
+    startup::authenticate(stream, &mut buf, &ctx, &shared.users, &params.user).await?;
+    if *shared.phase.borrow() != Phase::Running {
+        return Err(SessionError::Client(ClientError::shutting_down()));
+    }
+    let region = shared.local_region.clone();
+    let gateway = &shared.gateways[&region];
+    let upstream = Upstream::connect(gateway, &params)
+        .await
+        .map_err(|e| upstream_error(&region, e))?;
+    let cancel = shared.cancels.register();
+    cancel.set_target(upstream.cancel.clone());
+
+    let mut out = BytesMut::with_capacity(512);
+    let msgs = std::iter::once(PgWireBackendMessage::Authentication(Authentication::Ok))
+        .chain(upstream.parameters.iter().map(|(k, v)| {
+            PgWireBackendMessage::ParameterStatus(ParameterStatus::new(k.clone(), v.clone()))
+        }))
+        .chain([
+            PgWireBackendMessage::BackendKeyData(BackendKeyData::new(
+                cancel.pid,
+                SecretKey::I32(cancel.secret),
+            )),
+            PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                pgwire::messages::response::TransactionStatus::Idle,
+            )),
+        ]);
+    for m in msgs {
+        m.encode(&mut out)
+            .map_err(|e| SessionError::Client(ClientError::protocol_violation(e.to_string())))?;
+    }
+    stream.write_all(&out).await?;
+    stream.flush().await?;
+
+    let mut upstreams = HashMap::new();
+    let mut upstream = upstream;
+    // Idle sessions keep no buffer memory: start with empty buffers unless
+    // bytes are already waiting.
+    let uin = keep_if_nonempty(std::mem::take(&mut upstream.leftover));
+    let buf = keep_if_nonempty(buf);
+    upstreams.insert(region.clone(), upstream);
+    Ok(Some(Session {
+        shared: shared.clone(),
+        settings: shared.router.settings_for(&params.user),
+        startup: params,
+        cancel,
+        state: SessionState::default(),
+        upstreams,
+        active: region,
+        cin: buf,
+        uin,
+        to_up: BytesMut::new(),
+        to_client: BytesMut::new(),
+        scanner: BackendScanner::new(),
+        scan_events: Default::default(),
+        z_seen: 0,
+        z_expect: 0,
+        unsynced: false,
+        skip_until_sync: false,
+        injections: VecDeque::new(),
+        unnamed: None,
+        held: BytesMut::new(),
+        refused_forwarded: false,
+        draining: false,
+        pending_begin: None,
+        hidden: VecDeque::new(),
+        shadows: HashMap::new(),
+        reload_tenants: false,
+        timings: VecDeque::new(),
+    }))
+}
+
+fn keep_if_nonempty(b: BytesMut) -> BytesMut {
+    if b.is_empty() { BytesMut::new() } else { b }
+}
+
+/// Maps an upstream connect failure to what the client sees.
+fn upstream_error(region: &str, e: UpstreamError) -> SessionError {
+    match e {
+        // The gateway's own error (e.g. 3D000 unknown database): relay it
+        // byte for byte, every field intact.
+        UpstreamError::Server { frame, .. } => SessionError::Relay(frame),
+        other => SessionError::Client(ClientError::no_gateway(region, other)),
+    }
+}
+
+/// A session after startup.
+pub struct Session {
+    shared: Arc<Shared>,
+    startup: StartupParams,
+    cancel: CancelGuard,
+    state: SessionState,
+    /// Open upstream connections by region (opened lazily; the local one first).
+    upstreams: HashMap<Arc<str>, Upstream>,
+    /// The region whose connection serves the statements in flight.
+    active: Arc<str>,
+    /// Client bytes not yet processed (at most one partial message).
+    cin: BytesMut,
+    /// Backend bytes just read.
+    uin: BytesMut,
+    /// Bytes for the active upstream.
+    to_up: BytesMut,
+    /// Bytes for the client.
+    to_client: BytesMut,
+    /// Follows the active upstream's byte stream.
+    scanner: BackendScanner,
+    /// What the scanner found in the latest chunk (kept for its allocation).
+    scan_events: crate::wire::ScanEvents,
+    /// ReadyForQuery messages received from the active upstream.
+    z_seen: u64,
+    /// ReadyForQuery messages the requests sent so far will produce.
+    z_expect: u64,
+    /// Extended-protocol messages were forwarded since the last Sync.
+    unsynced: bool,
+    /// An extended-protocol message was refused: drop messages until Sync.
+    skip_until_sync: bool,
+    /// Messages geogate itself answers, ordered among the backend's.
+    injections: VecDeque<Injection>,
+    /// The latest unnamed Parse (what a Bind to "" binds).
+    unnamed: Option<PreparedStatement>,
+    /// Messages held until the batch's first Bind is routed.
+    held: BytesMut,
+    /// The refused batch had messages forwarded (its Sync must be too).
+    refused_forwarded: bool,
+    /// SIGTERM seen: close at the next idle point.
+    draining: bool,
+    /// Policy settings for this client's user.
+    settings: crate::policy::Settings,
+    /// A BEGIN geogate answered and has not sent yet (see `route.rs`).
+    pending_begin: Option<BytesMut>,
+    /// Requests (by ReadyForQuery count) whose answers geogate drops: a
+    /// deferred BEGIN, a shadow statement's Parse.
+    hidden: VecDeque<u64>,
+    /// Shadow (rewritten) statements prepared, by upstream region.
+    shadows: HashMap<Arc<str>, std::collections::HashSet<String>>,
+    /// A statement moved a tenant: reload the directory once committed.
+    reload_tenants: bool,
+    /// Requests in flight to time: ReadyForQuery count, start, decision, region.
+    timings: VecDeque<(u64, std::time::Instant, crate::metrics::DecisionLabel, Arc<str>)>,
+}
+
+/// What geogate itself writes to the client among the gateway's answers.
+#[derive(Debug)]
+pub(super) enum Payload {
+    /// An ErrorResponse.
+    Error(ClientError),
+    /// A NoticeResponse (warn mode).
+    Notice(ClientError),
+    /// Ready-made backend messages (e.g. CommandComplete of a deferred BEGIN).
+    Raw(BytesMut),
+}
+
+/// A response geogate produces itself, placed relative to a ReadyForQuery
+/// of the backend so the client sees responses in request order.
+#[derive(Debug)]
+struct Injection {
+    /// Which ReadyForQuery (by count) it is placed against.
+    at_z: u64,
+    /// Insert just before that ReadyForQuery (the error belongs to the
+    /// request it closes) rather than after it.
+    before: bool,
+    /// What to write (none: only a ReadyForQuery).
+    message: Option<Payload>,
+    /// Follow it with our own ReadyForQuery (current status).
+    ready: bool,
+}

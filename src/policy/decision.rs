@@ -1,0 +1,280 @@
+//! The decision for a statement and the rejections, with their SQLSTATEs.
+
+use crate::analyze::TableRef;
+
+/// What to do with a statement, plus what to count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict.
+    pub outcome: Outcome,
+    /// Tables named (sorted).
+    pub tables: Vec<String>,
+    /// The statement's main table for the `table` metric label: the
+    /// rejected table, else the first regional reference, else the first
+    /// table named.
+    pub table: Option<String>,
+    /// UPDATEs that set the partition column (`geogate_region_moves_total`).
+    pub moves: Vec<RegionMove>,
+    /// A statement could not be parsed (`geogate_parse_errors_total`);
+    /// with `on_parse_error = "forward"` the outcome is `Global`.
+    pub parse_error: bool,
+}
+
+/// The verdict of DESIGN.md "Decisions — contract".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Touches no regional table: the local (or the transaction's) gateway.
+    Global,
+    /// Every regional reference confined to this one region.
+    Route {
+        /// The region.
+        region: String,
+    },
+    /// Confined to `region` once `sql` is forwarded instead of the original.
+    Rewrite {
+        /// The region.
+        region: String,
+        /// The rewritten text with the region as a literal (simple protocol).
+        sql: String,
+        /// The rewritten text with the region as an added parameter
+        /// (extended protocol); `None` for multi-statement texts.
+        parameterized: Option<ParamRewrite>,
+    },
+    /// Several regions, or an unconstrained reference allowed to scatter.
+    Scatter {
+        /// Sorted region names (all configured regions for `Allowed`).
+        regions: Vec<String>,
+        /// Why (`geogate_scatter_total{cause}`).
+        cause: ScatterCause,
+    },
+    /// Refused.
+    Reject(Rejection),
+}
+
+/// The extended-protocol form of a rewrite: Parse `sql` once per prepared
+/// statement; at every Bind append the region as text-format parameter
+/// `$region_param` (and hide it from ParameterDescription).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamRewrite {
+    /// The statement with `q.region = $K` injected.
+    pub sql: String,
+    /// K: one more than the highest parameter of the original.
+    pub region_param: u32,
+}
+
+/// Why a statement scatters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScatterCause {
+    /// It names several regions.
+    MultiRegion,
+    /// An unconstrained reference may scatter (table `allow`, user
+    /// `allow_scatter`, or the hint comment).
+    Allowed,
+}
+
+impl ScatterCause {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ScatterCause::MultiRegion => "multi_region",
+            ScatterCause::Allowed => "allowed",
+        }
+    }
+}
+
+/// An UPDATE that moves rows to another region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionMove {
+    /// The table.
+    pub table: String,
+    /// Where the rows are now, when the statement names one region.
+    pub from: Option<String>,
+    /// Where they go, when it is a literal or parameter naming a configured region.
+    pub to: Option<String>,
+}
+
+/// Why a statement is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// GG001: no region and may not scatter.
+    NoRegion,
+    /// GG002: tenant not in the directory.
+    UnknownTenant,
+    /// GG003: region value not configured.
+    UnknownRegion,
+    /// GG006: parse error with `on_parse_error = "reject"`.
+    ParseError,
+    /// GG007: tenant directory unavailable.
+    TenantDirectory,
+    /// GG001: a table not in `[tables]` with `unlisted_tables = "reject"`.
+    UnlistedTable,
+}
+
+impl RejectReason {
+    /// The `reason` label of `geogate_rejections_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::NoRegion => "no_region",
+            RejectReason::UnknownTenant => "unknown_tenant",
+            RejectReason::UnknownRegion => "unknown_region",
+            RejectReason::ParseError => "parse_error",
+            RejectReason::TenantDirectory => "tenant_directory",
+            // Counted as GG001's reason: the metric's label set is closed.
+            RejectReason::UnlistedTable => "no_region",
+        }
+    }
+
+    /// The SQLSTATE of DESIGN.md "Errors — contract".
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            RejectReason::NoRegion | RejectReason::UnlistedTable => "GG001",
+            RejectReason::UnknownTenant => "GG002",
+            RejectReason::UnknownRegion => "GG003",
+            RejectReason::ParseError => "GG006",
+            RejectReason::TenantDirectory => "GG007",
+        }
+    }
+}
+
+/// A refusal: SQLSTATE, metric reason, table, and a message naming the
+/// table, the column and what to add. Never holds a literal value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Why.
+    pub reason: RejectReason,
+    /// The table concerned, if one.
+    pub table: Option<String>,
+    /// The client-facing message.
+    pub message: String,
+}
+
+impl Rejection {
+    /// The SQLSTATE.
+    pub fn sqlstate(&self) -> &'static str {
+        self.reason.sqlstate()
+    }
+
+    fn new(reason: RejectReason, table: Option<&str>, message: String) -> Rejection {
+        Rejection {
+            reason,
+            table: table.map(str::to_string),
+            message,
+        }
+    }
+
+    pub(crate) fn no_region(r: &TableRef) -> Rejection {
+        let tenant = match &r.tenant_column {
+            Some(t) => format!(" or filter by {t}"),
+            None => String::new(),
+        };
+        Rejection::new(
+            RejectReason::NoRegion,
+            Some(&r.table),
+            format!(
+                "geogate: {} has no predicate on {}; add \"{} = …\"{}",
+                r.table, r.partition_column, r.partition_column, tenant
+            ),
+        )
+    }
+
+    pub(crate) fn unknown_region(r: &TableRef) -> Rejection {
+        Rejection::new(
+            RejectReason::UnknownRegion,
+            Some(&r.table),
+            format!(
+                "geogate: {} is filtered on {} by a value that is not a configured region; use one of the [regions] names",
+                r.table, r.partition_column
+            ),
+        )
+    }
+
+    pub(crate) fn tenant_region_unknown(r: &TableRef) -> Rejection {
+        Rejection::new(
+            RejectReason::UnknownRegion,
+            Some(&r.table),
+            format!(
+                "geogate: the tenant named by {}.{} lives in a region that is not configured; add it to [regions]",
+                r.table,
+                r.tenant_column.as_deref().unwrap_or("?")
+            ),
+        )
+    }
+
+    pub(crate) fn unknown_tenant(r: &TableRef) -> Rejection {
+        Rejection::new(
+            RejectReason::UnknownTenant,
+            Some(&r.table),
+            format!(
+                "geogate: the tenant named by {}.{} is not in the tenant directory; add \"{} = …\" or check the tenant id",
+                r.table,
+                r.tenant_column.as_deref().unwrap_or("?"),
+                r.partition_column
+            ),
+        )
+    }
+
+    pub(crate) fn directory(r: &TableRef) -> Rejection {
+        Rejection::new(
+            RejectReason::TenantDirectory,
+            Some(&r.table),
+            format!(
+                "geogate: tenant directory unavailable, cannot find the region of {}; add \"{} = …\" or retry",
+                r.table, r.partition_column
+            ),
+        )
+    }
+
+    pub(crate) fn parse_error(fingerprint: &str) -> Rejection {
+        let fp: String = fingerprint.chars().take(80).collect();
+        Rejection::new(
+            RejectReason::ParseError,
+            None,
+            format!(
+                "geogate: statement could not be parsed and proxy.on_parse_error = \"reject\" ({fp})"
+            ),
+        )
+    }
+
+    pub(crate) fn unlisted(table: &str) -> Rejection {
+        Rejection::new(
+            RejectReason::UnlistedTable,
+            Some(table),
+            format!(
+                "geogate: {table} is not listed in [tables] and proxy.unlisted_tables = \"reject\"; add [tables.{table}]"
+            ),
+        )
+    }
+}
+
+impl Decision {
+    /// A `global` decision touching nothing.
+    pub fn global() -> Decision {
+        Decision {
+            outcome: Outcome::Global,
+            tables: Vec::new(),
+            table: None,
+            moves: Vec::new(),
+            parse_error: false,
+        }
+    }
+
+    /// The decision label: `global`, `route`, `rewrite`, `scatter`, `reject`.
+    pub fn label(&self) -> &'static str {
+        match self.outcome {
+            Outcome::Global => "global",
+            Outcome::Route { .. } => "route",
+            Outcome::Rewrite { .. } => "rewrite",
+            Outcome::Scatter { .. } => "scatter",
+            Outcome::Reject(_) => "reject",
+        }
+    }
+
+    /// Sorted regions (empty for global and reject).
+    pub fn regions(&self) -> Vec<String> {
+        match &self.outcome {
+            Outcome::Route { region } | Outcome::Rewrite { region, .. } => vec![region.clone()],
+            Outcome::Scatter { regions, .. } => regions.clone(),
+            _ => Vec::new(),
+        }
+    }
+}

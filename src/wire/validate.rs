@@ -1,0 +1,219 @@
+//! Structural checks run before handing a client message to `pgwire`'s
+//! decoder, whose `decode_body` reads fixed-size fields without bounds
+//! checks (a truncated Parse or Bind would panic inside the `bytes` crate),
+//! and zero-copy views of the few fields the session reads on every
+//! message (statement names, the SQL of a Parse), so the hot path needs no
+//! allocation; full decoding (`pgwire`) happens only when asked for.
+//! Pure and total: any byte slice gives an answer, never a panic.
+
+use std::borrow::Cow;
+
+/// A bounds-checked reader over a message body.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn cstring(&mut self) -> Option<()> {
+        self.str().map(|_| ())
+    }
+
+    /// A NUL-terminated string; bytes that are not UTF-8 (a client in
+    /// another `client_encoding`) are replaced, not refused: only geogate's
+    /// own view is affected, the frame is forwarded untouched.
+    fn str(&mut self) -> Option<Cow<'a, str>> {
+        let nul = self.0.iter().position(|b| *b == 0)?;
+        let s = String::from_utf8_lossy(&self.0[..nul]);
+        self.0 = &self.0[nul + 1..];
+        Some(s)
+    }
+
+    fn i16(&mut self) -> Option<i16> {
+        self.take(2).map(|b| i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        self.take(4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn count(&mut self) -> Option<usize> {
+        usize::try_from(self.i16()?).ok()
+    }
+}
+
+/// True when `frame` (tag + length + body) has the layout its tag requires,
+/// for the client message types geogate decodes; other tags are not checked.
+pub fn client_message_well_formed(frame: &[u8]) -> bool {
+    let (Some(&tag), Some(body)) = (frame.first(), frame.get(5..)) else {
+        return false;
+    };
+    let mut c = Cursor(body);
+    let ok = match tag {
+        b'Q' => c.cstring(),
+        b'P' => (|| {
+            c.cstring()?;
+            c.cstring()?;
+            let n = c.count()?;
+            c.take(n.checked_mul(4)?).map(|_| ())
+        })(),
+        b'B' => (|| {
+            c.cstring()?;
+            c.cstring()?;
+            let n = c.count()?;
+            c.take(n * 2)?;
+            for _ in 0..c.count()? {
+                let len = c.i32()?;
+                if len >= 0 {
+                    c.take(len as usize)?;
+                } else if len != -1 {
+                    return None;
+                }
+            }
+            let n = c.count()?;
+            c.take(n * 2).map(|_| ())
+        })(),
+        b'C' | b'D' => c.take(1).and_then(|_| c.cstring()),
+        b'E' => c.cstring().and_then(|_| c.i32()).map(|_| ()),
+        _ => Some(()),
+    };
+    ok.is_some()
+}
+
+/// True when a SASLInitialResponse body (after tag and length) is complete.
+pub fn sasl_initial_well_formed(body: &[u8]) -> bool {
+    let mut c = Cursor(body);
+    (|| {
+        c.cstring()?;
+        let len = c.i32()?;
+        if len >= 0 {
+            c.take(len as usize)?;
+        } else if len != -1 {
+            return None;
+        }
+        Some(())
+    })()
+    .is_some()
+}
+
+/// The fields of a well-formed Parse, borrowed from the frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseView<'a> {
+    /// Statement name ("" = unnamed).
+    pub name: Cow<'a, str>,
+    /// The SQL text.
+    pub query: Cow<'a, str>,
+    /// Parameter type OIDs.
+    pub param_types: Vec<u32>,
+}
+
+/// Reads a Parse frame without copying its text; `None` if malformed.
+pub fn parse_view(frame: &[u8]) -> Option<ParseView<'_>> {
+    if frame.first() != Some(&b'P') {
+        return None;
+    }
+    let mut c = Cursor(frame.get(5..)?);
+    let name = c.str()?;
+    let query = c.str()?;
+    let n = c.count()?;
+    let param_types = c
+        .take(n.checked_mul(4)?)?
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Some(ParseView {
+        name,
+        query,
+        param_types,
+    })
+}
+
+/// A Bind message as the client sent it: the statement name is read in
+/// place, the rest (parameter values) decoded only when asked for.
+#[derive(Debug, Clone)]
+pub struct BindFrame<'a> {
+    frame: &'a [u8],
+    statement: Cow<'a, str>,
+}
+
+impl<'a> BindFrame<'a> {
+    /// Checks the frame's layout; `None` if it is not a well-formed Bind.
+    pub fn new(frame: &'a [u8]) -> Option<Self> {
+        if frame.first() != Some(&b'B') || !client_message_well_formed(frame) {
+            return None;
+        }
+        let mut c = Cursor(frame.get(5..)?);
+        c.str()?;
+        let statement = c.str()?;
+        Some(Self { frame, statement })
+    }
+
+    /// The prepared statement it binds ("" = unnamed).
+    pub fn statement_name(&self) -> &str {
+        &self.statement
+    }
+
+    /// The whole message decoded by `pgwire` (portal, formats, parameter values).
+    pub fn decode(&self) -> Option<pgwire::messages::extendedquery::Bind> {
+        use pgwire::messages::Message;
+        let mut ctx =
+            pgwire::messages::DecodeContext::new(pgwire::messages::ProtocolVersion::PROTOCOL3_0);
+        ctx.awaiting_frontend_ssl = false;
+        ctx.awaiting_frontend_startup = false;
+        let mut buf = bytes::BytesMut::from(self.frame);
+        pgwire::messages::extendedquery::Bind::decode(&mut buf, &ctx)
+            .ok()
+            .flatten()
+    }
+
+    /// The raw frame (tag and length included).
+    pub fn raw(&self) -> &'a [u8] {
+        self.frame
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn accepts_real_messages_and_refuses_truncated_ones() {
+        let parse = frame(b'P', b"s1\0select $1\0\0\x01\0\0\0\x17");
+        assert!(client_message_well_formed(&parse));
+        assert!(!client_message_well_formed(&parse[..parse.len() - 1]));
+        let bind = frame(b'B', b"\0s1\0\0\x01\0\x01\0\x01\0\0\0\x041234\0\0");
+        assert!(client_message_well_formed(&bind));
+        assert!(!client_message_well_formed(&frame(
+            b'B',
+            b"\0s1\0\0\x01\0\x01\0\x01\0\0\0\x091234\0\0"
+        )));
+        assert!(!client_message_well_formed(&frame(b'Q', b"select 1")));
+        assert!(client_message_well_formed(&frame(b'Q', b"select 1\0")));
+        assert!(!client_message_well_formed(&frame(b'C', b"")));
+        assert!(sasl_initial_well_formed(b"SCRAM-SHA-256\0\0\0\0\x03abc"));
+        let v = parse_view(&parse).unwrap();
+        assert_eq!(
+            (&*v.name, &*v.query, v.param_types),
+            ("s1", "select $1", vec![23])
+        );
+        let b = BindFrame::new(&bind).unwrap();
+        assert_eq!(b.statement_name(), "s1");
+        let decoded = b.decode().unwrap();
+        assert_eq!(decoded.parameters[0].as_deref(), Some(&b"1234"[..]));
+        assert!(!sasl_initial_well_formed(b"SCRAM-SHA-256\0\0\0\0\x09abc"));
+    }
+}

@@ -1,0 +1,401 @@
+//! Live routing against three real PostgreSQL clusters acting as the
+//! regional gateways eu, us and apac (issue 4). geogate runs in-process with
+//! the eu region as its local region; clients are tokio-postgres and psql.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Cluster, PASSWORD};
+use tokio_postgres::{Client, NoTls, error::SqlState};
+
+const REGIONS: [&str; 3] = ["eu", "us", "apac"];
+
+/// Tenants of the fixture: (id, region).
+const TENANTS: [(&str, &str); 4] = [
+    ("11111111-1111-1111-1111-111111111111", "eu"),
+    ("22222222-2222-2222-2222-222222222222", "us"),
+    ("33333333-3333-3333-3333-333333333333", "apac"),
+    ("44444444-4444-4444-4444-444444444444", "eu"),
+];
+
+/// The seed schema on one regional gateway. No CHECK on region: a row that
+/// geogate sent to the wrong region must be visible to the tests.
+const SCHEMA: &str = "
+CREATE TYPE region AS ENUM ('eu', 'us', 'apac');
+CREATE TABLE plans (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO plans VALUES (1, 'free'), (2, 'team');
+CREATE TABLE tenants (id uuid PRIMARY KEY, name text NOT NULL, region region NOT NULL, plan_id int);
+CREATE TABLE users (id serial PRIMARY KEY, tenant_id uuid NOT NULL, email text NOT NULL, region region NOT NULL);
+CREATE TABLE documents (id serial PRIMARY KEY, tenant_id uuid NOT NULL, author_id int, title text, region region NOT NULL);
+CREATE TABLE tenant_directory (id uuid PRIMARY KEY, region region NOT NULL);
+GRANT ALL ON ALL TABLES IN SCHEMA public TO geogate;
+";
+
+/// Three regional databases with the seed schema and each region's rows.
+struct Geo {
+    db: String,
+    clusters: Vec<(&'static str, &'static Cluster)>,
+}
+
+impl Geo {
+    fn new(prefix: &str) -> Geo {
+        let clusters: Vec<_> = REGIONS.iter().map(|r| (*r, Cluster::shared(r))).collect();
+        let db = clusters[0].1.create_db(prefix);
+        for (region, c) in &clusters {
+            if *region != "eu" {
+                c.psql("postgres", &format!("CREATE DATABASE {db}"));
+            }
+            c.psql(&db, SCHEMA);
+            for (i, (id, r)) in TENANTS.iter().enumerate() {
+                if r == region {
+                    c.psql(&db, &format!("INSERT INTO tenants VALUES ('{id}', 'tenant {i}', '{r}', 1)"));
+                    c.psql(
+                        &db,
+                        &format!(
+                            "INSERT INTO users (tenant_id, email, region) SELECT '{id}', 'u' || g || '@t{i}', '{r}' FROM generate_series(1, {n}) g",
+                            n = 3 + i
+                        ),
+                    );
+                }
+            }
+        }
+        // The directory geogate loads: on the local (eu) gateway only.
+        let dir: Vec<String> = TENANTS.iter().map(|(id, r)| format!("('{id}', '{r}')")).collect();
+        clusters[0].1.psql(&db, &format!("INSERT INTO tenant_directory VALUES {}", dir.join(",")));
+        Geo { db, clusters }
+    }
+
+    fn cluster(&self, region: &str) -> &'static Cluster {
+        self.clusters.iter().find(|(r, _)| *r == region).unwrap().1
+    }
+
+    /// Runs SQL directly on a region's gateway (as a migration would).
+    fn direct(&self, region: &str, sql: &str) -> String {
+        self.cluster(region).psql(&self.db, sql)
+    }
+
+    fn config(&self, extra_proxy: &str) -> String {
+        let gw = |r: &str| self.cluster(r).url("geogate", Some(PASSWORD), &self.db) + "?sslmode=disable";
+        format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:0"
+local_region = "eu"
+{extra_proxy}
+
+[regions.eu]
+gateway = "{eu}"
+fallback = ["us"]
+[regions.us]
+gateway = "{us}"
+fallback = ["eu"]
+[regions.apac]
+gateway = "{apac}"
+fallback = ["eu"]
+
+[tenants]
+query = "SELECT id::text, region::text FROM tenant_directory"
+lookup_query = "SELECT region::text FROM tenant_directory WHERE id = $1::uuid"
+refresh = "1h"
+
+[tables.tenants]
+partition_column = "region"
+tenant_column = "id"
+on_missing_region = "rewrite"
+[tables.users]
+partition_column = "region"
+tenant_column = "tenant_id"
+on_missing_region = "rewrite"
+[tables.documents]
+partition_column = "region"
+tenant_column = "tenant_id"
+on_missing_region = "reject"
+[tables.plans]
+locality = "global"
+
+[[users]]
+name = "app"
+password = "app-secret"
+
+[[users]]
+name = "report"
+password = "report-secret"
+allow_scatter = true
+"#,
+            eu = gw("eu"),
+            us = gw("us"),
+            apac = gw("apac"),
+        )
+    }
+}
+
+/// geogate running in-process on a free port.
+struct Proxy {
+    port: u16,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start_proxy(config: &str) -> Proxy {
+    let config = geogate::config::Config::parse(config).expect("test config is valid");
+    let bound = geogate::server::bind(config).await.expect("bind");
+    let port = bound.local_addr().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(bound.run_until(async move {
+        let _ = stopped.await;
+    }));
+    Proxy { port, _stop: stop }
+}
+
+async fn connect(proxy: &Proxy, user: &str, password: &str, db: &str) -> Client {
+    let conn = format!("host=127.0.0.1 port={} user={user} password={password} dbname={db}", proxy.port);
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.expect("connect through geogate");
+    tokio::spawn(connection);
+    client
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_else(|| format!("not a db error: {e}"))
+}
+
+async fn count(client: &Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_land_only_in_their_region_and_reads_find_them() {
+    let geo = Geo::new("route_writes");
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let (us_tenant, apac_tenant) = (TENANTS[1].0, TENANTS[2].0);
+
+    // Explicit region: routed.
+    c.execute(&format!("INSERT INTO users (tenant_id, email, region) VALUES ('{us_tenant}', 'new@us', 'us')"), &[])
+        .await
+        .unwrap();
+    // No region, tenant named: rewritten (the region column is added).
+    c.execute(&format!("INSERT INTO users (tenant_id, email) VALUES ('{apac_tenant}', 'new@apac')"), &[])
+        .await
+        .unwrap();
+    for (email, region) in [("new@us", "us"), ("new@apac", "apac")] {
+        for r in REGIONS {
+            let n = geo.direct(r, &format!("SELECT count(*) FROM users WHERE email = '{email}'"));
+            assert_eq!(n, if r == region { "1" } else { "0" }, "{email} in {r}");
+        }
+    }
+    assert_eq!(geo.direct("apac", "SELECT region FROM users WHERE email = 'new@apac'"), "apac");
+
+    // Tenant-scoped reads without a region predicate return that tenant's rows.
+    let n = count(&c, &format!("SELECT count(*) FROM users WHERE tenant_id = '{us_tenant}'")).await;
+    assert_eq!(n, 4 + 1); // the fixture's 4 rows of tenant 1, plus the insert
+    let n = count(&c, &format!("SELECT count(*) FROM users u WHERE u.tenant_id = '{apac_tenant}'")).await;
+    assert_eq!(n, 5 + 1);
+    // With an explicit region: routed there.
+    let n = count(&c, "SELECT count(*) FROM users WHERE region = 'apac'").await;
+    assert_eq!(n, 6);
+    // Global tables are served locally.
+    assert_eq!(count(&c, "SELECT count(*) FROM plans").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_carry_their_sqlstate_and_leave_the_session_usable() {
+    let geo = Geo::new("route_reject");
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+
+    let e = c.simple_query("SELECT email FROM users WHERE email LIKE 'u1%'").await.unwrap_err();
+    assert_eq!(code(&e), "GG001");
+    let msg = e.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("users") && msg.contains("region"), "{msg}");
+    assert!(!msg.contains("u1%"), "rejection must not echo literals: {msg}");
+
+    let e = c.simple_query("SELECT * FROM users WHERE tenant_id = '99999999-9999-9999-9999-999999999999'").await.unwrap_err();
+    assert_eq!(code(&e), "GG002");
+    let e = c.simple_query("SELECT * FROM users WHERE region = 'mars'").await.unwrap_err();
+    assert_eq!(code(&e), "GG003");
+    // on_missing_region = "reject" refuses even with a tenant predicate.
+    let e = c.simple_query(&format!("SELECT * FROM documents WHERE tenant_id = '{}'", TENANTS[0].0)).await.unwrap_err();
+    assert_eq!(code(&e), "GG001");
+    // Extended protocol too, and the session goes on.
+    let e = c.query("SELECT email FROM users WHERE email = $1", &[&"x"]).await.unwrap_err();
+    assert_eq!(code(&e), "GG001");
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE region = 'eu'").await, 3 + 6);
+
+    // A user with allow_scatter may run it: served by the local gateway.
+    let r = connect(&proxy, "report", "report-secret", &geo.db).await;
+    assert_eq!(count(&r, "SELECT count(*) FROM users WHERE email LIKE 'u1%'").await, 2);
+    // So may anyone with the hint comment.
+    let n = count(&c, "/*+ geogate:allow_scatter */ SELECT count(*) FROM users WHERE email LIKE 'u1%'").await;
+    assert_eq!(n, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_prepared_statement_runs_in_every_region() {
+    let geo = Geo::new("route_prepared");
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let stmt = c.prepare("SELECT count(*) FROM users WHERE tenant_id = $1::uuid").await.unwrap();
+    // The client sees the parameters it wrote, not the one geogate adds.
+    assert_eq!(stmt.params().len(), 1);
+    for (i, (tenant, region)) in TENANTS.iter().enumerate() {
+        let id: uuid_text::Uuid = uuid_text::Uuid(tenant.to_string());
+        let n: i64 = c.query_one(&stmt, &[&id]).await.unwrap().get(0);
+        assert_eq!(n, 3 + i as i64, "tenant of {region}");
+    }
+    // And with an explicit region parameter.
+    let stmt = c.prepare("SELECT count(*) FROM users WHERE region = $1::text::region").await.unwrap();
+    for (i, (_, region)) in TENANTS.iter().take(3).enumerate() {
+        let n: i64 = c.query_one(&stmt, &[region]).await.unwrap().get(0);
+        assert_eq!(n, 3 + i as i64 + if *region == "eu" { 6 } else { 0 }, "{region}");
+    }
+}
+
+/// Sends a uuid parameter as text, so the test needs no uuid crate.
+mod uuid_text {
+    use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+    #[derive(Debug)]
+    pub struct Uuid(pub String);
+
+    impl ToSql for Uuid {
+        fn to_sql(&self, _: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            let hex: String = self.0.chars().filter(|c| *c != '-').collect();
+            for i in 0..16 {
+                out.extend_from_slice(&[u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?]);
+            }
+            Ok(IsNull::No)
+        }
+        fn accepts(ty: &Type) -> bool {
+            *ty == Type::UUID
+        }
+        to_sql_checked!();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_pinned_and_cross_region_ones_counted_or_refused() {
+    let geo = Geo::new("route_txn");
+    let proxy = start_proxy(&geo.config("")).await;
+    let mut c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let us = TENANTS[1].0;
+
+    let t = c.transaction().await.unwrap();
+    t.execute(&format!("INSERT INTO users (tenant_id, email, region) VALUES ('{us}', 'txn@us', 'us')"), &[])
+        .await
+        .unwrap();
+    // Same transaction, no region: still the pinned connection, sees its own write.
+    let n: i64 = t.query_one("SELECT count(*) FROM users WHERE email = 'txn@us' AND region = 'us'", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1);
+    t.commit().await.unwrap();
+    assert_eq!(geo.direct("us", "SELECT count(*) FROM users WHERE email = 'txn@us'"), "1");
+
+    let t = c.transaction().await.unwrap();
+    t.execute(&format!("INSERT INTO users (tenant_id, email, region) VALUES ('{us}', 'rolled@us', 'us')"), &[])
+        .await
+        .unwrap();
+    t.rollback().await.unwrap();
+    assert_eq!(geo.direct("us", "SELECT count(*) FROM users WHERE email = 'rolled@us'"), "0");
+
+    // Cross-region with the default policy: allowed (served by the pinned gateway).
+    c.batch_execute("BEGIN; SELECT count(*) FROM users WHERE region = 'us'; SELECT count(*) FROM users WHERE region = 'eu'; COMMIT")
+        .await
+        .unwrap();
+
+    // Refused by policy.
+    let proxy = start_proxy(&geo.config("on_cross_region_txn = \"reject\"")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    c.simple_query("SELECT count(*) FROM users WHERE region = 'us'").await.unwrap();
+    let e = c.simple_query("SELECT count(*) FROM users WHERE region = 'eu'").await.unwrap_err();
+    assert_eq!(code(&e), "GG005");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(count(&c, "SELECT count(*) FROM users WHERE region = 'eu'").await, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_tenant_is_found_in_its_new_region() {
+    let geo = Geo::new("route_move");
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let (tenant, from, to) = (TENANTS[3].0, "eu", "apac");
+    let before = count(&c, &format!("SELECT count(*) FROM users WHERE tenant_id = '{tenant}'")).await;
+    assert_eq!(before, 6);
+
+    // A migration moves the tenant's rows directly on the gateways.
+    let rows = geo.direct(from, &format!("SELECT email FROM users WHERE tenant_id = '{tenant}' ORDER BY email"));
+    let values: Vec<String> = rows.lines().map(|e| format!("('{tenant}', '{e}', '{to}')")).collect();
+    geo.direct(to, &format!("INSERT INTO users (tenant_id, email, region) VALUES {}", values.join(",")));
+    geo.direct(from, &format!("DELETE FROM users WHERE tenant_id = '{tenant}'"));
+    geo.direct("eu", &format!("UPDATE tenant_directory SET region = '{to}' WHERE id = '{tenant}'"));
+
+    // The cache still says eu: the rewritten read finds nothing there, geogate
+    // looks the tenant up again and runs it in apac (verify on empty).
+    let after = count(&c, &format!("SELECT count(*) FROM users WHERE tenant_id = '{tenant}' AND email LIKE 'u%'")).await;
+    assert_eq!(after, 6);
+    // Updates follow too, and land in apac.
+    let n = c
+        .execute(&format!("UPDATE users SET email = email || '.moved' WHERE tenant_id = '{tenant}'"), &[])
+        .await
+        .unwrap();
+    assert_eq!(n, 6);
+    assert_eq!(geo.direct(to, &format!("SELECT count(*) FROM users WHERE email LIKE '%.moved'")), "6");
+    assert_eq!(geo.direct(from, "SELECT count(*) FROM users WHERE email LIKE '%.moved'"), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warn_and_observe_forward_what_enforce_rejects() {
+    let geo = Geo::new("route_modes");
+    let unconstrained = "SELECT count(*) FROM users WHERE email LIKE 'u1%'";
+
+    let proxy = start_proxy(&geo.config("mode = \"warn\"")).await;
+    let (client, mut connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={} user=app password=app-secret dbname={}", proxy.port, geo.db),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = notices.clone();
+    tokio::spawn(async move {
+        let mut stream = futures_poll::messages(&mut connection);
+        while let Some(m) = stream.next().await {
+            if let Ok(tokio_postgres::AsyncMessage::Notice(n)) = m {
+                sink.lock().unwrap().push((n.code().code().to_string(), n.message().to_string()));
+            }
+        }
+    });
+    assert_eq!(count(&client, unconstrained).await, 2); // local gateway only: eu's rows
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = notices.lock().unwrap().clone();
+    assert!(got.iter().any(|(code, m)| code == "GG001" && m.contains("users")), "{got:?}");
+
+    let proxy = start_proxy(&geo.config("mode = \"observe\"")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    assert_eq!(count(&c, unconstrained).await, 2);
+    // Observe forwards unchanged to the local gateway: a us tenant's rows are not there.
+    let n = count(&c, &format!("SELECT count(*) FROM users WHERE tenant_id = '{}'", TENANTS[1].0)).await;
+    assert_eq!(n, 0);
+}
+
+/// Drives a connection's message stream without the futures crate.
+mod futures_poll {
+    use std::future::poll_fn;
+    use std::pin::Pin;
+
+    pub struct Messages<'a, S, T>(&'a mut tokio_postgres::Connection<S, T>);
+
+    pub fn messages<S, T>(c: &mut tokio_postgres::Connection<S, T>) -> Messages<'_, S, T> {
+        Messages(c)
+    }
+
+    impl<S, T> Messages<'_, S, T>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        pub async fn next(&mut self) -> Option<Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>> {
+            poll_fn(|cx| Pin::new(&mut *self.0).poll_message(cx)).await
+        }
+    }
+}
