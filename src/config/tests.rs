@@ -98,6 +98,123 @@ fn bad_toml_is_a_syntax_error() {
     ));
 }
 
+/// The documented config of the seed SaaS, and the copies deploy/ mounts.
+const SHIPPED: &str = include_str!("../../config/geogate.toml");
+const SHIPPED_K8S: &str = include_str!("../../deploy/kubernetes/base/geogate.toml");
+const SHIPPED_COMPOSE: &str = include_str!("../../deploy/compose/geogate.toml");
+const K8S_DEPLOYMENT: &str = include_str!("../../deploy/kubernetes/base/deployment.yaml");
+
+#[test]
+fn shipped_configs_load_with_secrets_and_region_from_the_environment_only() {
+    const SECRETS: [&str; 3] = [
+        "GEOGATE_GATEWAY_PASSWORD",
+        "APP_DB_PASSWORD",
+        "REPORTING_DB_PASSWORD",
+    ];
+    let env = |region: &'static str| {
+        move |k: &str| match k {
+            "GEOGATE_LOCAL_REGION" => Some(region.to_string()),
+            _ if SECRETS.contains(&k) => Some(format!("pw-{k}")),
+            _ => None,
+        }
+    };
+
+    // Without an environment the only problems are the secrets (and the
+    // passwords they leave empty): none is written in the file, and every
+    // other key is valid.
+    let Err(ConfigError::Invalid { issues, .. }) =
+        Config::parse_with_env(SHIPPED, "config/geogate.toml", |_| None)
+    else {
+        panic!("config/geogate.toml must take its secrets from the environment")
+    };
+    let (mut missing, others): (Vec<&str>, Vec<&str>) = issues
+        .iter()
+        .map(|i| i.key.as_str())
+        .partition(|k| k.starts_with("${"));
+    assert!(
+        others.iter().all(|k| k.ends_with(".password")),
+        "{issues:?}"
+    );
+    missing.sort_unstable();
+    missing.dedup();
+    let mut expected: Vec<String> = SECRETS.iter().map(|s| format!("${{{s}}}")).collect();
+    expected.sort_unstable();
+    assert_eq!(missing, expected, "{issues:?}");
+
+    let c = Config::parse_with_env(SHIPPED, "config/geogate.toml", env("eu"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.proxy.local_region, "eu");
+    assert_eq!(c.regions.keys().collect::<Vec<_>>(), ["apac", "eu", "us"]);
+    for (name, region) in &c.regions {
+        let gw = &region.gateway;
+        assert_eq!(gw.host, format!("cockroach-{name}.internal"));
+        assert_eq!(gw.port, 26257);
+        assert_eq!(gw.sslmode, SslMode::VerifyFull);
+        assert_eq!(gw.sslrootcert.as_deref(), Some("/etc/geogate/ca.crt"));
+        assert_eq!(gw.password.as_deref(), Some("pw-GEOGATE_GATEWAY_PASSWORD"));
+    }
+    assert!(
+        c.regions["eu"].fallback.is_empty(),
+        "EU rows are served by EU gateways only"
+    );
+    for table in ["tenants", "users", "documents"] {
+        let Some(TableConfig::Regional(t)) = c.table(table) else {
+            panic!("{table} must be regional")
+        };
+        assert_eq!(t.partition_column, "region");
+        assert_eq!(t.on_missing_region, OnMissingRegion::Rewrite, "{table}");
+    }
+    let Some(TableConfig::Regional(notifications)) = c.table("notifications") else {
+        panic!("notifications must be regional")
+    };
+    assert_eq!(notifications.on_missing_region, OnMissingRegion::Reject);
+    assert_eq!(c.table("plans"), Some(&TableConfig::Global));
+    assert_eq!(c.users["app"].password, "pw-APP_DB_PASSWORD");
+    assert!(!c.users["app"].allow_scatter);
+    assert!(c.users["reporting"].allow_scatter);
+    // The keys shown commented out (client TLS, off by default) are real keys.
+    let tls = SHIPPED
+        .replace("# tls_cert = ", "tls_cert = ")
+        .replace("# tls_key = ", "tls_key = ");
+    let t = Config::parse_with_env(&tls, "config/geogate.toml", env("eu"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.proxy.tls_cert.is_none() && t.proxy.tls_cert.is_some() && t.proxy.tls_key.is_some());
+
+    // Kubernetes stops the pod after terminationGracePeriodSeconds: open
+    // transactions must get their shutdown_grace before that.
+    let grace: u64 = K8S_DEPLOYMENT
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("deployment.yaml sets terminationGracePeriodSeconds");
+    assert!(c.proxy.shutdown_grace < Duration::from_secs(grace));
+
+    // The Kubernetes copy is the same config with the region from the
+    // environment; the compose copy loads for every region.
+    let users = |c: &Config| -> BTreeMap<String, String> {
+        c.users
+            .iter()
+            .map(|(n, u)| (n.clone(), format!("{u:?}")))
+            .collect()
+    };
+    for region in ["eu", "us", "apac"] {
+        let k = Config::parse_with_env(SHIPPED_K8S, "k8s", env(region))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(k.proxy.local_region, region);
+        let mut k_proxy = k.proxy.clone();
+        k_proxy.local_region = c.proxy.local_region.clone();
+        assert_eq!(format!("{k_proxy:?}"), format!("{:?}", c.proxy));
+        assert_eq!(format!("{:?}", k.regions), format!("{:?}", c.regions));
+        assert_eq!(format!("{:?}", k.tenants), format!("{:?}", c.tenants));
+        assert_eq!(k.tables, c.tables);
+        assert_eq!(users(&k), users(&c));
+
+        let d = Config::parse_with_env(SHIPPED_COMPOSE, "compose", env(region))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.proxy.local_region, region);
+    }
+}
+
 #[test]
 fn worker_threads_defaults_to_one_and_must_be_positive() {
     let base = "[proxy]\nlocal_region = \"eu\"\n{}\n[regions.eu]\ngateway = \"postgres://h/db\"\n";
