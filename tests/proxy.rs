@@ -1223,10 +1223,27 @@ async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_fil
     .unwrap();
     let unconstrained = "SELECT count(*) FROM docs";
     client.simple_query(unconstrained).await.unwrap();
+    let late_user = format!(
+        "host=127.0.0.1 port={} user=late password=late-secret dbname={db}",
+        g.port
+    );
+    let e = connect(&late_user).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("28P01"));
+    let tls_url = format!(
+        "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/{db}?sslmode=require",
+        g.port
+    );
+    assert!(psql_url(&tls_url, "SELECT 1").is_err());
 
-    // A valid file: the table now rejects statements without a region; a
-    // changed limit needs a restart and is only reported.
-    g.reload_with(&dir, &policy("reject", "max_client_connections = 7"));
+    // A valid file: the table now rejects statements without a region, a
+    // user is added, client TLS is switched on; a changed limit needs a
+    // restart and is only reported.
+    make_certs(&dir);
+    let valid = policy(
+        "reject",
+        &format!("max_client_connections = 7\n{}", tls_keys(&dir)),
+    ) + "\n[[users]]\nname = \"late\"\npassword = \"late-secret\"\n";
+    g.reload_with(&dir, &valid);
     let lines = g.wait_for("configuration reloaded", 1);
     assert!(
         lines
@@ -1245,6 +1262,8 @@ async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_fil
         .simple_query("SELECT count(*) FROM docs WHERE region = 'eu'")
         .await
         .unwrap();
+    connect(&late_user).await.unwrap();
+    assert_eq!(psql_url(&tls_url, "SELECT 1").unwrap(), "1");
 
     // An invalid file (three problems, and the table back to "allow"):
     // nothing changes, every problem is logged, geogate keeps running.
