@@ -1297,6 +1297,54 @@ async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_fil
     assert_eq!(code(&e).as_deref(), Some("GG001"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_with_new_tenants_settings_switches_the_tenant_directory_under_an_open_session() {
+    let c = Cluster::shared("eu");
+    let db = c.create_db("reload_tenants");
+    c.psql(
+        &db,
+        "CREATE TABLE dir_a (id text, region text); INSERT INTO dir_a VALUES ('t1', 'eu'); \
+         CREATE TABLE dir_b (id text, region text); INSERT INTO dir_b VALUES ('t2', 'eu'); \
+         CREATE TABLE users (region text, tenant_id text, name text)",
+    );
+    let dir = tempdir("reload-tenants");
+    let gateway = format!("postgres://geogate:{PASSWORD}@127.0.0.1:{}/{db}", c.port());
+    let config = |directory: &str| {
+        config_text(&gateway, "")
+            + &format!(
+                "\n[tenants]\nquery = \"SELECT id, region FROM {directory}\"\n\
+                 [tables.users]\npartition_column = \"region\"\ntenant_column = \"tenant_id\"\n\
+                 on_missing_region = \"rewrite\"\n"
+            )
+    };
+    let g = Binary::start(&dir, &config("dir_a"));
+    g.wait_for("tenant directory loaded", 1);
+    let client = connect(&format!(
+        "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname={db}",
+        g.port
+    ))
+    .await
+    .unwrap();
+    let by_tenant = "SELECT count(*) FROM users WHERE tenant_id = 't1'";
+    client.simple_query(by_tenant).await.unwrap();
+
+    // The new directory does not know t1: the same session now gets GG002.
+    g.reload_with(&dir, &config("dir_b"));
+    let lines = g.wait_for("configuration reloaded", 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "configuration reloaded" && l["changed"] == "tenants"),
+        "{lines:?}"
+    );
+    let e = client.simple_query(by_tenant).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("GG002"));
+    client
+        .simple_query("SELECT count(*) FROM users WHERE tenant_id = 't2'")
+        .await
+        .unwrap();
+}
+
 // ---- helpers ----
 
 /// A test CA (`ca.pem`), a server certificate for 127.0.0.1 and localhost
