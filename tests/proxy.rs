@@ -1041,6 +1041,21 @@ async fn client_tls_serves_psql_verify_full_tokio_postgres_and_cancel() {
     let mut b = [0u8; 1];
     s.read_exact(&mut b).unwrap();
     assert_eq!(&b, b"S");
+    // Plain-text bytes sent behind the SSLRequest, before the handshake, are
+    // refused (they would otherwise be read as if they came over TLS).
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stuffed = 8u32.to_be_bytes().to_vec();
+    stuffed.extend_from_slice(&80877103u32.to_be_bytes());
+    stuffed.extend_from_slice(&[
+        0, 0, 0, 17, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0, b'a', 0, 0, 0,
+    ]);
+    s.write_all(&stuffed).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer.first(), Some(&b'S'));
+    assert_eq!(answer.get(1), Some(&b'E'));
+    assert!(String::from_utf8_lossy(&answer).contains("08P01"));
 
     // psql with verify-full: the chain leads to the test CA and the name matches.
     let conninfo = |root: &str| {
