@@ -94,6 +94,7 @@ pub fn keep_restart_only(new: &mut Config, start: &Config) -> Vec<&'static str> 
     let mut changed = Vec::new();
     macro_rules! keep {
         ($field:ident, $key:literal) => {
+            debug_assert!(RESTART_ONLY.contains(&$key));
             if n.$field != s.$field {
                 changed.push($key);
                 n.$field = s.$field.clone();
