@@ -13,6 +13,7 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod rewrite;
 pub mod route;
 pub mod server;

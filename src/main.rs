@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use geogate::check::{self, CheckArgs, ExplainArgs};
 use geogate::config::Config;
+use geogate::logging::LogFormat;
 
 /// A PostgreSQL-wire sidecar that keeps every statement inside its region.
 #[derive(Parser)]
@@ -20,9 +21,12 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve {
-        /// The geogate config file.
+        /// The geogate config file (re-read on SIGHUP).
         #[arg(long)]
         config: PathBuf,
+        /// Log line format on stderr: `text` or `json` (filter with RUST_LOG).
+        #[arg(long, default_value = "text")]
+        log_format: LogFormat,
     },
     /// Analyse statements offline and print one decision per statement.
     Check(CheckArgs),
@@ -33,14 +37,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, log_format } => serve(&config, log_format),
         Command::Check(args) => ExitCode::from(check::run_check(&args) as u8),
         Command::Explain(args) => ExitCode::from(check::run_explain(&args) as u8),
     }
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
-    tracing_subscriber::fmt().init();
+fn serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
+    if let Err(e) = geogate::logging::init(log_format) {
+        eprintln!("geogate: {e}");
+        return ExitCode::from(2);
+    }
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

@@ -14,11 +14,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::config::Config;
 use crate::metrics::http::{HttpState, Readiness};
 use crate::metrics::{self, HealthObserver, Metrics};
+use crate::reload::{Live, LiveHandle, Reloader, spawn_tenant_cache};
 use crate::route::{Health, Probe, ProberConfig, Router, spawn_prober};
 use crate::session::cancel::CancelRegistry;
 use crate::session::{self, Phase, Shared};
-use crate::tenants::TenantCache;
-use crate::upstream::{Gateway, GatewayDirectory, GatewayProbe};
+use crate::upstream::{Gateway, GatewayProbe};
 use crate::wire::ClientError;
 use crate::wire::auth::UserDirectory;
 
@@ -41,6 +41,9 @@ pub enum ServerError {
         /// What is wrong.
         source: crate::upstream::tls::TlsSetupError,
     },
+    /// The client TLS certificate or key is unusable.
+    #[error("{0}")]
+    ClientTls(crate::wire::tls::ServerTlsError),
     /// Installing the signal handler failed.
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
@@ -53,6 +56,7 @@ pub struct Bound {
     phase: watch::Sender<Phase>,
     metrics_addr: Option<SocketAddr>,
     readiness: Arc<Readiness>,
+    reloader: Arc<Reloader>,
 }
 
 /// Binds `proxy.listen` (and `proxy.metrics_listen`), prepares gateways and
@@ -77,6 +81,7 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         .cloned()
         .unwrap_or_else(|| config.proxy.local_region.as_str().into());
     let (phase, phase_rx) = watch::channel(Phase::Running);
+    let tls = crate::reload::client_tls(&config).map_err(ServerError::ClientTls)?;
     let config = Arc::new(config);
 
     let metrics = Arc::new(Metrics::from_config(&config));
@@ -92,24 +97,19 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
     );
     probe_local_gateway(&gateways[&local_region], health.clone());
 
-    let tenants = config.tenants.as_ref().map(|t| {
-        let directory = GatewayDirectory::new(gateways[&local_region].clone(), t);
-        let cache = TenantCache::new(t.clone(), Arc::new(directory), Some(metrics.clone()));
-        cache.spawn_refresh(stopped(phase_rx.clone()));
-        let (c, r) = (cache.clone(), readiness.clone());
-        let mut phase = phase_rx.clone();
-        tokio::spawn(async move {
-            // Readiness waits for the first directory load.
-            while !c.is_loaded() {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = phase.changed() => return,
-                }
-            }
-            r.set_tenants_loaded(true);
-        });
-        cache
-    });
+    let (tenants, tenants_retire) = match &config.tenants {
+        None => (None, None),
+        Some(t) => {
+            let (cache, retire) = spawn_tenant_cache(
+                t,
+                &gateways[&local_region],
+                &metrics,
+                &readiness,
+                phase_rx.clone(),
+            );
+            (Some(cache), Some(retire))
+        }
+    };
     let metrics_addr = match config.proxy.metrics_listen {
         None => None,
         Some(addr) => {
@@ -125,28 +125,41 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
             bound
         }
     };
-    let router = Arc::new(Router::new(config.clone(), tenants, metrics));
-    let shared = Arc::new(Shared {
+    let router = Arc::new(Router::new(config.clone(), tenants, metrics.clone()));
+    let live = Live {
+        generation: 0,
+        config: config.clone(),
+        router,
         users: UserDirectory::new(&config.users),
+        tls,
+    };
+    let shared = Arc::new(Shared {
+        live: LiveHandle::new(live),
         config,
+        metrics,
         gateways,
         local_region,
         cancels: Arc::new(CancelRegistry::new()),
-        router,
         health,
         phase: phase_rx,
     });
+    let reloader = Arc::new(Reloader::new(
+        shared.clone(),
+        readiness.clone(),
+        tenants_retire,
+    ));
     Ok(Bound {
         listener,
         shared,
         phase,
         metrics_addr,
         readiness,
+        reloader,
     })
 }
 
 /// Resolves once the server leaves [`Phase::Running`] (or is gone).
-async fn stopped(mut phase: watch::Receiver<Phase>) {
+pub(crate) async fn stopped(mut phase: watch::Receiver<Phase>) {
     while *phase.borrow_and_update() == Phase::Running {
         if phase.changed().await.is_err() {
             return;
@@ -180,10 +193,34 @@ impl Bound {
             .unwrap_or(self.shared.config.proxy.listen)
     }
 
-    /// Serves until SIGTERM or SIGINT, then drains.
+    /// Reloads the config file on demand (what SIGHUP does).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains; SIGHUP reloads the
+    /// config file.
     pub async fn run(self) -> Result<(), ServerError> {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(ServerError::Signal)?;
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
+        let reloader = self.reloader.clone();
+        let running = stopped(self.shared.phase.clone());
+        tokio::spawn(async move {
+            tokio::pin!(running);
+            loop {
+                tokio::select! {
+                    _ = &mut running => return,
+                    got = hup.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        reloader.reload_and_log().await;
+                    }
+                }
+            }
+        });
         let stop = async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -202,8 +239,11 @@ impl Bound {
             shared,
             phase,
             readiness,
+            reloader,
             ..
         } = self;
+        // Holds the tenant cache's refresh task until the server returns.
+        let _reloader = reloader;
         let limit = Arc::new(Semaphore::new(shared.config.proxy.max_client_connections));
         // Every session holds a clone; when all are dropped, `recv` returns None.
         let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);

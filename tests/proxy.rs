@@ -665,33 +665,7 @@ async fn upstream_authenticates_with_trust_cleartext_md5_and_scram() {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_tls_verify_full_checks_the_gateway_certificate() {
     let dir = tempdir("tls");
-    let sh = |cmd: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    sh(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null",
-    );
-    sh(
-        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null",
-    );
-    sh(
-        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && \
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.crt 2>/dev/null",
-    );
-    sh(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem 2>/dev/null",
-    );
+    make_certs(&dir);
     let c = Cluster::init_owned("tls");
     for f in ["server.crt", "server.key"] {
         std::fs::copy(dir.join(f), c.data_dir().join(f)).unwrap();
@@ -1030,7 +1004,400 @@ fn read_tags_until_ready(s: &mut TcpStream, password: Option<&str>) -> Vec<u8> {
     }
 }
 
+// ---- client TLS and reload ----
+
+/// geogate's client TLS settings for the certificates of [`make_certs`].
+fn tls_keys(dir: &std::path::Path) -> String {
+    format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        dir.join("server.crt").display(),
+        dir.join("server.key").display()
+    )
+}
+
+/// A tokio-postgres TLS connector trusting `ca` only (so verifying the
+/// chain and the host name, as verify-full).
+fn rustls_connector(ca: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_tls_serves_psql_verify_full_tokio_postgres_and_cancel() {
+    let c = Cluster::shared("eu");
+    let dir = tempdir("client-tls");
+    make_certs(&dir);
+    let p = Proxy::start(&eu_gateway(c), &tls_keys(&dir));
+
+    // The SSLRequest is answered 'S'.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.write_all(&8u32.to_be_bytes()).unwrap();
+    s.write_all(&80877103u32.to_be_bytes()).unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"S");
+    // Plain-text bytes sent behind the SSLRequest, before the handshake, are
+    // refused (they would otherwise be read as if they came over TLS).
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stuffed = 8u32.to_be_bytes().to_vec();
+    stuffed.extend_from_slice(&80877103u32.to_be_bytes());
+    stuffed.extend_from_slice(&[
+        0, 0, 0, 17, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0, b'a', 0, 0, 0,
+    ]);
+    s.write_all(&stuffed).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer.first(), Some(&b'S'));
+    assert_eq!(answer.get(1), Some(&b'E'));
+    assert!(String::from_utf8_lossy(&answer).contains("08P01"));
+
+    // psql with verify-full: the chain leads to the test CA and the name matches.
+    let conninfo = |root: &str| {
+        format!(
+            "host=localhost port={} user=app password={APP_PASSWORD} dbname=postgres \
+             sslmode=verify-full sslrootcert={}",
+            p.port,
+            dir.join(root).display()
+        )
+    };
+    assert_eq!(psql_url(&conninfo("ca.pem"), "SELECT 7").unwrap(), "7");
+    // Another CA is refused by the client: TLS really is what served it.
+    let e = psql_url(&conninfo("other.pem"), "SELECT 7").unwrap_err();
+    assert!(e.contains("certificate verify failed"), "{e}");
+
+    // tokio-postgres over rustls, verifying against the test CA.
+    let tls = rustls_connector(&dir.join("ca.pem"));
+    let (client, conn) = tokio_postgres::connect(
+        &format!(
+            "host=localhost port={} user=app password={APP_PASSWORD} dbname=postgres sslmode=require",
+            p.port
+        ),
+        tls.clone(),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one("SELECT $1::int + 1", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
+
+    // A cancel request over TLS reaches the statement.
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tls).await
+    });
+    let e = client
+        .simple_query("SELECT pg_sleep(10)")
+        .await
+        .unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED));
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_mode_require_refuses_plain_text_clients_with_28000() {
+    let c = Cluster::shared("eu");
+    let dir = tempdir("tls-require");
+    make_certs(&dir);
+    let extra = format!("{}tls_mode = \"require\"\n", tls_keys(&dir));
+    let p = Proxy::start(&eu_gateway(c), &extra);
+    let e = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("28000"));
+    let message = e.as_db_error().map(|d| d.message()).unwrap_or_default();
+    assert!(message.starts_with("geogate requires TLS"), "{e:?}");
+    let plain = psql_url(
+        &format!("{}?sslmode=disable", p.url("app", APP_PASSWORD, "postgres")),
+        "SELECT 1",
+    );
+    assert!(plain.unwrap_err().contains("geogate requires TLS"));
+    // The same client with TLS gets in.
+    let tls = psql_url(
+        &format!("{}?sslmode=require", p.url("app", APP_PASSWORD, "postgres")),
+        "SELECT 8",
+    );
+    assert_eq!(tls.unwrap(), "8");
+}
+
+/// The built geogate on a config file, logging JSON lines to a file.
+struct Binary {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Binary {
+    fn start(dir: &std::path::Path, config: &str) -> Binary {
+        let port = common::free_port();
+        let cfg = dir.join("geogate.toml");
+        std::fs::write(
+            &cfg,
+            config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        )
+        .unwrap();
+        let log = dir.join("geogate.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_geogate"))
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let binary = Binary { child, port, log };
+        wait_port(port);
+        binary
+    }
+
+    /// Rewrites the config file (same port) and sends SIGHUP.
+    fn reload_with(&self, dir: &std::path::Path, config: &str) {
+        let text = config.replace("127.0.0.1:0", &format!("127.0.0.1:{}", self.port));
+        std::fs::write(dir.join("geogate.toml"), text).unwrap();
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// The JSON log lines so far.
+    fn lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `n` log lines have the message `message`; returns them all.
+    fn wait_for(&self, message: &str, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let lines = self.lines();
+            if lines.iter().filter(|l| l["message"] == message).count() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {message:?} in {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_file_changes_nothing()
+{
+    let c = Cluster::shared("eu");
+    let db = c.create_db("reload");
+    c.psql(&db, "CREATE TABLE docs (region text, body text)");
+    let dir = tempdir("reload");
+    let policy = |on_missing: &str, extra_proxy: &str| {
+        config_text(&eu_gateway(c), extra_proxy)
+            + &format!(
+                "\n[tables.docs]\npartition_column = \"region\"\non_missing_region = \"{on_missing}\"\n"
+            )
+    };
+    let mut g = Binary::start(&dir, &policy("allow", ""));
+    let client = connect(&format!(
+        "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname={db}",
+        g.port
+    ))
+    .await
+    .unwrap();
+    let unconstrained = "SELECT count(*) FROM docs";
+    client.simple_query(unconstrained).await.unwrap();
+    let late_user = format!(
+        "host=127.0.0.1 port={} user=late password=late-secret dbname={db}",
+        g.port
+    );
+    let e = connect(&late_user).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("28P01"));
+    let tls_url = format!(
+        "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/{db}?sslmode=require",
+        g.port
+    );
+    assert!(psql_url(&tls_url, "SELECT 1").is_err());
+
+    // A valid file: the table now rejects statements without a region, a
+    // user is added, client TLS is switched on; a changed limit needs a
+    // restart and is only reported.
+    make_certs(&dir);
+    let valid = policy(
+        "reject",
+        &format!("max_client_connections = 7\n{}", tls_keys(&dir)),
+    ) + "\n[[users]]\nname = \"late\"\npassword = \"late-secret\"\n";
+    g.reload_with(&dir, &valid);
+    let lines = g.wait_for("configuration reloaded", 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["key"] == "proxy.max_client_connections"
+                && l["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("restart needed")),
+        "{lines:?}"
+    );
+    let e = client.simple_query(unconstrained).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("GG001"));
+    // Same session, not reconnected: a statement naming its region still runs.
+    client
+        .simple_query("SELECT count(*) FROM docs WHERE region = 'eu'")
+        .await
+        .unwrap();
+    connect(&late_user).await.unwrap();
+    assert_eq!(psql_url(&tls_url, "SELECT 1").unwrap(), "1");
+
+    // An invalid file (three problems, and the table back to "allow"):
+    // nothing changes, every problem is logged, geogate keeps running.
+    let invalid = policy("allow", "mode = \"yolo\"\ncolour = \"blue\"")
+        .replace("auth = \"md5\"", "auth = \"kerberos\"");
+    g.reload_with(&dir, &invalid);
+    let lines = g.wait_for("reload failed: the running configuration stays in force", 1);
+    let keys: Vec<&str> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config problem"))
+        })
+        .filter_map(|l| l["key"].as_str())
+        .collect();
+    for key in ["proxy.mode", "proxy.colour", "users[1].auth"] {
+        assert!(keys.contains(&key), "{key} not logged: {keys:?}");
+    }
+    assert!(g.alive());
+    let e = client.simple_query(unconstrained).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("GG001"));
+    // New connections work too, under the config still in force.
+    let other = connect(&format!(
+        "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname={db}",
+        g.port
+    ))
+    .await
+    .unwrap();
+    let e = other.simple_query(unconstrained).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("GG001"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_with_new_tenants_settings_switches_the_tenant_directory_under_an_open_session() {
+    let c = Cluster::shared("eu");
+    let db = c.create_db("reload_tenants");
+    c.psql(
+        &db,
+        "CREATE TABLE dir_a (id text, region text); INSERT INTO dir_a VALUES ('t1', 'eu'); \
+         CREATE TABLE dir_b (id text, region text); INSERT INTO dir_b VALUES ('t2', 'eu'); \
+         CREATE TABLE users (region text, tenant_id text, name text)",
+    );
+    let dir = tempdir("reload-tenants");
+    let gateway = format!("postgres://geogate:{PASSWORD}@127.0.0.1:{}/{db}", c.port());
+    let config = |directory: &str| {
+        config_text(&gateway, "")
+            + &format!(
+                "\n[tenants]\nquery = \"SELECT id, region FROM {directory}\"\n\
+                 [tables.users]\npartition_column = \"region\"\ntenant_column = \"tenant_id\"\n\
+                 on_missing_region = \"rewrite\"\n"
+            )
+    };
+    let g = Binary::start(&dir, &config("dir_a"));
+    g.wait_for("tenant directory loaded", 1);
+    let client = connect(&format!(
+        "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname={db}",
+        g.port
+    ))
+    .await
+    .unwrap();
+    let by_tenant = "SELECT count(*) FROM users WHERE tenant_id = 't1'";
+    client.simple_query(by_tenant).await.unwrap();
+
+    // The new directory does not know t1: the same session now gets GG002.
+    g.reload_with(&dir, &config("dir_b"));
+    let lines = g.wait_for("configuration reloaded", 1);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "configuration reloaded" && l["changed"] == "tenants"),
+        "{lines:?}"
+    );
+    let e = client.simple_query(by_tenant).await.unwrap_err();
+    assert_eq!(code(&e).as_deref(), Some("GG002"));
+    client
+        .simple_query("SELECT count(*) FROM users WHERE tenant_id = 't2'")
+        .await
+        .unwrap();
+}
+
 // ---- helpers ----
+
+/// A test CA (`ca.pem`), a server certificate for 127.0.0.1 and localhost
+/// signed by it (`server.crt`, `server.key`) and an unrelated CA (`other.pem`).
+fn make_certs(dir: &std::path::Path) {
+    let sh = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.pem \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null",
+    );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null",
+    );
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && \
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.crt 2>/dev/null",
+    );
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.pem 2>/dev/null",
+    );
+}
 
 struct KillOnDrop(u32);
 

@@ -78,6 +78,15 @@ pub enum AuthMethod {
     Password,
 }
 
+/// Whether clients may connect without TLS (only meaningful with `tls_cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    /// TLS when the client asks for it, plain text otherwise (the default).
+    Allow,
+    /// Clients that do not negotiate TLS are refused (`28000`).
+    Require,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -96,7 +105,7 @@ pub struct Config {
 }
 
 /// `[proxy]`: the sidecar's own settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyConfig {
     /// Client-facing listen address.
     pub listen: SocketAddr,
@@ -132,10 +141,12 @@ pub struct ProxyConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for client TLS.
     pub tls_key: Option<PathBuf>,
+    /// `allow` (default) or `require`: whether plain-text clients are accepted.
+    pub tls_mode: TlsMode,
 }
 
 /// `[regions.NAME]`: one regional gateway.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionConfig {
     /// Region name (the key).
     pub name: String,
@@ -146,7 +157,7 @@ pub struct RegionConfig {
 }
 
 /// `[tenants]`: the tenant→region directory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantsConfig {
     /// Query returning `(tenant_id text, region text)` rows, run on the local gateway.
     pub query: String,
@@ -181,7 +192,7 @@ pub struct RegionalTable {
 }
 
 /// `[[users]]`: who may connect.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct UserConfig {
     /// User name the client sends at startup.
     pub name: String,

@@ -42,6 +42,7 @@ struct RawProxy {
     worker_threads: Option<i64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -240,6 +241,18 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
         c.bad(
             "proxy.tls_cert",
             "tls_cert and tls_key must be set together",
+        );
+    }
+    let tls_mode = c.choice(
+        "proxy.tls_mode",
+        p.tls_mode.as_deref(),
+        &[("allow", TlsMode::Allow), ("require", TlsMode::Require)],
+        TlsMode::Allow,
+    );
+    if tls_mode == TlsMode::Require && p.tls_cert.is_none() {
+        c.bad(
+            "proxy.tls_mode",
+            "\"require\" needs tls_cert and tls_key (client TLS is off without them)",
         );
     }
 
@@ -476,6 +489,7 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
             worker_threads,
             tls_cert: p.tls_cert,
             tls_key: p.tls_key,
+            tls_mode,
         },
         regions,
         tenants,

@@ -229,3 +229,25 @@ fn worker_threads_defaults_to_one_and_must_be_positive() {
     };
     assert_eq!(issues[0].key, "proxy.worker_threads");
 }
+
+#[test]
+fn tls_mode_defaults_to_allow_and_require_needs_a_certificate() {
+    let base =
+        "[proxy]\nlocal_region = \"eu\"\n{extra}\n[regions.eu]\ngateway = \"postgres://h/db\"\n";
+    let parse = |extra: &str| Config::parse(&base.replace("{extra}", extra));
+    assert_eq!(parse("").unwrap().proxy.tls_mode, TlsMode::Allow);
+    let with_cert = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+    let c = parse(&format!("{with_cert}tls_mode = \"require\"")).unwrap();
+    assert_eq!(c.proxy.tls_mode, TlsMode::Require);
+    let Err(ConfigError::Invalid { issues, .. }) = parse("tls_mode = \"require\"") else {
+        panic!("require without a certificate must fail")
+    };
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "proxy.tls_mode");
+    let Err(ConfigError::Invalid { issues, .. }) =
+        parse(&format!("{with_cert}tls_mode = \"always\""))
+    else {
+        panic!("an unknown tls_mode must fail")
+    };
+    assert_eq!(issues[0].key, "proxy.tls_mode");
+}

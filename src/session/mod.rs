@@ -28,8 +28,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::reload::{Live, LiveHandle};
 use crate::upstream::{Gateway, StartupParams, Upstream, UpstreamError};
-use crate::wire::auth::UserDirectory;
 use crate::wire::stream::PgStream;
 use crate::wire::{BackendScanner, ClientError};
 use cancel::{CancelGuard, CancelRegistry};
@@ -48,18 +49,20 @@ pub enum Phase {
 
 /// What every session shares.
 pub struct Shared {
-    /// The configuration.
+    /// What a reload can change (config, router, users, client TLS): read
+    /// once per statement, see [`crate::reload`].
+    pub live: LiveHandle,
+    /// The configuration the server started with: the keys that need a
+    /// restart (listen addresses, regions, limits) are read from here.
     pub config: Arc<Config>,
+    /// Metrics (one registry for the process's life).
+    pub metrics: Arc<Metrics>,
     /// Gateways by region.
     pub gateways: BTreeMap<Arc<str>, Gateway>,
     /// The local region's name.
     pub local_region: Arc<str>,
-    /// Client credentials.
-    pub users: UserDirectory,
     /// Cancel keys.
     pub cancels: Arc<CancelRegistry>,
-    /// The per-statement decision point.
-    pub router: Arc<crate::route::Router>,
     /// Gateway health, for failover.
     pub health: Arc<crate::route::Health>,
     /// Server phase.
@@ -85,11 +88,14 @@ pub enum SessionError {
 
 /// Serves one client connection from its first byte to its end.
 pub async fn serve_client(tcp: TcpStream, shared: Arc<Shared>) {
-    let _connected = shared.router.metrics().client_connected();
+    let _connected = shared.metrics.client_connected();
     let _ = tcp.set_nodelay(true);
-    let mut stream = PgStream::Plain(tcp);
+    // `None` only while a TLS handshake owns the socket: a handshake that
+    // fails or times out leaves nothing to write an error to.
+    let mut stream = Some(PgStream::Plain(tcp));
     let timeout = shared.config.proxy.startup_timeout;
     let opened = tokio::time::timeout(timeout, open(&mut stream, &shared)).await;
+    let Some(stream) = stream else { return };
     let session = match opened {
         Ok(Ok(Some(s))) => s,
         Ok(Ok(None)) | Ok(Err(SessionError::ClientGone)) => return,
@@ -127,32 +133,37 @@ async fn send_and_close(mut stream: PgStream, bytes: &[u8]) {
 }
 
 /// Reads a startup packet on a connection refused with `err` (connection
-/// limit), so that the client reads the error instead of a reset.
+/// limit), so that the client reads the error instead of a reset (over TLS
+/// when it asks for TLS, as PostgreSQL does).
 pub async fn refuse_after_startup(tcp: TcpStream, shared: Arc<Shared>, err: ClientError) {
-    let mut stream = PgStream::Plain(tcp);
+    let mut stream = Some(PgStream::Plain(tcp));
     let mut buf = BytesMut::new();
     let timeout = shared.config.proxy.startup_timeout;
+    let live = shared.live.load();
     let read = tokio::time::timeout(
         timeout,
-        startup::read_startup(&mut stream, &mut buf, &shared.cancels),
+        startup::negotiate(&mut stream, &mut buf, &live, &shared.cancels),
     )
     .await;
-    if let Ok(Ok(startup::Opening::Session(..))) = read {
+    if let (Ok(Ok(startup::Opening::Session(..))), Some(stream)) = (read, stream) {
         reject(stream, &err).await;
     }
 }
 
 /// Startup, authentication and the local upstream connection.
 async fn open(
-    stream: &mut PgStream,
+    slot: &mut Option<PgStream>,
     shared: &Arc<Shared>,
 ) -> Result<Option<Session>, SessionError> {
+    // The config in force when the client connected serves its startup.
+    let live = shared.live.load();
     let mut buf = BytesMut::new();
-    let (params, ctx) = match startup::read_startup(stream, &mut buf, &shared.cancels).await? {
+    let (params, ctx) = match startup::negotiate(slot, &mut buf, &live, &shared.cancels).await? {
         startup::Opening::Session(p, ctx) => (p, ctx),
         startup::Opening::Done => return Ok(None),
     };
-    startup::authenticate(stream, &mut buf, &ctx, &shared.users, &params.user).await?;
+    let stream = slot.as_mut().ok_or(SessionError::ClientGone)?;
+    startup::authenticate(stream, &mut buf, &ctx, &live.users, &params.user).await?;
     if *shared.phase.borrow() != Phase::Running {
         return Err(SessionError::Client(ClientError::shutting_down()));
     }
@@ -194,7 +205,8 @@ async fn open(
     upstreams.insert(region.clone(), upstream);
     Ok(Some(Session {
         shared: shared.clone(),
-        settings: shared.router.settings_for(&params.user),
+        settings: live.router.settings_for(&params.user),
+        live,
         startup: params,
         cancel,
         state: SessionState::default(),
@@ -245,6 +257,9 @@ fn upstream_error(region: &str, e: UpstreamError) -> SessionError {
 /// A session after startup.
 pub struct Session {
     shared: Arc<Shared>,
+    /// The live config this session's `settings` were computed from;
+    /// replaced by the next statement after a reload.
+    live: Arc<Live>,
     startup: StartupParams,
     cancel: CancelGuard,
     state: SessionState,

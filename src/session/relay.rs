@@ -412,11 +412,9 @@ impl Session {
                 break;
             }
             let (_, started, decision, region) = self.timings.pop_front().expect("checked above");
-            self.shared.router.metrics().observe_duration(
-                decision,
-                Some(&region),
-                started.elapsed(),
-            );
+            self.shared
+                .metrics
+                .observe_duration(decision, Some(&region), started.elapsed());
         }
     }
 

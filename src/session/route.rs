@@ -46,6 +46,18 @@ struct Refusal {
 }
 
 impl Session {
+    /// The router in force now. After a reload the session's policy
+    /// settings are computed again for its user, so the new config applies
+    /// from this statement on (a read lock for one `Arc` clone otherwise).
+    fn current_router(&mut self) -> Arc<crate::route::Router> {
+        let live = self.shared.live.load();
+        if !Arc::ptr_eq(&live, &self.live) {
+            self.settings = live.router.settings_for(&self.startup.user);
+            self.live = live;
+        }
+        self.live.router.clone()
+    }
+
     fn client_info(&self) -> ClientInfo<'_> {
         ClientInfo {
             user: &self.startup.user,
@@ -88,7 +100,7 @@ impl Session {
         verify: bool,
     ) -> Result<Flow, SessionError> {
         self.reload_tenants_after_commit();
-        let router = self.shared.router.clone();
+        let router = self.current_router();
         let plan = router.plan(sql, &Params::NONE, &self.settings).await;
 
         if self.defer_begin(&plan, frame) || self.answer_deferred_end(&plan) {
@@ -178,7 +190,7 @@ impl Session {
             formats,
             types: &stmt.param_types,
         };
-        let router = self.shared.router.clone();
+        let router = self.current_router();
         let plan = router.plan(&stmt.sql, &params, &self.settings).await;
         let target = match self.target_for(&plan) {
             Ok(t) => t,
@@ -277,8 +289,8 @@ impl Session {
             if let Some(r) = region
                 && **r != *self.active
             {
-                self.shared.router.metrics().cross_region_transaction();
-                if self.shared.config.proxy.on_cross_region_txn == OnCrossRegionTxn::Reject {
+                self.shared.metrics.cross_region_transaction();
+                if self.live.config.proxy.on_cross_region_txn == OnCrossRegionTxn::Reject {
                     let error = ClientError::error(
                         "GG005",
                         format!(
@@ -397,7 +409,7 @@ impl Session {
     }
 
     fn count_refusal(&self, plan: &Plan, refusal: &Refusal) {
-        let router = &self.shared.router;
+        let router = &self.live.router;
         match refusal.extra {
             Some(reason) => router.record_refusal(plan, &self.client_info(), reason),
             None => router.record(plan, &self.client_info(), None),
@@ -471,7 +483,7 @@ impl Session {
         if self.reload_tenants && self.state.txn == TxnStatus::Idle && self.pending_begin.is_none()
         {
             self.reload_tenants = false;
-            if let Some(cache) = self.shared.router.tenant_cache().cloned() {
+            if let Some(cache) = self.live.router.tenant_cache().cloned() {
                 tokio::spawn(async move {
                     if let Err(e) = cache.load().await {
                         tracing::warn!(error = %e, "tenant directory reload after a region move failed");

@@ -6,10 +6,12 @@ use pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use pgwire::messages::{DecodeContext, PgWireBackendMessage, PgWireFrontendMessage};
 use ring::rand::SecureRandom;
 use tokio::io::AsyncWriteExt;
+use tokio_rustls::TlsStream;
 
 use super::SessionError;
 use super::cancel::CancelRegistry;
-use crate::config::AuthMethod;
+use crate::config::{AuthMethod, TlsMode};
+use crate::reload::Live;
 use crate::upstream::StartupParams;
 use crate::wire::auth::{UserDirectory, md5_expected};
 use crate::wire::scram::{MECHANISM, ScramError, ScramServer};
@@ -29,12 +31,67 @@ pub enum Opening {
     Done,
 }
 
-/// Reads SSLRequest/GSSENCRequest/CancelRequest/StartupMessage.
-pub async fn read_startup(
+/// One round of [`read_startup`].
+enum Step {
+    Open(Opening),
+    /// SSLRequest answered `S`: the TLS handshake comes next.
+    StartTls,
+}
+
+/// The whole opening of a connection: SSL negotiation (a TLS handshake when
+/// client TLS is configured), then StartupMessage or CancelRequest.
+/// `proxy.tls_mode = "require"` refuses a startup over plain text with
+/// `28000`; cancel requests are served either way, as PostgreSQL does.
+///
+/// `slot` is `None` afterwards only when a TLS handshake failed.
+pub async fn negotiate(
+    slot: &mut Option<PgStream>,
+    buf: &mut BytesMut,
+    live: &Live,
+    cancels: &CancelRegistry,
+) -> Result<Opening, SessionError> {
+    let mut encrypted = false;
+    loop {
+        let stream = slot.as_mut().ok_or(SessionError::ClientGone)?;
+        let offer = live.tls.is_some() && !encrypted;
+        match read_startup(stream, buf, cancels, offer, encrypted).await? {
+            Step::StartTls => {
+                let (Some(acceptor), Some(PgStream::Plain(tcp))) = (live.tls.clone(), slot.take())
+                else {
+                    return Err(SessionError::ClientGone);
+                };
+                let tls = acceptor.accept(tcp).await.map_err(|e| {
+                    tracing::debug!(error = %e, "client TLS handshake failed");
+                    SessionError::ClientGone
+                })?;
+                *slot = Some(PgStream::Tls(Box::new(TlsStream::Server(tls))));
+                encrypted = true;
+            }
+            Step::Open(Opening::Session(..))
+                if !encrypted
+                    && live.tls.is_some()
+                    && live.config.proxy.tls_mode == TlsMode::Require =>
+            {
+                return Err(SessionError::Client(ClientError::fatal(
+                    "28000",
+                    "geogate requires TLS: connect with sslmode=require or verify-full",
+                )));
+            }
+            Step::Open(opening) => return Ok(opening),
+        }
+    }
+}
+
+/// Reads SSLRequest/GSSENCRequest/CancelRequest/StartupMessage. `offer_tls`:
+/// answer an SSLRequest with `S`; `encrypted`: TLS is already on, so a
+/// second SSL or GSS request is a protocol violation.
+async fn read_startup(
     stream: &mut PgStream,
     buf: &mut BytesMut,
     cancels: &CancelRegistry,
-) -> Result<Opening, SessionError> {
+    offer_tls: bool,
+    encrypted: bool,
+) -> Result<Step, SessionError> {
     let mut decoder = StartupDecoder::new();
     loop {
         let req = decoder
@@ -42,11 +99,28 @@ pub async fn read_startup(
             .map_err(|e| SessionError::Client(ClientError::protocol_violation(e.to_string())))?;
         let Some(req) = req else {
             if stream.read_into(buf).await? == 0 {
-                return Ok(Opening::Done);
+                return Ok(Step::Open(Opening::Done));
             }
             continue;
         };
         match req {
+            StartupRequest::Ssl | StartupRequest::Gss if encrypted => {
+                return Err(SessionError::Client(ClientError::protocol_violation(
+                    "geogate: SSL or GSS negotiation inside an encrypted connection",
+                )));
+            }
+            StartupRequest::Ssl if offer_tls => {
+                stream.write_all(b"S").await?;
+                stream.flush().await?;
+                // Bytes sent before the handshake would be read as if they
+                // came over TLS (PostgreSQL's CVE-2021-23214): refuse them.
+                if !buf.is_empty() {
+                    return Err(SessionError::Client(ClientError::protocol_violation(
+                        "geogate: unencrypted data after SSL request",
+                    )));
+                }
+                return Ok(Step::StartTls);
+            }
             // Client TLS is not configured: refuse and carry on in plain text.
             StartupRequest::Ssl | StartupRequest::Gss => {
                 stream.write_all(b"N").await?;
@@ -54,7 +128,7 @@ pub async fn read_startup(
             }
             StartupRequest::Cancel { pid, secret } => {
                 cancels.cancel(pid, secret).await;
-                return Ok(Opening::Done);
+                return Ok(Step::Open(Opening::Done));
             }
             StartupRequest::Startup {
                 major,
@@ -90,14 +164,14 @@ pub async fn read_startup(
                     // `_pq_.*` are protocol options for geogate itself, not the gateway.
                     .filter(|(k, _)| k != "user" && k != "database" && !k.starts_with("_pq_."))
                     .collect();
-                return Ok(Opening::Session(
+                return Ok(Step::Open(Opening::Session(
                     StartupParams {
                         user,
                         database,
                         params,
                     },
                     decoder.message_context(),
-                ));
+                )));
             }
         }
     }

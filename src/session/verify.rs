@@ -106,7 +106,7 @@ impl Session {
         let Some(v) = self.verify.take_if(|v| v.empty) else {
             return;
         };
-        let Some(cache) = self.shared.router.tenant_cache().cloned() else {
+        let Some(cache) = self.live.router.tenant_cache().cloned() else {
             self.to_client.extend_from_slice(&v.hold);
             return;
         };

@@ -59,6 +59,16 @@ impl UserDirectory {
         Self { users, fake_key }
     }
 
+    /// The same users with a given fake-exchange key: a reload keeps the
+    /// process's key, so an unknown user's fake salt does not change (a
+    /// change would tell a prober the name is unknown).
+    pub fn with_fake_key(users: &HashMap<String, UserConfig>, fake_key: [u8; 32]) -> Self {
+        Self {
+            fake_key,
+            ..Self::new(users)
+        }
+    }
+
     /// The credentials of `user`, if configured.
     pub fn get(&self, user: &str) -> Option<&Credentials> {
         self.users.get(user)

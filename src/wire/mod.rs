@@ -7,6 +7,7 @@ pub mod frame;
 pub mod scram;
 pub mod startup;
 pub mod stream;
+pub mod tls;
 pub mod validate;
 
 pub use error::ClientError;
