@@ -1748,3 +1748,240 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
     );
     drop(prom);
 }
+
+/// A value no test writes twice: literals the leak test looks for.
+fn unique_token() -> String {
+    use std::hash::BuildHasher;
+    let h = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    format!("{h:016x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_of_rejected_scattered_and_rewritten_statements_reach_no_log_metric_or_statements_page()
+ {
+    let geo = LiveGeo::new("obs_leak");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let strict = start_live(&geo.config("on_parse_error = \"reject\"", "tenant_directory")).await;
+    wait_ready(&proxy).await;
+    let token = unique_token();
+    let email = format!("leak-{token}@example.com");
+    // A tenant id and a region value are literals too.
+    let ghost = format!("{}-0000-4000-8000-{}", &token[..8], &token[4..16]);
+    let region = format!("r{token}");
+    let eu_tenant = LIVE_TENANTS[0].0;
+
+    let c = connect_live(&proxy, &geo.db).await;
+    let mut messages = Vec::new();
+    let refused = |sql: String, code: &'static str| {
+        let c = &c;
+        async move {
+            let e = c.simple_query(&sql).await.unwrap_err();
+            assert_eq!(sqlstate(&e), code, "{sql}");
+            e.as_db_error().unwrap().message().to_owned()
+        }
+    };
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE email = '{email}'"),
+            "GG001",
+        )
+        .await,
+    );
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE tenant_id = '{ghost}' AND email = '{email}'"),
+            "GG002",
+        )
+        .await,
+    );
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE region = '{region}' AND email = '{email}'"),
+            "GG003",
+        )
+        .await,
+    );
+    for sql in [
+        // Scattered: several regions, and the hint.
+        format!("SELECT count(*) FROM users WHERE region IN ('eu', 'us') AND email = '{email}'"),
+        format!("/*+ geogate:allow_scatter */ SELECT count(*) FROM users WHERE email = '{email}'"),
+        // Rewritten (and, finding nothing, verified against the directory).
+        format!("SELECT email FROM users WHERE tenant_id = '{eu_tenant}' AND email = '{email}'"),
+    ] {
+        c.simple_query(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let s = connect_live(&strict, &geo.db).await;
+    let e = s
+        .simple_query(&format!("SELEC * FROM users WHERE email = '{email}'"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "GG006");
+    messages.push(e.as_db_error().unwrap().message().to_owned());
+
+    let secrets = [email.as_str(), ghost.as_str(), region.as_str(), &token];
+    for m in &messages {
+        for secret in secrets {
+            assert!(!m.contains(secret), "error message leaks {secret}: {m}");
+        }
+    }
+    let mut pages = Vec::new();
+    for p in [&proxy, &strict] {
+        for path in ["/metrics", "/statements"] {
+            let (status, body) = get(p.metrics, path).await;
+            assert_eq!(status, 200);
+            pages.push((path, body));
+        }
+    }
+    // The pages do show these statements, by fingerprint.
+    let doc: serde_json::Value = serde_json::from_str(&pages[1].1).unwrap();
+    let shown: BTreeSet<(String, String)> = doc["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["fingerprint"].as_str().unwrap().contains("email"))
+        .map(|r| {
+            (
+                r["decision"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("reject", "no_region"),
+        ("reject", "unknown_tenant"),
+        ("reject", "unknown_region"),
+        ("scatter", "multi_region"),
+        ("scatter", "allowed"),
+        ("rewrite", ""),
+    ] {
+        assert!(
+            shown.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "/statements lacks {want:?}: {shown:?}"
+        );
+    }
+    // And the logs have their lines, by the same fingerprints.
+    let fingerprints = |decision: &str| -> BTreeSet<String> {
+        doc["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["decision"] == decision)
+            .map(|r| r["fingerprint"].as_str().unwrap().to_owned())
+            .filter(|f| f.contains("email"))
+            .collect()
+    };
+    let logs = live_logs().contents();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    for (event, decision) in [("rejection", "reject"), ("scatter", "scatter")] {
+        let fps = fingerprints(decision);
+        let logged = lines
+            .iter()
+            .filter(|l| l["event"] == event && l["application_name"] == "obs-test")
+            .filter(|l| l["fingerprint"].as_str().is_some_and(|f| fps.contains(f)))
+            .count();
+        assert_eq!(logged, fps.len(), "{event} lines for {fps:?}");
+    }
+    for secret in secrets {
+        for (path, body) in &pages {
+            assert!(!body.contains(secret), "{path} leaks {secret}");
+        }
+        assert!(!logs.contains(secret), "logs leak {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_the_local_gateway_is_down() {
+    let dead = |db: &str| {
+        format!(
+            "postgres://geogate:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
+            common::free_port()
+        )
+    };
+    let config = format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+local_region = "eu"
+[regions.eu]
+gateway = "{eu}"
+[regions.us]
+gateway = "{us}"
+[tables.users]
+partition_column = "region"
+[[users]]
+name = "app"
+password = "app-secret"
+"#,
+        eu = dead("eu"),
+        us = dead("us"),
+    );
+    let proxy = start_live(&config).await;
+    let addr = proxy.metrics;
+    wait_for("/readyz 503", Duration::from_secs(10), || async move {
+        get(addr, "/readyz").await == (503, "not ready: local gateway unreachable\n".to_owned())
+    })
+    .await;
+    // Alive all the same, and the gauge says why.
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    let (_, body) = get(addr, "/metrics").await;
+    let expo = parse_exposition(&body);
+    assert_eq!(
+        expo.samples
+            .get(&key("geogate_upstream_up", &[("region", "eu")])),
+        Some(&0.0)
+    );
+}
+
+// ------------------------------------------- known session bugs (ignored)
+
+/// The value of an unlabelled or one-labelled series on a live `/metrics`.
+async fn live_sample(proxy: &LiveProxy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (_, body) = get(proxy.metrics, "/metrics").await;
+    parse_exposition(&body)
+        .samples
+        .get(&key(name, labels))
+        .copied()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: src/session/route.rs target_for counts every statement for another region, not once per transaction"]
+async fn a_transaction_touching_other_regions_twice_counts_one_cross_region_transaction() {
+    let geo = LiveGeo::new("obs_txn");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let c = connect_live(&proxy, &geo.db).await;
+    for sql in [
+        "BEGIN",
+        "SELECT count(*) FROM users WHERE region = 'us'",
+        "SELECT count(*) FROM users WHERE region = 'eu'",
+        "SELECT count(*) FROM users WHERE region = 'apac'",
+        "COMMIT",
+    ] {
+        c.simple_query(sql).await.unwrap();
+    }
+    assert_eq!(
+        live_sample(&proxy, "geogate_cross_region_transactions_total", &[]).await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: nothing outside src/metrics updates geogate_upstream_connections, so the live gauge (and its dashboard panel) stays empty"]
+async fn upstream_connections_gauge_counts_the_open_gateway_connections() {
+    let geo = LiveGeo::new("obs_upconn");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let c = connect_live(&proxy, &geo.db).await;
+    c.simple_query("SELECT count(*) FROM users WHERE region = 'us'")
+        .await
+        .unwrap();
+    let n = live_sample(&proxy, "geogate_upstream_connections", &[("region", "us")]).await;
+    assert!(
+        n.is_some_and(|n| n >= 1.0),
+        "upstream connections to us: {n:?}"
+    );
+}
