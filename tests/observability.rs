@@ -1533,6 +1533,37 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
             .await;
         m.lookup(CacheResult::Hit);
     }
+    // The apac tenant moves to us behind geogate's back: the cached region
+    // finds nothing, the directory says us (a stale entry), and the read
+    // runs again there.
+    let (mover, from, to) = (LIVE_TENANTS[2].0, "apac", "us");
+    Cluster::shared(to).psql(
+        &geo.db,
+        &format!(
+            "INSERT INTO users (tenant_id, email, region) \
+             SELECT '{mover}', 'u' || g || '@{from}', '{to}' FROM generate_series(1, 3) g"
+        ),
+    );
+    Cluster::shared(from).psql(
+        &geo.db,
+        &format!("DELETE FROM users WHERE tenant_id = '{mover}'"),
+    );
+    Cluster::shared("eu").psql(
+        &geo.db,
+        &format!("UPDATE tenant_directory SET region = '{to}' WHERE id = '{mover}'"),
+    );
+    let sql = format!("SELECT email FROM users WHERE tenant_id = '{mover}'");
+    let rows = c.simple_query(&sql).await.unwrap();
+    let found = rows
+        .iter()
+        .filter(|r| matches!(r, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(found, 3, "rows of the moved tenant");
+    m.count(Expect::Served(Rewrite, users, from));
+    m.lookup(CacheResult::Hit);
+    m.lookup(CacheResult::Stale);
+    m.count(Expect::Served(Rewrite, users, to));
+    m.lookup(CacheResult::Hit);
     // Scatters: several regions named, the hint, a table that allows it.
     m.run(
         &c,
@@ -1681,6 +1712,36 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
     m.assert_matches(&body, "main", true);
     let (_, body) = get(strict.metrics, "/metrics").await;
     s.assert_matches(&body, "strict", false);
+
+    // One JSON log line per rejection and scatter, with who, what and why.
+    let lines: Vec<serde_json::Value> = live_logs()
+        .contents()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    for model in [&m, &s] {
+        for ((name, labels), _) in &model.expected {
+            let (event, reason) = match name.as_str() {
+                "geogate_rejections_total" => ("rejection", &labels["reason"]),
+                "geogate_scatter_total" => ("scatter", &labels["cause"]),
+                _ => continue,
+            };
+            let logged = lines.iter().any(|l| {
+                l["target"] == "geogate::decision"
+                    && l["event"] == event
+                    && l["reason"] == reason.as_str()
+                    && l["table"] == labels["table"].as_str()
+                    && l["user"] == "app"
+                    && l["application_name"] == "obs-test"
+                    && l["fingerprint"].as_str().is_some_and(|f| !f.is_empty())
+                    && (event == "scatter"
+                        || (l["enforced"] == true
+                            && RejectReason::parse(reason)
+                                .is_some_and(|r| l["sqlstate"] == r.sqlstate())))
+            });
+            assert!(logged, "no {event} log line for {labels:?}");
+        }
+    }
 
     // Prometheus has scraped the whole workload...
     let total = m.statements_total();
