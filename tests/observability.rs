@@ -1720,7 +1720,7 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
         .collect();
     for model in [&m, &s] {
-        for ((name, labels), _) in &model.expected {
+        for (name, labels) in model.expected.keys() {
             let (event, reason) = match name.as_str() {
                 "geogate_rejections_total" => ("rejection", &labels["reason"]),
                 "geogate_scatter_total" => ("scatter", &labels["cause"]),
