@@ -2046,3 +2046,41 @@ async fn upstream_connections_gauge_counts_the_open_gateway_connections() {
         "upstream connections to us: {n:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: src/session never calls logging::connection_opened/connection_closed, so no connection lines are logged"]
+async fn client_connect_and_disconnect_are_logged_at_debug() {
+    let geo = LiveGeo::new("obs_connlog");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let app = format!("conn-{}", unique_token());
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=app password=app-secret dbname={} application_name={app}",
+            proxy.port, geo.db
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    let logged = |message: &'static str| {
+        let app = app.clone();
+        async move {
+            live_logs().contents().lines().any(|l| {
+                let l: serde_json::Value = serde_json::from_str(l).unwrap();
+                l["target"] == "geogate::connection"
+                    && l["level"] == "DEBUG"
+                    && l["message"] == message
+                    && l["user"] == "app"
+                    && l["application_name"] == app.as_str()
+            })
+        }
+    };
+    wait_for("connection lines", Duration::from_secs(5), || async {
+        logged("client connected").await && logged("client disconnected").await
+    })
+    .await;
+}
