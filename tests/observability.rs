@@ -1240,6 +1240,9 @@ enum Expect {
     Reject(RejectReason, Option<&'static str>),
     /// Answered by geogate itself (a deferred BEGIN): global, not timed.
     Answered,
+    /// `mode = "observe"`: what enforce would refuse, forwarded unchanged
+    /// to the local gateway (counted as a rejection, timed as one).
+    WouldReject(RejectReason, &'static str),
 }
 
 const LOCAL: &str = "eu";
@@ -1385,6 +1388,10 @@ impl LiveModel {
                 );
             }
             Expect::Answered => self.statement(DecisionLabel::Global, None, Some(LOCAL)),
+            Expect::WouldReject(reason, table) => {
+                self.count(Expect::Reject(reason, Some(table)));
+                self.timed(DecisionLabel::Reject, LOCAL);
+            }
         }
     }
 
@@ -1483,6 +1490,7 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
         "no_such_directory",
     ))
     .await;
+    let observe = start_live(&geo.config("mode = \"observe\"", "tenant_directory")).await;
     let prom = start_prometheus(main.metrics, &repo_path("config/alerts.yml"));
     let p = prom.addr;
 
@@ -1707,9 +1715,36 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
         .await;
     expect_gauges(&mut s, &[], 0.0, 1.0);
 
+    // mode = "observe": everything goes unchanged to the local gateway and
+    // is counted as enforce would decide it, scatters with cause `observe`.
+    let mut o = LiveModel::new();
+    wait_ready(&observe).await;
+    let oc = connect_live(&observe, &geo.db).await;
+    o.run(
+        &oc,
+        "SELECT count(*) FROM users WHERE region = 'us'",
+        Expect::Served(Route, users, LOCAL),
+    )
+    .await;
+    o.run(
+        &oc,
+        "SELECT count(*) FROM users WHERE region IN ('eu', 'us')",
+        Expect::Scatter(ScatterCause::Observe, "users"),
+    )
+    .await;
+    o.run(
+        &oc,
+        "SELECT count(*) FROM users WHERE email LIKE 'u1%'",
+        Expect::WouldReject(RejectReason::NoRegion, "users"),
+    )
+    .await;
+    expect_gauges(&mut o, &[], 3.0, 1.0);
+
     let (status, body) = get(main.metrics, "/metrics").await;
     assert_eq!(status, 200);
     m.assert_matches(&body, "main", true);
+    let (_, body) = get(observe.metrics, "/metrics").await;
+    o.assert_matches(&body, "observe", false);
     let (_, body) = get(strict.metrics, "/metrics").await;
     s.assert_matches(&body, "strict", false);
 
@@ -1719,7 +1754,7 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
         .collect();
-    for model in [&m, &s] {
+    for (model, enforced) in [(&m, true), (&s, true), (&o, false)] {
         for (name, labels) in model.expected.keys() {
             let (event, reason) = match name.as_str() {
                 "geogate_rejections_total" => ("rejection", &labels["reason"]),
@@ -1735,7 +1770,7 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
                     && l["application_name"] == "obs-test"
                     && l["fingerprint"].as_str().is_some_and(|f| !f.is_empty())
                     && (event == "scatter"
-                        || (l["enforced"] == true
+                        || (l["enforced"] == enforced
                             && RejectReason::parse(reason)
                                 .is_some_and(|r| l["sqlstate"] == r.sqlstate())))
             });
