@@ -2119,3 +2119,32 @@ async fn client_connect_and_disconnect_are_logged_at_debug() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: src/session/route.rs route_bind never calls time_request, so extended-protocol statements have no duration"]
+async fn extended_protocol_statements_are_counted_and_timed_once() {
+    let geo = LiveGeo::new("obs_ext");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let c = connect_live(&proxy, &geo.db).await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM users WHERE region = 'us'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let route_us = [("decision", "route"), ("region", "us")];
+    let (_, body) = get(proxy.metrics, "/metrics").await;
+    let expo = parse_exposition(&body);
+    assert_eq!(
+        expo.samples.get(&key(
+            "geogate_statements_total",
+            &[("decision", "route"), ("table", "users"), ("region", "us")]
+        )),
+        Some(&1.0)
+    );
+    assert_eq!(
+        expo.samples
+            .get(&key("geogate_statement_duration_seconds_count", &route_us)),
+        Some(&1.0)
+    );
+}
