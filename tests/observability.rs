@@ -1897,6 +1897,15 @@ async fn literals_of_rejected_scattered_and_rewritten_statements_reach_no_log_me
         )
         .await,
     );
+    // A tenant id the directory's lookup query cannot even cast: the
+    // directory is "unavailable" for it (fail closed).
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE tenant_id = '{email}'"),
+            "GG007",
+        )
+        .await,
+    );
     for sql in [
         // Scattered: several regions, and the hint.
         format!("SELECT count(*) FROM users WHERE region IN ('eu', 'us') AND email = '{email}'"),
