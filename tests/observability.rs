@@ -7,17 +7,19 @@
 //!
 //! Needs Debian's `prometheus` package (`apt-get install prometheus`, which
 //! also ships `promtool`); the Prometheus test fails, never skips, without it.
+//! The live tests run PostgreSQL clusters through `tests/common`.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-mod common;
-
 use bytes::Bytes;
+use common::{Cluster, PASSWORD};
 use geogate::logging::{self, ClientInfo, DecisionLog, LogCapture, LogFormat};
 use geogate::metrics::http::{self, HttpState, Readiness};
 use geogate::metrics::{
@@ -28,6 +30,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_postgres::{Client, NoTls};
 
 // ---------------------------------------------------------------- harness
 
@@ -1026,10 +1029,6 @@ fn metrics_sum(metrics: &Metrics) -> f64 {
 }
 
 // ------------------------------------- live geogate over real PostgreSQL
-
-use common::{Cluster, PASSWORD};
-use std::sync::OnceLock;
-use tokio_postgres::{Client, NoTls};
 
 /// The regions with a real cluster behind their gateway.
 const LIVE_REGIONS: [&str; 3] = ["eu", "us", "apac"];
