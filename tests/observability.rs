@@ -1,19 +1,25 @@
 //! Observability: the metrics registry as served over real HTTP, the
 //! `/healthz`, `/readyz`, `/statements` endpoints, the Grafana dashboard and
 //! alert rules validated against the registry, and every PromQL expression
-//! evaluated by a real Prometheus scraping the listener.
+//! evaluated by a real Prometheus scraping the listener; and the same
+//! endpoints on a live geogate serving a scripted workload over three real
+//! PostgreSQL clusters (eu, us, apac), scraped by a real Prometheus.
 //!
 //! Needs Debian's `prometheus` package (`apt-get install prometheus`, which
 //! also ships `promtool`); the Prometheus test fails, never skips, without it.
+//! The live tests run PostgreSQL clusters through `tests/common`.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{Cluster, PASSWORD};
 use geogate::logging::{self, ClientInfo, DecisionLog, LogCapture, LogFormat};
 use geogate::metrics::http::{self, HttpState, Readiness};
 use geogate::metrics::{
@@ -24,6 +30,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_postgres::{Client, NoTls};
 
 // ---------------------------------------------------------------- harness
 
@@ -1019,4 +1026,1133 @@ fn metrics_sum(metrics: &Metrics) -> f64 {
         .flat_map(|f| f.get_metric())
         .map(|m| m.get_counter().get_value())
         .sum()
+}
+
+// ------------------------------------- live geogate over real PostgreSQL
+
+/// The regions with a real cluster behind their gateway.
+const LIVE_REGIONS: [&str; 3] = ["eu", "us", "apac"];
+
+/// The live fixture's tenant directory: (id, region).
+const LIVE_TENANTS: [(&str, &str); 3] = [
+    ("11111111-1111-1111-1111-111111111111", "eu"),
+    ("22222222-2222-2222-2222-222222222222", "us"),
+    ("33333333-3333-3333-3333-333333333333", "apac"),
+];
+
+/// A tenant id the directory does not have.
+const GHOST_TENANT: &str = "99999999-9999-9999-9999-999999999999";
+
+/// The seed schema on each regional gateway. The enum also names sa and af,
+/// the two regions whose gateways are down, so that a statement for sa
+/// failed over to us is valid SQL there.
+const LIVE_SCHEMA: &str = "
+CREATE TYPE region AS ENUM ('eu', 'us', 'apac', 'sa', 'af');
+CREATE TABLE plans (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO plans VALUES (1, 'free'), (2, 'team');
+CREATE TABLE tenants (id uuid PRIMARY KEY, name text NOT NULL, region region NOT NULL);
+CREATE TABLE users (id serial PRIMARY KEY, tenant_id uuid NOT NULL, email text NOT NULL, region region NOT NULL);
+CREATE TABLE documents (id serial PRIMARY KEY, tenant_id uuid NOT NULL, title text, region region NOT NULL);
+CREATE TABLE tenant_directory (id uuid PRIMARY KEY, region region NOT NULL);
+GRANT ALL ON ALL TABLES IN SCHEMA public TO geogate;
+";
+
+/// One database per test on each of the three shared clusters, seeded.
+struct LiveGeo {
+    db: String,
+}
+
+impl LiveGeo {
+    fn new(prefix: &str) -> LiveGeo {
+        let eu = Cluster::shared("eu");
+        let db = eu.create_db(prefix);
+        for region in LIVE_REGIONS {
+            let c = Cluster::shared(region);
+            if region != "eu" {
+                c.psql("postgres", &format!("CREATE DATABASE {db}"));
+            }
+            c.psql(&db, LIVE_SCHEMA);
+            for (id, _) in LIVE_TENANTS.iter().filter(|(_, r)| *r == region) {
+                c.psql(
+                    &db,
+                    &format!(
+                        "INSERT INTO users (tenant_id, email, region) \
+                         SELECT '{id}', 'u' || g || '@{region}', '{region}' FROM generate_series(1, 3) g"
+                    ),
+                );
+            }
+        }
+        let dir: Vec<String> = LIVE_TENANTS
+            .iter()
+            .map(|(id, r)| format!("('{id}', '{r}')"))
+            .collect();
+        eu.psql(
+            &db,
+            &format!("INSERT INTO tenant_directory VALUES {}", dir.join(",")),
+        );
+        LiveGeo { db }
+    }
+
+    fn gateway(&self, region: &str) -> String {
+        Cluster::shared(region).url("geogate", Some(PASSWORD), &self.db) + "?sslmode=disable"
+    }
+
+    /// A gateway URL on a port nobody listens on.
+    fn dead_gateway(&self) -> String {
+        format!(
+            "postgres://geogate:{PASSWORD}@127.0.0.1:{}/{}?sslmode=disable",
+            common::free_port(),
+            self.db
+        )
+    }
+
+    /// A geogate local to eu, its `[tenants]` queries reading `directory`.
+    /// Regions sa (fallback us) and af (no fallback) have dead gateways.
+    fn config(&self, extra_proxy: &str, directory: &str) -> String {
+        format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+local_region = "eu"
+{extra_proxy}
+
+[regions.eu]
+gateway = "{eu}"
+fallback = ["us"]
+[regions.us]
+gateway = "{us}"
+fallback = ["eu"]
+[regions.apac]
+gateway = "{apac}"
+fallback = ["eu"]
+[regions.sa]
+gateway = "{sa}"
+fallback = ["us"]
+[regions.af]
+gateway = "{af}"
+
+[tenants]
+query = "SELECT id::text, region::text FROM {directory}"
+lookup_query = "SELECT region::text FROM {directory} WHERE id = $1::uuid"
+refresh = "1h"
+
+[tables.tenants]
+partition_column = "region"
+tenant_column = "id"
+on_missing_region = "rewrite"
+[tables.users]
+partition_column = "region"
+tenant_column = "tenant_id"
+on_missing_region = "rewrite"
+[tables.documents]
+partition_column = "region"
+tenant_column = "tenant_id"
+on_missing_region = "allow"
+[tables.plans]
+locality = "global"
+
+[[users]]
+name = "app"
+password = "app-secret"
+"#,
+            eu = self.gateway("eu"),
+            us = self.gateway("us"),
+            apac = self.gateway("apac"),
+            sa = self.dead_gateway(),
+            af = self.dead_gateway(),
+        )
+    }
+}
+
+/// Every log line of every live geogate of this test binary, as JSON (the
+/// global subscriber; the other tests use scoped ones).
+fn live_logs() -> &'static LogCapture {
+    static LOGS: OnceLock<LogCapture> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let capture = LogCapture::new();
+        logging::init_with(LogFormat::Json, "geogate=debug,warn", capture.clone())
+            .expect("the only global subscriber of this test binary");
+        capture
+    })
+}
+
+/// geogate running in-process, with its metrics listener.
+struct LiveProxy {
+    port: u16,
+    metrics: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_live(config: &str) -> LiveProxy {
+    live_logs();
+    let config = geogate::config::Config::parse(config).expect("test config is valid");
+    let bound = geogate::server::bind(config).await.expect("bind");
+    let port = bound.local_addr().port();
+    let metrics = bound.metrics_addr().expect("metrics_listen is set");
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(bound.run_until(async move {
+        let _ = stopped.await;
+    }));
+    LiveProxy {
+        port,
+        metrics,
+        _stop: stop,
+    }
+}
+
+async fn connect_live(proxy: &LiveProxy, db: &str) -> Client {
+    let conn = format!(
+        "host=127.0.0.1 port={} user=app password=app-secret dbname={db} application_name=obs-test",
+        proxy.port
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, NoTls)
+        .await
+        .expect("connect through geogate");
+    tokio::spawn(connection);
+    client
+}
+
+async fn wait_ready(proxy: &LiveProxy) {
+    let addr = proxy.metrics;
+    wait_for("/readyz 200", Duration::from_secs(20), || async move {
+        get(addr, "/readyz").await.0 == 200
+    })
+    .await;
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_owned())
+        .unwrap_or_else(|| format!("not a db error: {e}"))
+}
+
+/// What one statement of the script does, by DESIGN.md's decision table.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Forwarded, timed at its ReadyForQuery: `decision` on `table`,
+    /// served by `region`'s gateway.
+    Served(DecisionLabel, Option<&'static str>, &'static str),
+    /// Scattered: forwarded to the local (eu) gateway.
+    Scatter(ScatterCause, &'static str),
+    /// Refused with the reason's SQLSTATE; not timed.
+    Reject(RejectReason, Option<&'static str>),
+    /// Answered by geogate itself (a deferred BEGIN): global, not timed.
+    Answered,
+    /// `mode = "observe"`: what enforce would refuse, forwarded unchanged
+    /// to the local gateway (counted as a rejection, timed as one).
+    WouldReject(RejectReason, &'static str),
+}
+
+const LOCAL: &str = "eu";
+
+/// The series a live workload should leave on `/metrics`, built from the
+/// script as it runs.
+struct LiveModel {
+    expected: HashMap<SeriesKey, f64>,
+    /// Statements timed per (decision, region).
+    timed: HashMap<(String, String), f64>,
+}
+
+impl LiveModel {
+    fn new() -> LiveModel {
+        let mut m = LiveModel {
+            expected: HashMap::new(),
+            timed: HashMap::new(),
+        };
+        // Unlabelled counters and the cache results exist from the start.
+        m.add("geogate_cross_region_transactions_total", &[], 0.0);
+        m.add("geogate_parse_errors_total", &[], 0.0);
+        for r in CacheResult::ALL {
+            m.add(
+                "geogate_tenant_cache_lookups_total",
+                &[("result", r.as_str())],
+                0.0,
+            );
+        }
+        m
+    }
+
+    fn add(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        *self.expected.entry(key(name, labels)).or_default() += v;
+    }
+
+    fn set(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        self.expected.insert(key(name, labels), v);
+    }
+
+    fn statement(&mut self, d: DecisionLabel, table: Option<&str>, region: Option<&str>) {
+        self.add(
+            "geogate_statements_total",
+            &[
+                ("decision", d.as_str()),
+                ("table", table.unwrap_or("none")),
+                ("region", region.unwrap_or("none")),
+            ],
+            1.0,
+        );
+    }
+
+    fn timed(&mut self, d: DecisionLabel, region: &str) {
+        *self
+            .timed
+            .entry((d.as_str().to_owned(), region.to_owned()))
+            .or_default() += 1.0;
+    }
+
+    fn lookup(&mut self, r: CacheResult) {
+        self.add(
+            "geogate_tenant_cache_lookups_total",
+            &[("result", r.as_str())],
+            1.0,
+        );
+    }
+
+    fn failover(&mut self, from: &str, to: &str) {
+        self.add(
+            "geogate_failovers_total",
+            &[("from", from), ("to", to)],
+            1.0,
+        );
+    }
+
+    fn cross_region_txn(&mut self) {
+        self.add("geogate_cross_region_transactions_total", &[], 1.0);
+    }
+
+    fn parse_error(&mut self) {
+        self.add("geogate_parse_errors_total", &[], 1.0);
+    }
+
+    fn region_move(&mut self, table: &str, from: &str, to: &str) {
+        self.add(
+            "geogate_region_moves_total",
+            &[("table", table), ("from", from), ("to", to)],
+            1.0,
+        );
+    }
+
+    /// Sends `sql` as a simple query, checks it succeeded (or was refused
+    /// with the reason's SQLSTATE), and adds what `expect` counts.
+    async fn run(&mut self, c: &Client, sql: &str, expect: Expect) {
+        let code = c.simple_query(sql).await.err().map(|e| sqlstate(&e));
+        let want = match expect {
+            Expect::Reject(reason, _) => Some(reason.sqlstate().to_owned()),
+            _ => None,
+        };
+        assert_eq!(code, want, "{sql}");
+        self.count(expect);
+    }
+
+    /// Like [`LiveModel::run`] for a statement forwarded to a gateway that
+    /// answers it with an error (`code`).
+    async fn run_failing_upstream(&mut self, c: &Client, sql: &str, expect: Expect, code: &str) {
+        let got = c.simple_query(sql).await.err().map(|e| sqlstate(&e));
+        assert_eq!(got.as_deref(), Some(code), "{sql}");
+        self.count(expect);
+    }
+
+    fn count(&mut self, expect: Expect) {
+        match expect {
+            Expect::Served(d, table, region) => {
+                self.statement(d, table, Some(region));
+                if d == DecisionLabel::Rewrite {
+                    let t = table.unwrap_or("none");
+                    self.add(
+                        "geogate_rewrites_total",
+                        &[("table", t), ("region", region)],
+                        1.0,
+                    );
+                }
+                self.timed(d, region);
+            }
+            Expect::Scatter(cause, table) => {
+                self.statement(DecisionLabel::Scatter, Some(table), Some(LOCAL));
+                self.add(
+                    "geogate_scatter_total",
+                    &[("table", table), ("cause", cause.as_str())],
+                    1.0,
+                );
+                self.timed(DecisionLabel::Scatter, LOCAL);
+            }
+            Expect::Reject(reason, table) => {
+                self.statement(DecisionLabel::Reject, table, None);
+                self.add(
+                    "geogate_rejections_total",
+                    &[
+                        ("reason", reason.as_str()),
+                        ("table", table.unwrap_or("none")),
+                    ],
+                    1.0,
+                );
+            }
+            Expect::Answered => self.statement(DecisionLabel::Global, None, Some(LOCAL)),
+            Expect::WouldReject(reason, table) => {
+                self.count(Expect::Reject(reason, Some(table)));
+                self.timed(DecisionLabel::Reject, LOCAL);
+            }
+        }
+    }
+
+    fn statements_total(&self) -> f64 {
+        self.expected
+            .iter()
+            .filter(|((n, _), _)| n == "geogate_statements_total")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Checks a live `/metrics` body: every contract metric with its type
+    /// (with `all_families`; else those present); every expected series with
+    /// exactly its value; no counter series or histogram the workload did
+    /// not cause.
+    fn assert_matches(&self, body: &str, who: &str, all_families: bool) {
+        let expo = parse_exposition(body);
+        for (name, ty, _) in CONTRACT {
+            let got = expo.types.get(*name).map(String::as_str);
+            if all_families || got.is_some() {
+                assert_eq!(got, Some(*ty), "{who}: TYPE of {name}");
+            }
+        }
+        let mut mismatches = Vec::new();
+        for (k, v) in &self.expected {
+            let got = expo.samples.get(k).copied();
+            if got != Some(*v) {
+                mismatches.push(format!("{k:?}: expected {v}, got {got:?}"));
+            }
+        }
+        for ((name, labels), v) in &expo.samples {
+            let counter = CONTRACT
+                .iter()
+                .any(|(n, t, _)| n == name && *t == "counter");
+            if counter && !self.expected.contains_key(&(name.clone(), labels.clone())) {
+                mismatches.push(format!("unexpected series {name}{labels:?} = {v}"));
+            }
+        }
+        let count_name = "geogate_statement_duration_seconds_count";
+        for ((d, r), n) in &self.timed {
+            let labels = [("decision", d.as_str()), ("region", r.as_str())];
+            let got = expo.samples.get(&key(count_name, &labels)).copied();
+            if got != Some(*n) {
+                mismatches.push(format!("{count_name}{labels:?}: expected {n}, got {got:?}"));
+            }
+            let inf = [
+                ("decision", d.as_str()),
+                ("region", r.as_str()),
+                ("le", "+Inf"),
+            ];
+            let bucket = expo
+                .samples
+                .get(&key("geogate_statement_duration_seconds_bucket", &inf));
+            assert_eq!(bucket, got.as_ref(), "{who}: +Inf bucket of {labels:?}");
+        }
+        for ((name, labels), v) in &expo.samples {
+            if name == count_name {
+                let k = (labels["decision"].clone(), labels["region"].clone());
+                if !self.timed.contains_key(&k) {
+                    mismatches.push(format!("unexpected timing {labels:?} = {v}"));
+                }
+            }
+        }
+        assert!(
+            mismatches.is_empty(),
+            "{who}: /metrics differs from the workload:\n{}",
+            mismatches.join("\n")
+        );
+    }
+}
+
+/// Sets the gauges a live geogate of [`LiveGeo::config`] should show.
+fn expect_gauges(m: &mut LiveModel, down: &[&str], entries: f64, clients: f64) {
+    for r in ["eu", "us", "apac", "sa", "af"] {
+        let up = if down.contains(&r) { 0.0 } else { 1.0 };
+        m.set("geogate_upstream_up", &[("region", r)], up);
+    }
+    m.set("geogate_tenant_cache_entries", &[], entries);
+    m.set("geogate_client_connections", &[], clients);
+}
+
+/// The value of a one-series PromQL result, if any.
+async fn prom_scalar(prom: SocketAddr, expr: &str) -> Option<f64> {
+    let doc = query(prom, expr).await;
+    doc["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus() {
+    let geo = LiveGeo::new("obs_live");
+    let main = start_live(&geo.config("", "tenant_directory")).await;
+    let strict = start_live(&geo.config(
+        "on_cross_region_txn = \"reject\"\non_parse_error = \"reject\"",
+        "no_such_directory",
+    ))
+    .await;
+    let observe = start_live(&geo.config("mode = \"observe\"", "tenant_directory")).await;
+    let prom = start_prometheus(main.metrics, &repo_path("config/alerts.yml"));
+    let p = prom.addr;
+
+    // Ready once the directory has loaded and the local gateway is up; the
+    // geogate whose directory cannot load never is.
+    wait_ready(&main).await;
+    assert_eq!(get(main.metrics, "/readyz").await, (200, "ready\n".into()));
+    assert_eq!(
+        get(strict.metrics, "/readyz").await,
+        (503, "not ready: tenant cache not loaded\n".into())
+    );
+
+    // Prometheus scrapes geogate before the workload starts.
+    wait_for(
+        "prometheus scraping",
+        Duration::from_secs(30),
+        || async move {
+            TcpStream::connect(p).await.is_ok()
+                && prom_scalar(p, "up{job=\"geogate\"}").await == Some(1.0)
+        },
+    )
+    .await;
+
+    use DecisionLabel::{Global, Rewrite, Route};
+    let users = Some("users");
+    let mut m = LiveModel::new();
+    let c = connect_live(&main, &geo.db).await;
+    // A statement naming no regional table is not parsed (the analyzer's
+    // prescan), so its table label is `none`, not `plans`.
+    m.run(
+        &c,
+        "SELECT count(*) FROM plans",
+        Expect::Served(Global, None, "eu"),
+    )
+    .await;
+    m.run(&c, "SELECT 1", Expect::Served(Global, None, "eu"))
+        .await;
+    // Explicit region: routed.
+    for region in ["us", "apac", "us"] {
+        let sql = format!("SELECT count(*) FROM users WHERE region = '{region}'");
+        m.run(&c, &sql, Expect::Served(Route, users, region)).await;
+    }
+    // Tenant predicate: rewritten to the tenant's region, found in the
+    // loaded directory.
+    for (tenant, region) in LIVE_TENANTS {
+        let sql = format!("SELECT count(*) FROM users WHERE tenant_id = '{tenant}'");
+        m.run(&c, &sql, Expect::Served(Rewrite, users, region))
+            .await;
+        m.lookup(CacheResult::Hit);
+    }
+    // The apac tenant moves to us behind geogate's back: the cached region
+    // finds nothing, the directory says us (a stale entry), and the read
+    // runs again there.
+    let (mover, from, to) = (LIVE_TENANTS[2].0, "apac", "us");
+    Cluster::shared(to).psql(
+        &geo.db,
+        &format!(
+            "INSERT INTO users (tenant_id, email, region) \
+             SELECT '{mover}', 'u' || g || '@{from}', '{to}' FROM generate_series(1, 3) g"
+        ),
+    );
+    Cluster::shared(from).psql(
+        &geo.db,
+        &format!("DELETE FROM users WHERE tenant_id = '{mover}'"),
+    );
+    Cluster::shared("eu").psql(
+        &geo.db,
+        &format!("UPDATE tenant_directory SET region = '{to}' WHERE id = '{mover}'"),
+    );
+    let sql = format!("SELECT email FROM users WHERE tenant_id = '{mover}'");
+    let rows = c.simple_query(&sql).await.unwrap();
+    let found = rows
+        .iter()
+        .filter(|r| matches!(r, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(found, 3, "rows of the moved tenant");
+    m.count(Expect::Served(Rewrite, users, from));
+    m.lookup(CacheResult::Hit);
+    m.lookup(CacheResult::Stale);
+    m.count(Expect::Served(Rewrite, users, to));
+    m.lookup(CacheResult::Hit);
+    // Scatters: several regions named, the hint, a table that allows it.
+    m.run(
+        &c,
+        "SELECT count(*) FROM users WHERE region IN ('eu', 'us')",
+        Expect::Scatter(ScatterCause::MultiRegion, "users"),
+    )
+    .await;
+    m.run(
+        &c,
+        "/*+ geogate:allow_scatter */ SELECT count(*) FROM users WHERE email LIKE 'u1%'",
+        Expect::Scatter(ScatterCause::Allowed, "users"),
+    )
+    .await;
+    m.run(
+        &c,
+        "SELECT count(*) FROM documents",
+        Expect::Scatter(ScatterCause::Allowed, "documents"),
+    )
+    .await;
+    // Rejections this geogate's policy can produce.
+    m.run(
+        &c,
+        "SELECT count(*) FROM users WHERE email LIKE 'u1%'",
+        Expect::Reject(RejectReason::NoRegion, users),
+    )
+    .await;
+    let ghost = format!("SELECT count(*) FROM users WHERE tenant_id = '{GHOST_TENANT}'");
+    m.run(
+        &c,
+        &ghost,
+        Expect::Reject(RejectReason::UnknownTenant, users),
+    )
+    .await;
+    m.lookup(CacheResult::Miss);
+    m.run(
+        &c,
+        "SELECT count(*) FROM users WHERE region = 'mars'",
+        Expect::Reject(RejectReason::UnknownRegion, users),
+    )
+    .await;
+    // af's gateway is down and it has no fallback.
+    m.run(
+        &c,
+        "SELECT count(*) FROM users WHERE region = 'af'",
+        Expect::Reject(RejectReason::NoGateway, users),
+    )
+    .await;
+    // sa's gateway is down: its statements are served by its fallback, us,
+    // and each one counts a failover.
+    for _ in 0..2 {
+        m.run(
+            &c,
+            "SELECT count(*) FROM users WHERE region = 'sa'",
+            Expect::Served(Route, users, "us"),
+        )
+        .await;
+        m.failover("sa", "us");
+    }
+    // Unparseable, on_parse_error = "forward": global, to the local gateway.
+    m.run_failing_upstream(
+        &c,
+        "SELEC count(*) FROM users",
+        Expect::Served(Global, None, "eu"),
+        "42601",
+    )
+    .await;
+    m.parse_error();
+    // A transaction pinned to us that also reads eu: allowed, counted once.
+    m.run(&c, "BEGIN", Expect::Answered).await;
+    m.run(
+        &c,
+        "SELECT count(*) FROM users WHERE region = 'us'",
+        Expect::Served(Route, users, "us"),
+    )
+    .await;
+    m.run(
+        &c,
+        "SELECT count(*) FROM users WHERE region = 'eu'",
+        Expect::Served(Route, users, "us"),
+    )
+    .await;
+    m.cross_region_txn();
+    m.run(&c, "COMMIT", Expect::Served(Global, None, "us"))
+        .await;
+    // A second client, open while /metrics is read.
+    let c2 = connect_live(&main, &geo.db).await;
+    m.run(
+        &c2,
+        "SELECT count(*) FROM users WHERE region = 'apac'",
+        Expect::Served(Route, users, "apac"),
+    )
+    .await;
+    // A region move, routed by its WHERE (where the rows are now). Last on
+    // its session: the tenant reload it triggers comes with the next statement.
+    m.run(
+        &c,
+        "UPDATE users SET region = 'us' WHERE region = 'eu' AND email = 'nobody@eu'",
+        Expect::Served(Route, users, "eu"),
+    )
+    .await;
+    m.region_move("users", "eu", "us");
+    // The three directory tenants plus the remembered "not found".
+    expect_gauges(&mut m, &["sa", "af"], 4.0, 2.0);
+
+    // The geogate with the stricter policy and an unreadable directory.
+    let mut s = LiveModel::new();
+    let sc = connect_live(&strict, &geo.db).await;
+    s.run(
+        &sc,
+        "SELEC count(*) FROM users",
+        Expect::Reject(RejectReason::ParseError, None),
+    )
+    .await;
+    s.parse_error();
+    let rewrite = format!(
+        "SELECT count(*) FROM users WHERE tenant_id = '{}'",
+        LIVE_TENANTS[0].0
+    );
+    s.run(
+        &sc,
+        &rewrite,
+        Expect::Reject(RejectReason::TenantDirectory, users),
+    )
+    .await;
+    s.lookup(CacheResult::Miss);
+    s.run(&sc, "BEGIN", Expect::Answered).await;
+    s.run(
+        &sc,
+        "SELECT count(*) FROM users WHERE region = 'us'",
+        Expect::Served(Route, users, "us"),
+    )
+    .await;
+    s.run(
+        &sc,
+        "SELECT count(*) FROM users WHERE region = 'eu'",
+        Expect::Reject(RejectReason::CrossRegionTxn, users),
+    )
+    .await;
+    s.cross_region_txn();
+    s.run(&sc, "ROLLBACK", Expect::Served(Global, None, "us"))
+        .await;
+    expect_gauges(&mut s, &[], 0.0, 1.0);
+
+    // mode = "observe": everything goes unchanged to the local gateway and
+    // is counted as enforce would decide it, scatters with cause `observe`.
+    let mut o = LiveModel::new();
+    wait_ready(&observe).await;
+    let oc = connect_live(&observe, &geo.db).await;
+    o.run(
+        &oc,
+        "SELECT count(*) FROM users WHERE region = 'us'",
+        Expect::Served(Route, users, LOCAL),
+    )
+    .await;
+    o.run(
+        &oc,
+        "SELECT count(*) FROM users WHERE region IN ('eu', 'us')",
+        Expect::Scatter(ScatterCause::Observe, "users"),
+    )
+    .await;
+    o.run(
+        &oc,
+        "SELECT count(*) FROM users WHERE email LIKE 'u1%'",
+        Expect::WouldReject(RejectReason::NoRegion, "users"),
+    )
+    .await;
+    expect_gauges(&mut o, &[], 3.0, 1.0);
+
+    let (status, body) = get(main.metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    m.assert_matches(&body, "main", true);
+    let (_, body) = get(observe.metrics, "/metrics").await;
+    o.assert_matches(&body, "observe", false);
+    let (_, body) = get(strict.metrics, "/metrics").await;
+    s.assert_matches(&body, "strict", false);
+
+    // One JSON log line per rejection and scatter, with who, what and why.
+    let lines: Vec<serde_json::Value> = live_logs()
+        .contents()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    for (model, enforced) in [(&m, true), (&s, true), (&o, false)] {
+        for (name, labels) in model.expected.keys() {
+            let (event, reason) = match name.as_str() {
+                "geogate_rejections_total" => ("rejection", &labels["reason"]),
+                "geogate_scatter_total" => ("scatter", &labels["cause"]),
+                _ => continue,
+            };
+            let logged = lines.iter().any(|l| {
+                l["target"] == "geogate::decision"
+                    && l["event"] == event
+                    && l["reason"] == reason.as_str()
+                    && l["table"] == labels["table"].as_str()
+                    && l["user"] == "app"
+                    && l["application_name"] == "obs-test"
+                    && l["fingerprint"].as_str().is_some_and(|f| !f.is_empty())
+                    && (event == "scatter"
+                        || (l["enforced"] == enforced
+                            && RejectReason::parse(reason)
+                                .is_some_and(|r| l["sqlstate"] == r.sqlstate())))
+            });
+            assert!(logged, "no {event} log line for {labels:?}");
+        }
+    }
+
+    // Prometheus has scraped the whole workload...
+    let total = m.statements_total();
+    wait_for(
+        "the workload scraped",
+        Duration::from_secs(30),
+        || async move { prom_scalar(p, "sum(geogate_statements_total)").await == Some(total) },
+    )
+    .await;
+    // ...twice at least for every series, so rate() has two samples.
+    wait_for(
+        "two samples per series",
+        Duration::from_secs(30),
+        || async move {
+            prom_scalar(p, "min(count_over_time(geogate_statements_total[1m]))")
+                .await
+                .is_some_and(|n| n >= 2.0)
+        },
+    )
+    .await;
+    // The live series, as PromQL sees them.
+    assert_eq!(
+        prom_scalar(p, "geogate_upstream_up{region=\"sa\"}").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        prom_scalar(p, "sum(geogate_failovers_total{from=\"sa\",to=\"us\"})").await,
+        Some(2.0)
+    );
+    let doc = query(p, "sum by (reason) (geogate_rejections_total)").await;
+    let reasons: BTreeSet<&str> = doc["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["metric"]["reason"].as_str().unwrap())
+        .collect();
+    let want: BTreeSet<&str> = m
+        .expected
+        .keys()
+        .filter(|(n, _)| n == "geogate_rejections_total")
+        .map(|(_, l)| l["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, want);
+    // Every dashboard expression parses and returns data for the live series
+    // (but the upstream connections gauge, see the ignored test below).
+    let mut failures = Vec::new();
+    for expr in dashboard_exprs(&dashboard()) {
+        if expr.contains("geogate_upstream_connections") {
+            continue;
+        }
+        let doc = query(p, &substitute_grafana_vars(&expr)).await;
+        if doc["status"] != "success" {
+            failures.push(format!("{expr}: {}", doc["error"]));
+        } else if doc["data"]["result"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
+        {
+            failures.push(format!("{expr}: no data"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "dashboard expressions failing on live data:\n{}",
+        failures.join("\n")
+    );
+    drop(prom);
+}
+
+/// A value no test writes twice: literals the leak test looks for.
+fn unique_token() -> String {
+    use std::hash::BuildHasher;
+    let h = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    format!("{h:016x}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn literals_of_rejected_scattered_and_rewritten_statements_reach_no_log_metric_or_statements_page()
+ {
+    let geo = LiveGeo::new("obs_leak");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let strict = start_live(&geo.config("on_parse_error = \"reject\"", "tenant_directory")).await;
+    wait_ready(&proxy).await;
+    let token = unique_token();
+    let email = format!("leak-{token}@example.com");
+    // A tenant id and a region value are literals too.
+    let ghost = format!("{}-0000-4000-8000-{}", &token[..8], &token[4..16]);
+    let region = format!("r{token}");
+    let eu_tenant = LIVE_TENANTS[0].0;
+
+    let c = connect_live(&proxy, &geo.db).await;
+    let mut messages = Vec::new();
+    let refused = |sql: String, code: &'static str| {
+        let c = &c;
+        async move {
+            let e = c.simple_query(&sql).await.unwrap_err();
+            assert_eq!(sqlstate(&e), code, "{sql}");
+            e.as_db_error().unwrap().message().to_owned()
+        }
+    };
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE email = '{email}'"),
+            "GG001",
+        )
+        .await,
+    );
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE tenant_id = '{ghost}' AND email = '{email}'"),
+            "GG002",
+        )
+        .await,
+    );
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE region = '{region}' AND email = '{email}'"),
+            "GG003",
+        )
+        .await,
+    );
+    // A tenant id the directory's lookup query cannot even cast: the
+    // directory is "unavailable" for it (fail closed).
+    messages.push(
+        refused(
+            format!("SELECT * FROM users WHERE tenant_id = '{email}'"),
+            "GG007",
+        )
+        .await,
+    );
+    for sql in [
+        // Scattered: several regions, and the hint.
+        format!("SELECT count(*) FROM users WHERE region IN ('eu', 'us') AND email = '{email}'"),
+        format!("/*+ geogate:allow_scatter */ SELECT count(*) FROM users WHERE email = '{email}'"),
+        // Rewritten (and, finding nothing, verified against the directory).
+        format!("SELECT email FROM users WHERE tenant_id = '{eu_tenant}' AND email = '{email}'"),
+    ] {
+        c.simple_query(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let s = connect_live(&strict, &geo.db).await;
+    let e = s
+        .simple_query(&format!("SELEC * FROM users WHERE email = '{email}'"))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "GG006");
+    messages.push(e.as_db_error().unwrap().message().to_owned());
+
+    let secrets = [email.as_str(), ghost.as_str(), region.as_str(), &token];
+    for m in &messages {
+        for secret in secrets {
+            assert!(!m.contains(secret), "error message leaks {secret}: {m}");
+        }
+    }
+    let mut pages = Vec::new();
+    for p in [&proxy, &strict] {
+        for path in ["/metrics", "/statements"] {
+            let (status, body) = get(p.metrics, path).await;
+            assert_eq!(status, 200);
+            pages.push((path, body));
+        }
+    }
+    // The pages do show these statements, by fingerprint.
+    let doc: serde_json::Value = serde_json::from_str(&pages[1].1).unwrap();
+    let shown: BTreeSet<(String, String)> = doc["statements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["fingerprint"].as_str().unwrap().contains("email"))
+        .map(|r| {
+            (
+                r["decision"].as_str().unwrap().to_owned(),
+                r["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("reject", "no_region"),
+        ("reject", "unknown_tenant"),
+        ("reject", "unknown_region"),
+        ("scatter", "multi_region"),
+        ("scatter", "allowed"),
+        ("rewrite", ""),
+    ] {
+        assert!(
+            shown.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "/statements lacks {want:?}: {shown:?}"
+        );
+    }
+    // And the logs have their lines, by the same fingerprints.
+    let fingerprints = |decision: &str| -> BTreeSet<String> {
+        doc["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["decision"] == decision)
+            .map(|r| r["fingerprint"].as_str().unwrap().to_owned())
+            .filter(|f| f.contains("email"))
+            .collect()
+    };
+    let logs = live_logs().contents();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    for (event, decision) in [("rejection", "reject"), ("scatter", "scatter")] {
+        let fps = fingerprints(decision);
+        let logged = lines
+            .iter()
+            .filter(|l| l["event"] == event && l["application_name"] == "obs-test")
+            .filter(|l| l["fingerprint"].as_str().is_some_and(|f| fps.contains(f)))
+            .count();
+        assert_eq!(logged, fps.len(), "{event} lines for {fps:?}");
+    }
+    for secret in secrets {
+        for (path, body) in &pages {
+            assert!(!body.contains(secret), "{path} leaks {secret}");
+        }
+        assert!(!logs.contains(secret), "logs leak {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_the_local_gateway_is_down() {
+    let dead = |db: &str| {
+        format!(
+            "postgres://geogate:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
+            common::free_port()
+        )
+    };
+    let config = format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+local_region = "eu"
+[regions.eu]
+gateway = "{eu}"
+[regions.us]
+gateway = "{us}"
+[tables.users]
+partition_column = "region"
+[[users]]
+name = "app"
+password = "app-secret"
+"#,
+        eu = dead("eu"),
+        us = dead("us"),
+    );
+    let proxy = start_live(&config).await;
+    let addr = proxy.metrics;
+    wait_for("/readyz 503", Duration::from_secs(10), || async move {
+        get(addr, "/readyz").await == (503, "not ready: local gateway unreachable\n".to_owned())
+    })
+    .await;
+    // Alive all the same, and the gauge says why.
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    let (_, body) = get(addr, "/metrics").await;
+    let expo = parse_exposition(&body);
+    assert_eq!(
+        expo.samples
+            .get(&key("geogate_upstream_up", &[("region", "eu")])),
+        Some(&0.0)
+    );
+}
+
+// ------------------------------------------- known session bugs (ignored)
+
+/// The value of an unlabelled or one-labelled series on a live `/metrics`.
+async fn live_sample(proxy: &LiveProxy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (_, body) = get(proxy.metrics, "/metrics").await;
+    parse_exposition(&body)
+        .samples
+        .get(&key(name, labels))
+        .copied()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: src/session/route.rs target_for counts every statement for another region, not once per transaction"]
+async fn a_transaction_touching_other_regions_twice_counts_one_cross_region_transaction() {
+    let geo = LiveGeo::new("obs_txn");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let c = connect_live(&proxy, &geo.db).await;
+    for sql in [
+        "BEGIN",
+        "SELECT count(*) FROM users WHERE region = 'us'",
+        "SELECT count(*) FROM users WHERE region = 'eu'",
+        "SELECT count(*) FROM users WHERE region = 'apac'",
+        "COMMIT",
+    ] {
+        c.simple_query(sql).await.unwrap();
+    }
+    assert_eq!(
+        live_sample(&proxy, "geogate_cross_region_transactions_total", &[]).await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: nothing outside src/metrics updates geogate_upstream_connections, so the live gauge (and its dashboard panel) stays empty"]
+async fn upstream_connections_gauge_counts_the_open_gateway_connections() {
+    let geo = LiveGeo::new("obs_upconn");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let c = connect_live(&proxy, &geo.db).await;
+    c.simple_query("SELECT count(*) FROM users WHERE region = 'us'")
+        .await
+        .unwrap();
+    let n = live_sample(&proxy, "geogate_upstream_connections", &[("region", "us")]).await;
+    assert!(
+        n.is_some_and(|n| n >= 1.0),
+        "upstream connections to us: {n:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: src/session never calls logging::connection_opened/connection_closed, so no connection lines are logged"]
+async fn client_connect_and_disconnect_are_logged_at_debug() {
+    let geo = LiveGeo::new("obs_connlog");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let app = format!("conn-{}", unique_token());
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=app password=app-secret dbname={} application_name={app}",
+            proxy.port, geo.db
+        ),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(connection);
+    client.simple_query("SELECT 1").await.unwrap();
+    drop(client);
+    let _ = conn.await;
+    let logged = |message: &'static str| {
+        let app = app.clone();
+        async move {
+            live_logs().contents().lines().any(|l| {
+                let l: serde_json::Value = serde_json::from_str(l).unwrap();
+                l["target"] == "geogate::connection"
+                    && l["level"] == "DEBUG"
+                    && l["message"] == message
+                    && l["user"] == "app"
+                    && l["application_name"] == app.as_str()
+            })
+        }
+    };
+    wait_for("connection lines", Duration::from_secs(5), || async {
+        logged("client connected").await && logged("client disconnected").await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "session bug: src/session/route.rs route_bind never calls time_request, so extended-protocol statements have no duration"]
+async fn extended_protocol_statements_are_counted_and_timed_once() {
+    let geo = LiveGeo::new("obs_ext");
+    let proxy = start_live(&geo.config("", "tenant_directory")).await;
+    let c = connect_live(&proxy, &geo.db).await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM users WHERE region = 'us'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    let route_us = [("decision", "route"), ("region", "us")];
+    let (_, body) = get(proxy.metrics, "/metrics").await;
+    let expo = parse_exposition(&body);
+    assert_eq!(
+        expo.samples.get(&key(
+            "geogate_statements_total",
+            &[("decision", "route"), ("table", "users"), ("region", "us")]
+        )),
+        Some(&1.0)
+    );
+    assert_eq!(
+        expo.samples
+            .get(&key("geogate_statement_duration_seconds_count", &route_us)),
+        Some(&1.0)
+    );
 }

@@ -283,7 +283,7 @@ impl Metrics {
         let cache_entries = gauge(
             r,
             "geogate_tenant_cache_entries",
-            "Tenants in the tenant to region cache.",
+            "Entries in the tenant to region cache: tenants with their region, and tenants remembered as not found.",
         );
         let upstream_up = gauge_vec(
             r,
