@@ -2042,7 +2042,7 @@ password = "app-secret"
     );
 }
 
-// ------------------------------------------- known session bugs (ignored)
+// ------------------------------------------- session accounting
 
 /// The value of an unlabelled or one-labelled series on a live `/metrics`.
 async fn live_sample(proxy: &LiveProxy, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -2054,7 +2054,6 @@ async fn live_sample(proxy: &LiveProxy, name: &str, labels: &[(&str, &str)]) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "session bug: src/session/route.rs target_for counts every statement for another region, not once per transaction"]
 async fn a_transaction_touching_other_regions_twice_counts_one_cross_region_transaction() {
     let geo = LiveGeo::new("obs_txn");
     let proxy = start_live(&geo.config("", "tenant_directory")).await;
@@ -2075,7 +2074,6 @@ async fn a_transaction_touching_other_regions_twice_counts_one_cross_region_tran
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "session bug: nothing outside src/metrics updates geogate_upstream_connections, so the live gauge (and its dashboard panel) stays empty"]
 async fn upstream_connections_gauge_counts_the_open_gateway_connections() {
     let geo = LiveGeo::new("obs_upconn");
     let proxy = start_live(&geo.config("", "tenant_directory")).await;
@@ -2091,7 +2089,6 @@ async fn upstream_connections_gauge_counts_the_open_gateway_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "session bug: src/session never calls logging::connection_opened/connection_closed, so no connection lines are logged"]
 async fn client_connect_and_disconnect_are_logged_at_debug() {
     let geo = LiveGeo::new("obs_connlog");
     let proxy = start_live(&geo.config("", "tenant_directory")).await;
@@ -2129,7 +2126,6 @@ async fn client_connect_and_disconnect_are_logged_at_debug() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "session bug: src/session/route.rs route_bind never calls time_request, so extended-protocol statements have no duration"]
 async fn extended_protocol_statements_are_counted_and_timed_once() {
     let geo = LiveGeo::new("obs_ext");
     let proxy = start_live(&geo.config("", "tenant_directory")).await;

@@ -298,6 +298,7 @@ impl Session {
             && !up.still_open()
         {
             self.upstreams.remove(region);
+            self.upstream_closed(region);
         }
         if !self.upstreams.contains_key(region) {
             let gw = self.shared.gateways.get(region).ok_or_else(|| {
@@ -315,6 +316,7 @@ impl Session {
                     )
                 })?;
             self.upstreams.insert(region.clone(), up);
+            self.upstream_opened(region);
         }
         let mut script = BytesMut::new();
         let mut ready_count = 0;

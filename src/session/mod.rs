@@ -90,6 +90,7 @@ pub enum SessionError {
 pub async fn serve_client(tcp: TcpStream, shared: Arc<Shared>) {
     let _connected = shared.metrics.client_connected();
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr().ok();
     // `None` only while a TLS handshake owns the socket: a handshake that
     // fails or times out leaves nothing to write an error to.
     let mut stream = Some(PgStream::Plain(tcp));
@@ -113,6 +114,11 @@ pub async fn serve_client(tcp: TcpStream, shared: Arc<Shared>) {
     let Ok((client_r, client_w)) = stream.split() else {
         return;
     };
+    let mut session = session;
+    session.peer = peer;
+    if let Some(peer) = peer {
+        crate::logging::connection_opened(peer, &session.client_info());
+    }
     session.finish(client_r, client_w).await;
 }
 
@@ -203,6 +209,7 @@ async fn open(
     let uin = keep_if_nonempty(std::mem::take(&mut upstream.leftover));
     let buf = keep_if_nonempty(buf);
     upstreams.insert(region.clone(), upstream);
+    shared.metrics.add_upstream_connections(&region, 1);
     Ok(Some(Session {
         shared: shared.clone(),
         settings: live.router.settings_for(&params.user),
@@ -235,6 +242,9 @@ async fn open(
         timings: VecDeque::new(),
         held_describes: Vec::new(),
         held_parses: Vec::new(),
+        cross_region_counted: false,
+        statements: 0,
+        peer: None,
         verify: None,
         describing: VecDeque::new(),
     }))
@@ -313,6 +323,12 @@ pub struct Session {
     reload_tenants: bool,
     /// A rewritten request whose answer is held until known non-empty.
     verify: Option<verify::Verify>,
+    /// Statements forwarded (for the connection-closed log line).
+    statements: u64,
+    /// The client's address (for connection log lines).
+    peer: Option<std::net::SocketAddr>,
+    /// This transaction was already counted as cross-region.
+    cross_region_counted: bool,
     /// Named statements whose Parse is still held.
     held_parses: Vec<Arc<str>>,
     /// Statements named by Describe messages still held.

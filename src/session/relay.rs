@@ -58,9 +58,24 @@ impl Session {
         client_w.shutdown().await;
         // Never reuse a connection that may be mid-transaction: terminate
         // them all; PostgreSQL rolls back whatever was open.
-        for (_, up) in self.upstreams.drain() {
+        let peer = self.peer;
+        for (region, up) in std::mem::take(&mut self.upstreams) {
+            self.upstream_closed(&region);
             up.terminate().await;
         }
+        if let Some(peer) = peer {
+            crate::logging::connection_closed(peer, &self.client_info(), self.statements);
+        }
+    }
+
+    /// Counts an upstream connection opened for this session.
+    pub(super) fn upstream_opened(&self, region: &str) {
+        self.shared.metrics.add_upstream_connections(region, 1);
+    }
+
+    /// Counts an upstream connection of this session gone.
+    pub(super) fn upstream_closed(&self, region: &str) {
+        self.shared.metrics.add_upstream_connections(region, -1);
     }
 
     async fn relay(&mut self, client_r: &mut PgReader, client_w: &mut PgWriter) -> End {
@@ -209,6 +224,7 @@ impl Session {
         }
         tracing::warn!(region = %self.active, "idle gateway connection lost; region marked down");
         self.upstreams.remove(&self.active);
+        self.upstream_closed(&self.active);
         self.shared.health.mark_down(&self.active);
         self.scanner = crate::wire::BackendScanner::new();
         self.uin.clear();

@@ -58,7 +58,7 @@ impl Session {
         self.live.router.clone()
     }
 
-    fn client_info(&self) -> ClientInfo<'_> {
+    pub(super) fn client_info(&self) -> ClientInfo<'_> {
         ClientInfo {
             user: &self.startup.user,
             application_name: self.application_name(),
@@ -158,7 +158,7 @@ impl Session {
                 empty: false,
             });
         }
-        self.time_request(&plan, &region);
+        self.time_request(&plan, &region, self.z_expect);
         router.record(&plan, &self.client_info(), Some(&region));
         Ok(Flow::Continue)
     }
@@ -259,12 +259,14 @@ impl Session {
         }
         self.note_statement(&plan);
         self.unsynced = true;
+        // Answered with the batch's ReadyForQuery, after its Sync.
+        self.time_request(&plan, &region, self.z_expect + 1);
         router.record(&plan, &self.client_info(), Some(&region));
         Ok(Flow::Continue)
     }
 
     /// Where a decided statement goes, or why it is refused.
-    fn target_for(&self, plan: &Plan) -> Result<Target, Refusal> {
+    fn target_for(&mut self, plan: &Plan) -> Result<Target, Refusal> {
         let (region, rewritten, warning) = match &plan.effect {
             Effect::Refuse(r) => {
                 let error = ClientError::error(r.sqlstate(), r.message.clone());
@@ -289,7 +291,10 @@ impl Session {
             if let Some(r) = region
                 && **r != *self.active
             {
-                self.shared.metrics.cross_region_transaction();
+                // Counted once per transaction, however many statements stray.
+                if !std::mem::replace(&mut self.cross_region_counted, true) {
+                    self.shared.metrics.cross_region_transaction();
+                }
                 if self.live.config.proxy.on_cross_region_txn == OnCrossRegionTxn::Reject {
                     let error = ClientError::error(
                         "GG005",
@@ -312,6 +317,7 @@ impl Session {
                 warning,
             });
         }
+        self.cross_region_counted = false;
         let region = match region {
             Some(r) => self.intern_region(r),
             None => self.shared.local_region.clone(),
@@ -464,6 +470,7 @@ impl Session {
     /// move invalidates the tenant cache once its transaction commits;
     /// DISCARD/DEALLOCATE ALL drop the shadow statements upstream.
     fn note_statement(&mut self, plan: &Plan) {
+        self.statements += 1;
         if !plan.decision.moves.is_empty() {
             self.reload_tenants = true;
         }
@@ -494,7 +501,7 @@ impl Session {
     }
 
     /// Notes when a request was sent, to time it at its ReadyForQuery.
-    fn time_request(&mut self, plan: &Plan, region: &Arc<str>) {
+    fn time_request(&mut self, plan: &Plan, region: &Arc<str>, at_z: u64) {
         let decision = match &plan.decision.outcome {
             Outcome::Global => crate::metrics::DecisionLabel::Global,
             Outcome::Route { .. } => crate::metrics::DecisionLabel::Route,
@@ -503,7 +510,7 @@ impl Session {
             Outcome::Reject(_) => crate::metrics::DecisionLabel::Reject,
         };
         self.timings
-            .push_back((self.z_expect, Instant::now(), decision, region.clone()));
+            .push_back((at_z, Instant::now(), decision, region.clone()));
     }
 
     /// A statement for another region than the active one, while the active
