@@ -27,7 +27,8 @@ relay_port() { # from to -> port of the relay that "from" uses to reach "to"
 PROXY_PORT=$((base + 100)); OBSERVE_PORT=$((base + 101))
 METRICS_PORT=$((base + 200)); OBSERVE_METRICS_PORT=$((base + 201))
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; [ -n "${DEMO_TRACE:-}" ] && echo "   [t=${SECONDS}s]"; return 0; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; [ -n "${DEMO_TRACE:-}" ] && echo "   [t=${SECONDS}s]"; return 0; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 pids=()
@@ -189,15 +190,21 @@ step aware "   through geogate (route → eu)" "$PROXY_PORT" "SELECT count(*) FR
 
 say "2. The same query without the region: geogate rewrites it from the tenant"
 echo "   SELECT count(*) FROM users WHERE tenant_id = '<eu tenant>'"
+psql_r eu -d app -tA -F, -c "SELECT id, region FROM tenants WHERE id = '$EU_T'" | sed '1i tenant_id,region' >"$work/tenants.csv"
+echo "   geogate explain shows what the sidecar sends instead:"
+"$GEOGATE_BIN" explain --config "$work/geogate.toml" --tenants "$work/tenants.csv" \
+  "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'" | grep -E '^(decision|rewritten):' | sed 's/^/     /'
 step rewrite "   through geogate (rewrite → eu)" "$PROXY_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'"
 step rewrite_us "   a us tenant through the eu sidecar (rewrite → us)" "$PROXY_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$US_T'"
 
-say "3. The same query in observe mode: forwarded unchanged, it scatters over every region"
-step scatter "   through geogate in observe mode (scatter, counted)" "$OBSERVE_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'"
+say "3. The same query through a sidecar in observe mode: forwarded unchanged, it scatters over every region"
+step scatter "   through geogate in observe mode (scatters)" "$OBSERVE_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'"
+echo "   the observe sidecar changed nothing; it counted what enforce mode would have done:"
+curl -s "http://127.0.0.1:$OBSERVE_METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_statements_total.*table="users"' | sed 's/^/     /' || true
 
 say "4. A query that names neither region nor tenant, in enforce mode"
 echo "   SELECT email FROM users WHERE email LIKE 'user1%'"
-PGPASSWORD=app-secret psql -X -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -c "SELECT email FROM users WHERE email LIKE 'user1%'" 2>&1 | sed 's/^/   /' || true
+PGPASSWORD=app-secret psql -X -v VERBOSITY=verbose -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -c "SELECT email FROM users WHERE email LIKE 'user1%'" 2>&1 | sed 's/^/   /' || true
 
 say "5. Moving a tenant from eu to us (DELETE + INSERT in one transaction, on the gateways)"
 psql_r eu -d app >/dev/null <<SQL
@@ -226,11 +233,11 @@ echo "   rewrite vs scatter: ${speedup}x faster"
 
 say "Metrics"
 echo "   curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep ^geogate_"
-curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(statements|rejections|rewrites|scatter)_total' | sed 's/^/   /' || true
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(statements|rejections|rewrites|scatter)_total|^geogate_tenant_cache_lookups_total' | sed 's/^/   /' || true
 echo "   observe sidecar: http://127.0.0.1:$OBSERVE_METRICS_PORT/metrics, statements: /statements"
 
 if [ -z "${DEMO_NONINTERACTIVE:-}" ]; then
   say "psql through geogate (eu sidecar). Try: SELECT * FROM users WHERE tenant_id = '$US_T' LIMIT 3;"
-  PGPASSWORD=app-secret psql -X -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app || true
+  PGPASSWORD=app-secret psql -X -v VERBOSITY=verbose -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app || true
 fi
 say "Demo done; stopping everything it started"
