@@ -7,6 +7,13 @@
 #   demo/geo-demo.sh            walk through, then open psql through geogate
 #   DEMO_NONINTERACTIVE=1 ...   walk through and exit (CI)
 #   GEOGATE_BIN=path ...        use this geogate binary instead of building one
+#                               (the relay is taken from the same directory,
+#                               or from RELAY_BIN)
+#   DEMO_PORT_BASE=15430        ports used: base+1..3 (gateways), base+10..18
+#                               (relays), base+100/101 (sidecars), base+200/201
+#                               (their metrics)
+#   DEMO_KEEP=1                 keep the working directory (logs, configs)
+#   DEMO_TRACE=1                print elapsed seconds at each step
 #
 # Everything it starts is stopped on exit or Ctrl-C.
 set -euo pipefail
