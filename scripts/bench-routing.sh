@@ -10,6 +10,9 @@
 #            it looks the tenant up in its tenant cache (hits: the cache is
 #            loaded at start) and injects the region (decision: rewrite; with
 #            -M prepared through a shadow statement prepared on the gateway)
+#   pass     the `direct` statements through a second geogate with no
+#            [tables]: every statement is `global`, forwarded untouched (the
+#            proxy hop alone, the baseline for route and rewrite)
 #
 # One PostgreSQL cluster plays all three regional gateways: geogate's eu, us
 # and apac gateway URLs point at the same database, which holds the seed
@@ -20,6 +23,7 @@
 #
 #   scripts/bench-routing.sh                 # SECS=10 ROUNDS=1 CLIENTS=8 THREADS=2
 #   SECS=10 ROUNDS=2 scripts/bench-routing.sh
+#   SCRIPT_REGIONS=eu scripts/bench-routing.sh  # only eu tenants: no region switches
 #   GEOGATE_BIN=target/release/geogate ...   # skip the cargo build
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +32,13 @@ SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-1}
 CLIENTS=${CLIENTS:-8}
 THREADS=${THREADS:-2}
+# Regions whose tenants the clients draw (one pgbench script each, equal
+# weights). With one region no client ever changes upstream connection.
+SCRIPT_REGIONS=${SCRIPT_REGIONS:-eu us apac}
 TENANTS_PER_REGION=${TENANTS_PER_REGION:-100}
 USERS_PER_TENANT=${USERS_PER_TENANT:-100}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-PGPORT=${PGPORT:-57442}; GGPORT=${GGPORT:-57443}; METRICSPORT=${METRICSPORT:-57444}
+PGPORT=${PGPORT:-57442}; GGPORT=${GGPORT:-57443}; METRICSPORT=${METRICSPORT:-57444}; PASSPORT=${PASSPORT:-57445}
 WORK=$(mktemp -d /tmp/geogate-bench-routing.XXXXXX)
 chmod 755 "$WORK"
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -138,16 +145,33 @@ on_missing_region = "rewrite"
 name = "postgres"
 password = "bench"
 TOML
+# The baseline: the same geogate binary with no [tables] and no [tenants],
+# so every statement is `global` and passes through to the local gateway.
+cat > "$WORK/geogate-pass.toml" <<TOML
+[proxy]
+listen = "127.0.0.1:$PASSPORT"
+local_region = "eu"
+[regions.eu]
+gateway = "$GW"
+[[users]]
+name = "postgres"
+password = "bench"
+TOML
 RUST_LOG=warn "$GEOGATE_BIN" serve --config "$WORK/geogate.toml" >"$WORK/geogate.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$GGPORT") 2>/dev/null && break; sleep 0.1; done
+RUST_LOG=warn "$GEOGATE_BIN" serve --config "$WORK/geogate-pass.toml" >"$WORK/geogate-pass.log" 2>&1 &
+PIDS+=($!)
+for port in $GGPORT $PASSPORT; do
+  for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+done
 
 run() { # target mode -> "tps failed"
   local port=$PGPORT files=with
-  case $1 in route) port=$GGPORT ;; rewrite) port=$GGPORT files=without ;; esac
+  case $1 in pass) port=$PASSPORT ;; route) port=$GGPORT ;; rewrite) port=$GGPORT files=without ;; esac
   local out
-  out=$(PGPASSWORD=bench pgbench -n -c "$CLIENTS" -j "$THREADS" -T "$SECS" -M "$2" \
-    -f "$WORK/$files-eu.sql@1" -f "$WORK/$files-us.sql@1" -f "$WORK/$files-apac.sql@1" \
+  local f fs=()
+  for f in $SCRIPT_REGIONS; do fs+=(-f "$WORK/$files-$f.sql@1"); done
+  out=$(PGPASSWORD=bench pgbench -n -c "$CLIENTS" -j "$THREADS" -T "$SECS" -M "$2" "${fs[@]}" \
     -h 127.0.0.1 -p "$port" -U postgres bench 2>&1) || { echo "pgbench failed ($1 $2):" >&2; echo "$out" >&2; exit 1; }
   local tps failed
   tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
@@ -156,11 +180,11 @@ run() { # target mode -> "tps failed"
 }
 
 declare -A SUM
-echo "pgbench -n -c $CLIENTS -j $THREADS -T $SECS, 3 scripts x 3 statements, $((3 * N)) tenants," \
+echo "pgbench -n -c $CLIENTS -j $THREADS -T $SECS, scripts for regions: $SCRIPT_REGIONS (3 statements each), $((3 * N)) tenants," \
   "$((3 * N * USERS_PER_TENANT)) users, $ROUNDS interleaved round(s), $(nproc) cores"
 for round in $(seq 1 "$ROUNDS"); do
   for mode in simple prepared; do
-    for target in direct route rewrite; do
+    for target in direct pass route rewrite; do
       read -r t f < <(run "$target" "$mode")
       echo "round $round  $mode  $target  tps=$t  failed=$f"
       [ "$f" = 0 ] || { echo "failed transactions: see above" >&2; exit 1; }
@@ -170,14 +194,15 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-printf '| mode | direct TPS | route TPS | rewrite TPS | route/direct | rewrite/direct |\n'
-printf '|---|---:|---:|---:|---:|---:|\n'
+printf '| mode | direct TPS | pass TPS | route TPS | rewrite TPS | pass/direct | route/direct | rewrite/direct |\n'
+printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
 for mode in simple prepared; do
   d=$(echo "${SUM[$mode.direct]} / $ROUNDS" | bc -l)
+  p=$(echo "${SUM[$mode.pass]} / $ROUNDS" | bc -l)
   r=$(echo "${SUM[$mode.route]} / $ROUNDS" | bc -l)
   w=$(echo "${SUM[$mode.rewrite]} / $ROUNDS" | bc -l)
-  printf '| %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n' "$mode" "$d" "$r" "$w" \
-    "$(echo "$r / $d" | bc -l)" "$(echo "$w / $d" | bc -l)"
+  printf '| %s | %.0f | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |\n' "$mode" "$d" "$p" "$r" "$w" \
+    "$(echo "$p / $d" | bc -l)" "$(echo "$r / $d" | bc -l)" "$(echo "$w / $d" | bc -l)"
 done
 echo
 echo "geogate's counters after the run:"
