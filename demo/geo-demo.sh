@@ -51,13 +51,16 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- prerequisites ------------------------------------------------------------
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  say "Installing PostgreSQL (apt-get)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v curl >/dev/null; then
+  say "Installing PostgreSQL and curl (apt-get)"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib curl >/dev/null
 fi
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 if [ -z "${GEOGATE_BIN:-}" ]; then
-  say "Building geogate (release)"
+  command -v cargo >/dev/null || { echo "demo: building geogate needs a Rust toolchain (https://rustup.rs), or set GEOGATE_BIN" >&2; exit 1; }
+  say "Building geogate (release; a few minutes the first time)"
   (cd "$root" && cargo build --release --quiet --bins)
   GEOGATE_BIN=$root/target/release/geogate
 fi
