@@ -31,7 +31,7 @@ fn shared_cluster_serves_isolated_databases_and_the_documented_roles() {
 
 #[test]
 fn owned_cluster_stops_and_restarts_keeping_data() {
-    let mut c = Cluster::start_owned("restart");
+    let c = Cluster::start_owned("restart");
     c.psql(
         "postgres",
         "CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)",

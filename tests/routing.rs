@@ -41,7 +41,12 @@ struct Geo {
 
 impl Geo {
     fn new(prefix: &str) -> Geo {
-        let clusters: Vec<_> = REGIONS.iter().map(|r| (*r, Cluster::shared(r))).collect();
+        let clusters = REGIONS.iter().map(|r| (*r, Cluster::shared(r))).collect();
+        Geo::with_clusters(prefix, clusters)
+    }
+
+    /// As [`Geo::new`], with the clusters given (eu first).
+    fn with_clusters(prefix: &str, clusters: Vec<(&'static str, &'static Cluster)>) -> Geo {
         let db = clusters[0].1.create_db(prefix);
         for (region, c) in &clusters {
             if *region != "eu" {
@@ -580,4 +585,69 @@ mod futures_poll {
             poll_fn(|cx| Pin::new(&mut *self.0).poll_message(cx)).await
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
+    // us runs on a cluster of this test's own, so that it can be stopped.
+    let us: &'static Cluster = Box::leak(Box::new(Cluster::start_owned("us_failover")));
+    let geo = Geo::with_clusters(
+        "route_failover",
+        vec![
+            ("eu", Cluster::shared("eu")),
+            ("us", us),
+            ("apac", Cluster::shared("apac")),
+        ],
+    );
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let us_tenant = TENANTS[1].0;
+    let insert = |email: &str| {
+        format!(
+            "INSERT INTO users (tenant_id, email, region) VALUES ('{us_tenant}', '{email}', 'us')"
+        )
+    };
+    let served_by = "SELECT inet_server_port() FROM users WHERE region = 'us' LIMIT 1";
+    c.execute(&insert("before@us"), &[]).await.unwrap();
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, i32::from(us.port()));
+
+    us.stop();
+    // Let the session see its idle us connection close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The same session goes on: us statements are served by us's fallback (eu).
+    c.execute(&insert("during@us"), &[]).await.unwrap();
+    assert_eq!(
+        geo.direct("eu", "SELECT count(*) FROM users WHERE email = 'during@us'"),
+        "1"
+    );
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, i32::from(geo.cluster("eu").port()));
+    // Other regions are untouched.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM users WHERE region = 'apac'").await,
+        5
+    );
+
+    us.start();
+    // The prober sees us answer again (it probes every second); traffic returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+        if port == i32::from(us.port()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "traffic did not return to us"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.execute(&insert("after@us"), &[]).await.unwrap();
+    // No committed write was lost: both us writes are in us.
+    let emails = geo.direct(
+        "us",
+        "SELECT string_agg(email, ',' ORDER BY email) FROM users WHERE email LIKE '%@us'",
+    );
+    assert_eq!(emails, "after@us,before@us");
 }

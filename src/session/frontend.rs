@@ -85,6 +85,14 @@ impl Session {
             }
             return Ok(Flow::Continue);
         }
+        if !matches!(tag, b'Q' | b'B' | b'X' | b'P' | b'D' | b'C')
+            && !self.upstreams.contains_key(&self.active)
+        {
+            // The idle connection was lost and this message is not routed
+            // by itself (Sync, Flush, COPY data…): open one where the
+            // session's statements go by default.
+            self.reopen_default_upstream().await?;
+        }
         match tag {
             b'Q' => return self.on_query(frame).await,
             b'P' => {
@@ -153,6 +161,12 @@ impl Session {
         if !p.name.is_empty() {
             self.state
                 .on_parse(&p.name, &p.query, &p.param_types, &self.active);
+            // Prepared nowhere until the held Parse is sent, wherever its
+            // batch goes (see `release_held`).
+            if let Some(stmt) = self.state.prepared.get_mut(&*p.name) {
+                stmt.prepared_on.clear();
+                self.held_parses.push(stmt.name.clone());
+            }
             return;
         }
         // Drivers re-parse the same unnamed statement over and over: keep
@@ -198,6 +212,11 @@ impl Session {
 
     /// Sends held messages to the current upstream.
     pub(super) fn release_held(&mut self) {
+        for name in self.held_parses.drain(..) {
+            if let Some(stmt) = self.state.prepared.get_mut(&name) {
+                stmt.prepared_on.push(self.active.clone());
+            }
+        }
         let batch = self.z_expect + 1;
         for name in self.held_describes.drain(..) {
             self.describing.push_back((batch, name));
@@ -259,14 +278,12 @@ impl Session {
     /// if needed and bringing it to the session's state (settings, named
     /// prepared statements). Only possible between requests.
     pub(super) async fn ensure_active(&mut self, region: &Arc<str>) -> Result<(), ClientError> {
-        if *region == self.active {
+        if *region == self.active && self.upstreams.contains_key(region) {
             return Ok(());
         }
-        if self.unsynced
-            || self.z_seen != self.z_expect
-            || !self.to_up.is_empty()
-            || !self.held.is_empty()
-        {
+        // Held messages are not in flight: they follow the batch's first
+        // Bind (or its Sync) to whichever upstream that goes to.
+        if self.unsynced || self.z_seen != self.z_expect || !self.to_up.is_empty() {
             return Err(ClientError::error(
                 "GG005",
                 format!(
@@ -274,6 +291,13 @@ impl Session {
                     self.active
                 ),
             ));
+        }
+        // An idle connection may have died since its last use (gateway
+        // restart): look before reusing it.
+        if let Some(up) = self.upstreams.get_mut(region)
+            && !up.still_open()
+        {
+            self.upstreams.remove(region);
         }
         if !self.upstreams.contains_key(region) {
             let gw = self.shared.gateways.get(region).ok_or_else(|| {
@@ -301,7 +325,7 @@ impl Session {
         }
         let mut parses = false;
         for stmt in self.state.prepared.values_mut() {
-            if !stmt.prepared_on.contains(region) {
+            if !stmt.prepared_on.contains(region) && !self.held_parses.contains(&stmt.name) {
                 let parse = Parse::new(
                     Some(stmt.name.to_string()),
                     stmt.sql.to_string(),

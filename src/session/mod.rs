@@ -222,6 +222,7 @@ async fn open(
         reload_tenants: false,
         timings: VecDeque::new(),
         held_describes: Vec::new(),
+        held_parses: Vec::new(),
         verify: None,
         describing: VecDeque::new(),
     }))
@@ -297,6 +298,8 @@ pub struct Session {
     reload_tenants: bool,
     /// A rewritten request whose answer is held until known non-empty.
     verify: Option<verify::Verify>,
+    /// Named statements whose Parse is still held.
+    held_parses: Vec<Arc<str>>,
     /// Statements named by Describe messages still held.
     held_describes: Vec<Arc<str>>,
     /// Statements described upstream, with the ReadyForQuery count of their

@@ -106,16 +106,22 @@ impl Session {
                 }
                 continue;
             }
-            let Some(up) = self.upstreams.get_mut(&self.active) else {
-                return End::Fatal(ClientError::upstream_lost(&self.active));
+            // No active upstream after an idle one was lost: the next
+            // statement opens one (with failover).
+            let (up_r, up_w) = match self.upstreams.get_mut(&self.active) {
+                Some(up) => (Some(&mut up.reader), Some(&mut up.writer)),
+                None => (None, None),
             };
             let read_client = !paused && !terminating && self.to_up.len() < HIGH_WATER;
-            let read_up = self.to_client.len() < HIGH_WATER;
+            let read_up = up_r.is_some() && self.to_client.len() < HIGH_WATER;
+            let write_up = up_w.is_some() && !self.to_up.is_empty();
+            let (cin, uin, to_up, to_client) =
+                (&mut self.cin, &mut self.uin, &self.to_up, &self.to_client);
             let event = tokio::select! {
-                r = client_r.read_into(&mut self.cin), if read_client => Event::ClientRead(r),
-                r = up.reader.read_into(&mut self.uin), if read_up => Event::UpRead(r),
-                r = up.writer.write_some(&self.to_up), if !self.to_up.is_empty() => Event::UpWrote(r),
-                r = client_w.write_some(&self.to_client), if !self.to_client.is_empty() => Event::ClientWrote(r),
+                r = client_r.read_into(cin), if read_client => Event::ClientRead(r),
+                r = async { match up_r { Some(r) => r.read_into(uin).await, None => std::future::pending().await } }, if read_up => Event::UpRead(r),
+                r = async { match up_w { Some(w) => w.write_some(to_up).await, None => std::future::pending().await } }, if write_up => Event::UpWrote(r),
+                r = client_w.write_some(to_client), if !to_client.is_empty() => Event::ClientWrote(r),
                 r = phase.changed() => Event::Phase(r.is_err()),
             };
             match event {
@@ -135,7 +141,10 @@ impl Session {
                     }
                 }
                 Event::UpRead(Ok(0)) | Event::UpRead(Err(_)) => {
-                    return End::Fatal(ClientError::upstream_lost(&self.active));
+                    if !self.lose_idle_upstream() {
+                        self.shared.health.mark_down(&self.active);
+                        return End::Fatal(ClientError::upstream_lost(&self.active));
+                    }
                 }
                 Event::UpRead(Ok(_)) => {
                     if let Err(e) = self.on_backend_bytes() {
@@ -156,6 +165,7 @@ impl Session {
                     release_if_empty(&mut self.to_up);
                 }
                 Event::UpWrote(Err(_)) => {
+                    self.shared.health.mark_down(&self.active);
                     return End::Fatal(ClientError::upstream_lost(&self.active));
                 }
                 Event::ClientWrote(Ok(n)) => {
@@ -181,6 +191,29 @@ impl Session {
                 End::ClientBroken
             }
         }
+    }
+
+    /// The active gateway closed while the session owed it nothing and had
+    /// no transaction there (a restart, an outage): forget the connection
+    /// and mark the region down, so the next statement fails over instead
+    /// of the client losing its session. `false`: it was busy, the loss is
+    /// the client's to see.
+    fn lose_idle_upstream(&mut self) -> bool {
+        let idle = self.upstream_quiet()
+            && self.state.txn == TxnStatus::Idle
+            && self.pending_begin.is_none()
+            && !self.unsynced
+            && self.held.is_empty();
+        if !idle {
+            return false;
+        }
+        tracing::warn!(region = %self.active, "idle gateway connection lost; region marked down");
+        self.upstreams.remove(&self.active);
+        self.shared.health.mark_down(&self.active);
+        self.scanner = crate::wire::BackendScanner::new();
+        self.uin.clear();
+        self.carry.clear();
+        true
     }
 
     /// Nothing in flight, no transaction open: a safe point to close.
@@ -221,6 +254,14 @@ impl Session {
     /// Moves the bytes just read from the gateway to the client's buffer,
     /// noting ReadyForQuery and placing our own injected messages.
     pub(super) fn on_backend_bytes(&mut self) -> Result<(), ClientError> {
+        if self.upstream_quiet() && self.scanner.at_boundary() && self.uin.first() == Some(&b'E') {
+            // An error nobody asked for: the gateway is closing the
+            // connection (shutdown, crash). Keep it from the client, whose
+            // session goes on elsewhere; the close follows.
+            tracing::debug!(region = %self.active, "unsolicited error from an idle gateway");
+            self.uin.clear();
+            return Ok(());
+        }
         let mut ev = std::mem::take(&mut self.scan_events);
         ev.ready.clear();
         ev.param_descs.clear();

@@ -321,6 +321,19 @@ impl Session {
             .unwrap_or_else(|| name.into())
     }
 
+    /// Opens a connection to the local region (or its fallback) after the
+    /// active one was lost, for messages that carry no statement to route.
+    pub(super) async fn reopen_default_upstream(&mut self) -> Result<(), SessionError> {
+        let local = self.shared.local_region.clone();
+        match self.activate_with_failover(local).await {
+            Ok(_) => Ok(()),
+            Err(refusal) => Err(SessionError::Client(ClientError {
+                severity: "FATAL",
+                ..refusal.error
+            })),
+        }
+    }
+
     /// Makes `region` (or, when its gateway is down, the first healthy
     /// region of its fallback list) the active upstream.
     async fn activate_with_failover(&mut self, region: Arc<str>) -> Result<Arc<str>, Refusal> {

@@ -140,7 +140,7 @@ impl Cluster {
     }
 
     /// Starts (or restarts after [`Cluster::stop`]) the server and waits until it accepts connections.
-    pub fn start(&mut self) {
+    pub fn start(&self) {
         let log = self.dir.join("server.log");
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {}",
