@@ -7,6 +7,13 @@
 #   demo/geo-demo.sh            walk through, then open psql through geogate
 #   DEMO_NONINTERACTIVE=1 ...   walk through and exit (CI)
 #   GEOGATE_BIN=path ...        use this geogate binary instead of building one
+#                               (the relay is taken from the same directory,
+#                               or from RELAY_BIN)
+#   DEMO_PORT_BASE=15430        ports used: base+1..3 (gateways), base+10..18
+#                               (relays), base+100/101 (sidecars), base+200/201
+#                               (their metrics)
+#   DEMO_KEEP=1                 keep the working directory (logs, configs)
+#   DEMO_TRACE=1                print elapsed seconds at each step
 #
 # Everything it starts is stopped on exit or Ctrl-C.
 set -euo pipefail
@@ -27,7 +34,8 @@ relay_port() { # from to -> port of the relay that "from" uses to reach "to"
 PROXY_PORT=$((base + 100)); OBSERVE_PORT=$((base + 101))
 METRICS_PORT=$((base + 200)); OBSERVE_METRICS_PORT=$((base + 201))
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+say() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; [ -n "${DEMO_TRACE:-}" ] && echo "   [t=${SECONDS}s]"; return 0; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 pids=()
@@ -43,13 +51,16 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- prerequisites ------------------------------------------------------------
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  say "Installing PostgreSQL (apt-get)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v curl >/dev/null; then
+  say "Installing PostgreSQL and curl (apt-get)"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib curl >/dev/null
 fi
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 if [ -z "${GEOGATE_BIN:-}" ]; then
-  say "Building geogate (release)"
+  command -v cargo >/dev/null || { echo "demo: building geogate needs a Rust toolchain (https://rustup.rs), or set GEOGATE_BIN" >&2; exit 1; }
+  say "Building geogate (release; a few minutes the first time)"
   (cd "$root" && cargo build --release --quiet --bins)
   GEOGATE_BIN=$root/target/release/geogate
 fi
@@ -94,7 +105,8 @@ INSERT INTO users_$r (tenant_id, email, region)
   SELECT md5('tenant-$r-' || (1 + i % 5))::uuid, 'user' || i || '@$r.example', '$r' FROM generate_series(1, 2000) i;
 INSERT INTO documents_$r (author_id, tenant_id, region, title)
   SELECT id, tenant_id, region, 'doc of ' || email FROM users_$r;
-ANALYZE;
+-- Only this region's tables: ANALYZE of the foreign ones would sample across the ocean.
+ANALYZE tenants_$r, users_$r, documents_$r;
 SQL
 done
 tenant() { psql_r eu -d app -tA -c "SELECT md5('tenant-$1-$2')::uuid"; }
@@ -155,12 +167,10 @@ for port in "$PROXY_PORT" "$OBSERVE_PORT"; do
 done
 
 # --- the walk-through ------------------------------------------------------------
-run_timed() { # port sql [user password] -> "rows|median_ms"
+run_timed() { # port sql [user password] -> "median_ms<TAB>first row"
   local port=$1 sql=$2 user=${3:-app} pw=${4:-app-secret} out
   out=$(PGPASSWORD=$pw psql -X -q -h 127.0.0.1 -p "$port" -U "$user" -d app -tA -v ON_ERROR_STOP=1 <<SQL
 \timing on
-$sql;
-$sql;
 $sql;
 $sql;
 $sql;
@@ -169,14 +179,14 @@ SQL
   local rows times
   rows=$(echo "$out" | grep -v '^Time:' | head -1)
   times=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | sort -n)
-  echo "$rows|$(echo "$times" | sed -n 3p)"
+  printf '%s\t%s\n' "$(echo "$times" | sed -n 2p)" "$rows"
 }
 declare -A LAT
 step() { # key title port sql [user password]
   local res
   res=$(run_timed "$3" "$4" "${5:-}" "${6:-}") || { echo "demo: step '$2' failed" >&2; exit 1; }
-  LAT[$1]=${res#*|}
-  printf '%-58s %8s ms   (result: %s)\n' "$2" "${LAT[$1]}" "${res%%|*}"
+  LAT[$1]=${res%%$'\t'*}
+  printf '%-58s %8s ms   (result: %s)\n' "$2" "${LAT[$1]}" "${res#*$'\t'}"
 }
 
 say "0. Today, without geogate: the app's query names no region, straight to the eu gateway"
@@ -190,15 +200,21 @@ step aware "   through geogate (route → eu)" "$PROXY_PORT" "SELECT count(*) FR
 
 say "2. The same query without the region: geogate rewrites it from the tenant"
 echo "   SELECT count(*) FROM users WHERE tenant_id = '<eu tenant>'"
+psql_r eu -d app -tA -F, -c "SELECT id, region FROM tenants WHERE id = '$EU_T'" | sed '1i tenant_id,region' >"$work/tenants.csv"
+echo "   geogate explain shows what the sidecar sends instead:"
+"$GEOGATE_BIN" explain --config "$work/geogate.toml" --tenants "$work/tenants.csv" \
+  "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'" | grep -E '^(decision|rewritten):' | sed 's/^/     /'
 step rewrite "   through geogate (rewrite → eu)" "$PROXY_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'"
 step rewrite_us "   a us tenant through the eu sidecar (rewrite → us)" "$PROXY_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$US_T'"
 
-say "3. The same query in observe mode: forwarded unchanged, it scatters over every region"
-step scatter "   through geogate in observe mode (scatter, counted)" "$OBSERVE_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'"
+say "3. The same query through a sidecar in observe mode: forwarded unchanged, it scatters over every region"
+step scatter "   through geogate in observe mode (scatters)" "$OBSERVE_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$EU_T'"
+echo "   the observe sidecar changed nothing; it counted what enforce mode would have done:"
+curl -s "http://127.0.0.1:$OBSERVE_METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_statements_total.*table="users"' | sed 's/^/     /' || true
 
 say "4. A query that names neither region nor tenant, in enforce mode"
 echo "   SELECT email FROM users WHERE email LIKE 'user1%'"
-PGPASSWORD=app-secret psql -X -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -c "SELECT email FROM users WHERE email LIKE 'user1%'" 2>&1 | sed 's/^/   /' || true
+PGPASSWORD=app-secret psql -X -v VERBOSITY=verbose -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -c "SELECT email FROM users WHERE email LIKE 'user1%'" 2>&1 | sed 's/^/   /' || true
 
 say "5. Moving a tenant from eu to us (DELETE + INSERT in one transaction, on the gateways)"
 psql_r eu -d app >/dev/null <<SQL
@@ -211,9 +227,12 @@ WITH m AS (DELETE FROM tenants WHERE region = 'eu' AND id = '$MOVE_T' RETURNING 
   INSERT INTO tenants SELECT id, name, 'us', plan_id, created_at FROM m;
 COMMIT;
 SQL
-step moved "   the moved tenant's users through geogate (found in us)" "$PROXY_PORT" "SELECT count(*) FROM users WHERE tenant_id = '$MOVE_T'"
+echo "   geogate's cache still says eu: the rewritten read finds nothing there, so geogate"
+echo "   looks the tenant up afresh and runs it again in us (verify on empty)"
+echo "   SELECT region, email FROM users WHERE tenant_id = '<moved tenant>' ORDER BY email LIMIT 1"
+step moved "   the moved tenant's users through geogate (found in us)" "$PROXY_PORT" "SELECT region, email FROM users WHERE tenant_id = '$MOVE_T' ORDER BY email LIMIT 1"
 
-say "Latencies side by side (median of 5)"
+say "Latencies side by side (median of 3 runs each)"
 printf '   %-40s %8s ms\n' "no region, direct (no geogate)" "${LAT[direct]}" "partition-aware (route, eu)" "${LAT[aware]}" \
   "no region, rewritten by geogate (eu)" "${LAT[rewrite]}" \
   "no region, rewritten (us tenant)" "${LAT[rewrite_us]}" \
@@ -224,11 +243,11 @@ echo "   rewrite vs scatter: ${speedup}x faster"
 
 say "Metrics"
 echo "   curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep ^geogate_"
-curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(statements|rejections|rewrites|scatter)_total' | sed 's/^/   /' || true
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(statements|rejections|rewrites|scatter)_total|^geogate_tenant_cache_lookups_total' | sed 's/^/   /' || true
 echo "   observe sidecar: http://127.0.0.1:$OBSERVE_METRICS_PORT/metrics, statements: /statements"
 
 if [ -z "${DEMO_NONINTERACTIVE:-}" ]; then
   say "psql through geogate (eu sidecar). Try: SELECT * FROM users WHERE tenant_id = '$US_T' LIMIT 3;"
-  PGPASSWORD=app-secret psql -X -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app || true
+  PGPASSWORD=app-secret psql -X -v VERBOSITY=verbose -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app || true
 fi
 say "Demo done; stopping everything it started"

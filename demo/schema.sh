@@ -42,7 +42,7 @@ for peer in "$@"; do
   cat <<SQL
 -- ${r}: across the ocean, through a relay that adds the link's round trip.
 CREATE SERVER ${r} FOREIGN DATA WRAPPER postgres_fdw
-  OPTIONS (host '127.0.0.1', port '${port}', dbname 'app', fetch_size '1000', async_capable 'true');
+  OPTIONS (host '127.0.0.1', port '${port}', dbname 'app', fetch_size '1000', batch_size '1000', async_capable 'true');
 CREATE USER MAPPING FOR PUBLIC SERVER ${r} OPTIONS (user 'geogate', password 'secret');
 CREATE FOREIGN TABLE tenants_${r} PARTITION OF tenants FOR VALUES IN ('${r}') SERVER ${r} OPTIONS (table_name 'tenants_${r}');
 CREATE FOREIGN TABLE users_${r} PARTITION OF users FOR VALUES IN ('${r}') SERVER ${r} OPTIONS (table_name 'users_${r}');
