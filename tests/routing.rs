@@ -153,7 +153,6 @@ struct Proxy {
 }
 
 async fn start_proxy(config: &str) -> Proxy {
-    let _ = geogate::logging::init(geogate::logging::LogFormat::Text);
     let config = geogate::config::Config::parse(config).expect("test config is valid");
     let bound = geogate::server::bind(config).await.expect("bind");
     let port = bound.local_addr().port();

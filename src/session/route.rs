@@ -37,6 +37,16 @@ struct Target {
     warning: Option<ClientError>,
 }
 
+/// The outcome of placing a statement on an upstream.
+enum Placement {
+    /// Its upstream is active; `region` is the one used (after failover).
+    Ready(Target),
+    /// Another region's upstream still owes answers: route it later.
+    Wait,
+    /// Refused (by policy, or no gateway).
+    Refused(Refusal),
+}
+
 /// Why a statement is answered by geogate instead of a gateway.
 struct Refusal {
     error: ClientError,
@@ -107,30 +117,19 @@ impl Session {
             router.record(&plan, &self.client_info(), Some(&self.shared.local_region));
             return Ok(Flow::Continue);
         }
-        let target = match self.target_for(&plan) {
-            Ok(t) => t,
-            Err(refusal) => {
+        let mut target = match self.place(&plan).await {
+            Placement::Ready(t) => t,
+            Placement::Wait => return Ok(Flow::WaitForIdle),
+            Placement::Refused(refusal) => {
                 self.refuse(&plan, refusal);
                 return Ok(Flow::Continue);
             }
         };
-        if self.must_wait_for_region(&target.region) {
-            return Ok(Flow::WaitForIdle);
-        }
-        let region = match self.activate_with_failover(target.region.clone()).await {
-            Ok(r) => r,
-            Err(refusal) => {
-                self.refuse(&plan, refusal);
-                return Ok(Flow::Continue);
-            }
-        };
+        let region = target.region.clone();
         let rerun = self.upstream_quiet()
             && self.pending_begin.is_none()
             && self.state.txn == TxnStatus::Idle;
-        self.send_deferred_begin();
-        if let Some(w) = target.warning {
-            self.inject_after_pending(Some(Payload::Notice(w)), false);
-        }
+        self.start_forwarding(&mut target);
         match &target.rewritten {
             Some(text) => {
                 let _ = Query::new(text.clone()).encode(&mut self.to_up);
@@ -192,27 +191,16 @@ impl Session {
         };
         let router = self.current_router();
         let plan = router.plan(&stmt.sql, &params, &self.settings).await;
-        let target = match self.target_for(&plan) {
-            Ok(t) => t,
-            Err(refusal) => {
+        let mut target = match self.place(&plan).await {
+            Placement::Ready(t) => t,
+            Placement::Wait => return Ok(Flow::WaitForIdle),
+            Placement::Refused(refusal) => {
                 self.refuse_batch_with(&plan, refusal);
                 return Ok(Flow::Continue);
             }
         };
-        if self.must_wait_for_region(&target.region) {
-            return Ok(Flow::WaitForIdle);
-        }
-        let region = match self.activate_with_failover(target.region.clone()).await {
-            Ok(r) => r,
-            Err(refusal) => {
-                self.refuse_batch_with(&plan, refusal);
-                return Ok(Flow::Continue);
-            }
-        };
-        self.send_deferred_begin();
-        if let Some(w) = target.warning {
-            self.inject_after_pending(Some(Payload::Notice(w)), false);
-        }
+        let region = target.region.clone();
+        self.start_forwarding(&mut target);
         match &target.rewritten {
             None => {
                 self.release_held();
@@ -263,6 +251,33 @@ impl Session {
         self.time_request(&plan, &region, self.z_expect + 1);
         router.record(&plan, &self.client_info(), Some(&region));
         Ok(Flow::Continue)
+    }
+
+    /// Chooses and opens the upstream a decided statement goes to.
+    async fn place(&mut self, plan: &Plan) -> Placement {
+        let mut target = match self.target_for(plan) {
+            Ok(t) => t,
+            Err(refusal) => return Placement::Refused(refusal),
+        };
+        if self.must_wait_for_region(&target.region) {
+            return Placement::Wait;
+        }
+        match self.activate_with_failover(target.region.clone()).await {
+            Ok(used) => {
+                target.region = used;
+                Placement::Ready(target)
+            }
+            Err(refusal) => Placement::Refused(refusal),
+        }
+    }
+
+    /// What precedes a placed statement on its upstream: a deferred BEGIN,
+    /// and in warn mode the notice of what enforce would have refused.
+    fn start_forwarding(&mut self, target: &mut Target) {
+        self.send_deferred_begin();
+        if let Some(w) = target.warning.take() {
+            self.inject_after_pending(Some(Payload::Notice(w)), false);
+        }
     }
 
     /// Where a decided statement goes, or why it is refused.

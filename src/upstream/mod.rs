@@ -141,8 +141,19 @@ impl Upstream {
         script: &[u8],
         ready_count: usize,
     ) -> Result<(), UpstreamError> {
-        let mut left = ready_count;
         self.writer.write_all_flush(script).await?;
+        self.read_answers(ready_count, |_, _| Ok(())).await
+    }
+
+    /// Reads whole answer frames until the `ready_count`-th ReadyForQuery,
+    /// handing every other frame to `on_frame`; the first ErrorResponse
+    /// becomes the result. Bytes after that ReadyForQuery stay buffered.
+    pub(crate) async fn read_answers(
+        &mut self,
+        ready_count: usize,
+        mut on_frame: impl FnMut(u8, &[u8]) -> Result<(), UpstreamError>,
+    ) -> Result<(), UpstreamError> {
+        let mut left = ready_count;
         let mut buf = std::mem::take(&mut self.leftover);
         let mut error = None;
         loop {
@@ -156,7 +167,7 @@ impl Upstream {
                 match h.tag {
                     b'E' if error.is_none() => {
                         error = Some(UpstreamError::Server {
-                            code: String::new(),
+                            code: query::sqlstate(&frame[5..]),
                             frame: frame.freeze(),
                         })
                     }
@@ -167,7 +178,7 @@ impl Upstream {
                             return error.map_or(Ok(()), Err);
                         }
                     }
-                    _ => {}
+                    tag => on_frame(tag, &frame[5..])?,
                 }
             }
             if self.reader.read_into(&mut buf).await? == 0 {

@@ -31,37 +31,15 @@ impl Upstream {
         encode(Execute::new(None, 0).encode(&mut out))?;
         encode(Sync::new().encode(&mut out))?;
         self.writer.write_all_flush(&out).await?;
-
-        let mut buf = std::mem::take(&mut self.leftover);
         let mut rows = Vec::new();
-        let mut error = None;
-        loop {
-            while let Some(h) = crate::wire::peek_frame(&buf, usize::MAX)
-                .map_err(|e| UpstreamError::Protocol(e.to_string()))?
-            {
-                if buf.len() < h.total_len {
-                    break;
-                }
-                let frame = buf.split_to(h.total_len);
-                match h.tag {
-                    b'D' => rows.push(parse_data_row(&frame[5..])?),
-                    b'E' if error.is_none() => {
-                        error = Some(UpstreamError::Server {
-                            code: sqlstate(&frame[5..]),
-                            frame: frame.freeze(),
-                        })
-                    }
-                    b'Z' => {
-                        self.leftover = buf;
-                        return error.map_or(Ok(rows), Err);
-                    }
-                    _ => {}
-                }
+        self.read_answers(1, |tag, body| {
+            if tag == b'D' {
+                rows.push(parse_data_row(body)?);
             }
-            if self.reader.read_into(&mut buf).await? == 0 {
-                return Err(UpstreamError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-        }
+            Ok(())
+        })
+        .await?;
+        Ok(rows)
     }
 }
 
@@ -93,7 +71,7 @@ fn parse_data_row(mut body: &[u8]) -> Result<TextRow, UpstreamError> {
 }
 
 /// The SQLSTATE field ('C') of an ErrorResponse payload.
-fn sqlstate(mut body: &[u8]) -> String {
+pub(super) fn sqlstate(mut body: &[u8]) -> String {
     while let Some((&field, rest)) = body.split_first() {
         if field == 0 {
             break;
