@@ -77,7 +77,7 @@ pub const CONTRACT_METRICS: &[&str] = &[
     "geogate_region_moves_total",
 ];
 
-/// Metrics beyond the contract (documented in docs/operating.md).
+/// Metrics beyond the contract (documented in README.md, "Operating geogate").
 pub const EXTRA_METRICS: &[&str] = &["geogate_info", "geogate_upstream_connections"];
 
 /// What happened to one statement, as the session records it.
