@@ -650,3 +650,20 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
     );
     assert_eq!(emails, "after@us,before@us");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_sent_through_bind_is_replayed_on_a_region_opened_later() {
+    let geo = Geo::new("route_ext_set");
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    // tokio-postgres `execute` with a string: Parse/Describe/Sync, then Bind/Execute/Sync.
+    c.execute("SET statement_timeout = '4321ms'", &[])
+        .await
+        .unwrap();
+    let setting = "SELECT current_setting('statement_timeout'), inet_server_port() FROM users WHERE region = 'us' LIMIT 1";
+    let row = c.query_one(setting, &[]).await.unwrap();
+    let port: i32 = row.get(1);
+    assert_eq!(port, i32::from(geo.cluster("us").port()), "served by us");
+    let value: String = row.get(0);
+    assert_eq!(value, "4321ms");
+}

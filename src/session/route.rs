@@ -136,7 +136,7 @@ impl Session {
             }
             None => self.to_up.extend_from_slice(frame),
         }
-        self.state.on_simple_query(sql);
+        self.state.on_statement(sql);
         self.note_statement(&plan);
         self.z_expect += 1;
         let single = plan.analysis.statements.len() == 1;
@@ -245,6 +245,8 @@ impl Session {
                 rebind(frame, &bind, &shadow, &mut self.to_up);
             }
         }
+        // A SET executed through Bind is replayed on new upstreams too.
+        self.state.on_statement(&stmt.sql);
         self.note_statement(&plan);
         self.unsynced = true;
         // Answered with the batch's ReadyForQuery, after its Sync.

@@ -136,10 +136,12 @@ impl SessionState {
         self.prepared.remove(name);
     }
 
-    /// Records a statement that may change session settings. Called when it
-    /// is forwarded; a SET that fails upstream is kept (replaying it fails the
-    /// same way, harmlessly).
-    pub fn on_simple_query(&mut self, sql: &str) {
+    /// Records a statement that may change session settings, whichever
+    /// protocol carried it (a simple Query's text, or the text of the
+    /// prepared statement a Bind executes). Called when it is forwarded; a
+    /// SET that fails upstream is kept (replaying it fails the same way,
+    /// harmlessly).
+    pub fn on_statement(&mut self, sql: &str) {
         match classify_session_command(sql) {
             Some(SessionCommand::Set { name, sql }) => {
                 self.settings.retain(|(n, _)| *n != name);
@@ -173,18 +175,18 @@ mod tests {
     #[test]
     fn session_sets_are_replayed_but_local_and_transaction_sets_are_not() {
         let mut s = SessionState::default();
-        s.on_simple_query("SET search_path = app");
-        s.on_simple_query("set statement_timeout to '5s';");
-        s.on_simple_query("SET LOCAL work_mem = '1MB'");
-        s.on_simple_query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
-        s.on_simple_query("SET search_path = other");
+        s.on_statement("SET search_path = app");
+        s.on_statement("set statement_timeout to '5s';");
+        s.on_statement("SET LOCAL work_mem = '1MB'");
+        s.on_statement("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+        s.on_statement("SET search_path = other");
         assert_eq!(
             s.replay_script(),
             "set statement_timeout to '5s'; SET search_path = other;"
         );
-        s.on_simple_query("RESET statement_timeout");
+        s.on_statement("RESET statement_timeout");
         assert_eq!(s.replay_script(), "SET search_path = other;");
-        s.on_simple_query("DISCARD ALL");
+        s.on_statement("DISCARD ALL");
         assert_eq!(s.replay_script(), "");
     }
 
