@@ -449,29 +449,7 @@ async fn a_moved_tenant_is_found_in_its_new_region() {
     assert_eq!(before, 6);
 
     // A migration moves the tenant's rows directly on the gateways.
-    let rows = geo.direct(
-        from,
-        &format!("SELECT email FROM users WHERE tenant_id = '{tenant}' ORDER BY email"),
-    );
-    let values: Vec<String> = rows
-        .lines()
-        .map(|e| format!("('{tenant}', '{e}', '{to}')"))
-        .collect();
-    geo.direct(
-        to,
-        &format!(
-            "INSERT INTO users (tenant_id, email, region) VALUES {}",
-            values.join(",")
-        ),
-    );
-    geo.direct(
-        from,
-        &format!("DELETE FROM users WHERE tenant_id = '{tenant}'"),
-    );
-    geo.direct(
-        "eu",
-        &format!("UPDATE tenant_directory SET region = '{to}' WHERE id = '{tenant}'"),
-    );
+    move_tenant(&geo, tenant, from, to);
 
     // The cache still says eu: the rewritten read finds nothing there, geogate
     // looks the tenant up again and runs it in apac (verify on empty).
@@ -666,4 +644,86 @@ async fn a_set_sent_through_bind_is_replayed_on_a_region_opened_later() {
     assert_eq!(port, i32::from(geo.cluster("us").port()), "served by us");
     let value: String = row.get(0);
     assert_eq!(value, "4321ms");
+}
+
+/// Moves a tenant's users from one region to another directly on the
+/// gateways and in the directory, as a migration would (geogate's cache
+/// still holds the old region).
+fn move_tenant(geo: &Geo, tenant: &str, from: &str, to: &str) {
+    let rows = geo.direct(
+        from,
+        &format!("SELECT email FROM users WHERE tenant_id = '{tenant}' ORDER BY email"),
+    );
+    let values: Vec<String> = rows
+        .lines()
+        .map(|e| format!("('{tenant}', '{e}', '{to}')"))
+        .collect();
+    geo.direct(
+        to,
+        &format!(
+            "INSERT INTO users (tenant_id, email, region) VALUES {}",
+            values.join(",")
+        ),
+    );
+    geo.direct(
+        from,
+        &format!("DELETE FROM users WHERE tenant_id = '{tenant}'"),
+    );
+    geo.direct(
+        "eu",
+        &format!("UPDATE tenant_directory SET region = '{to}' WHERE id = '{tenant}'"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_find_a_moved_tenant_in_its_new_region() {
+    use tokio_postgres::types::Type;
+    let geo = Geo::new("route_ext_move");
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let tenant = |i: usize| uuid_text::Uuid(TENANTS[i].0.to_string());
+    let read = c
+        .prepare("SELECT email FROM users WHERE tenant_id = $1::uuid")
+        .await
+        .unwrap();
+    let update = c
+        .prepare("UPDATE users SET email = email || '.moved' WHERE tenant_id = $1::uuid")
+        .await
+        .unwrap();
+    // Before the moves: each tenant's rows where the cache says.
+    assert_eq!(c.query(&read, &[&tenant(0)]).await.unwrap().len(), 3);
+
+    move_tenant(&geo, TENANTS[0].0, "eu", "us");
+    move_tenant(&geo, TENANTS[3].0, "eu", "apac");
+    move_tenant(&geo, TENANTS[1].0, "us", "apac");
+
+    // Bind/Execute/Sync of a statement prepared earlier: the empty answer
+    // from eu is held, the tenant looked up again, the batch run in us.
+    let rows = c.query(&read, &[&tenant(0)]).await.unwrap();
+    assert_eq!(rows.len(), 3, "read of the tenant moved to us");
+    // Parse/Bind/Describe/Execute/Sync of the unnamed statement in one batch.
+    let rows = c
+        .query_typed(
+            "SELECT email FROM users WHERE tenant_id = $1",
+            &[(&tenant(3), Type::UUID)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 6, "read of the tenant moved to apac");
+    // An update that affects no row in the old region runs again in the new one.
+    let n = c.execute(&update, &[&tenant(1)]).await.unwrap();
+    assert_eq!(n, 4, "update of the tenant moved from us to apac");
+    assert_eq!(
+        geo.direct(
+            "apac",
+            &format!(
+                "SELECT count(*) FROM users WHERE email LIKE '%.moved' AND tenant_id = '{}'",
+                TENANTS[1].0
+            )
+        ),
+        "4"
+    );
+    // The session goes on in sync.
+    assert_eq!(c.query(&read, &[&tenant(3)]).await.unwrap().len(), 6);
+    assert_eq!(count(&c, "SELECT count(*) FROM plans").await, 2);
 }

@@ -36,7 +36,7 @@ impl Session {
     pub(super) async fn on_client_bytes(&mut self) -> Result<Flow, SessionError> {
         let max = self.shared.config.proxy.max_message_size;
         loop {
-            if self.verify.is_some() {
+            if self.verify.as_ref().is_some_and(|v| !v.collecting()) {
                 // An answer is held for verify-on-empty: nothing may overtake it.
                 return Ok(Flow::WaitForIdle);
             }
@@ -77,6 +77,9 @@ impl Session {
     }
 
     async fn on_message(&mut self, tag: u8, frame: &[u8]) -> Result<Flow, SessionError> {
+        if self.verify.as_ref().is_some_and(|v| v.collecting()) {
+            self.collect_for_verify(tag, frame);
+        }
         if self.skip_until_sync {
             match tag {
                 b'S' => self.end_refused_batch(frame),

@@ -246,6 +246,7 @@ async fn open(
         statements: 0,
         peer: None,
         verify: None,
+        verify_replay: false,
         describing: VecDeque::new(),
     }))
 }
@@ -323,6 +324,8 @@ pub struct Session {
     reload_tenants: bool,
     /// A rewritten request whose answer is held until known non-empty.
     verify: Option<verify::Verify>,
+    /// The next Bind is a verify-on-empty replay: it is not verified again.
+    verify_replay: bool,
     /// Statements forwarded (for the connection-closed log line).
     statements: u64,
     /// The client's address (for connection log lines).

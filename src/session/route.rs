@@ -16,7 +16,7 @@ use pgwire::messages::simplequery::Query;
 
 use super::frontend::Flow;
 use super::state::TxnStatus;
-use super::verify::Verify;
+use super::verify::{Replay, Verify};
 use super::{Payload, Session, SessionError};
 use crate::analyze::{Params, StatementKind};
 use crate::config::OnCrossRegionTxn;
@@ -148,8 +148,10 @@ impl Session {
         {
             self.verify = Some(Verify {
                 z: self.z_expect,
-                frame: BytesMut::from(frame),
-                sql: sql.to_string(),
+                replay: Replay::Query {
+                    frame: BytesMut::from(frame),
+                    sql: sql.to_string(),
+                },
                 region: region.clone(),
                 tenants: plan.tenants.clone(),
                 rerun,
@@ -191,15 +193,26 @@ impl Session {
         };
         let router = self.current_router();
         let plan = router.plan(&stmt.sql, &params, &self.settings).await;
+        let replayed = std::mem::take(&mut self.verify_replay);
         let mut target = match self.place(&plan).await {
             Placement::Ready(t) => t,
-            Placement::Wait => return Ok(Flow::WaitForIdle),
+            Placement::Wait => {
+                self.verify_replay = replayed;
+                return Ok(Flow::WaitForIdle);
+            }
             Placement::Refused(refusal) => {
                 self.refuse_batch_with(&plan, refusal);
                 return Ok(Flow::Continue);
             }
         };
         let region = target.region.clone();
+        // Verify on empty: the batch's first Bind, of a rewrite by tenant.
+        let verify = (!replayed
+            && !self.unsynced
+            && self.verify.is_none()
+            && target.rewritten.is_some()
+            && !plan.tenants.is_empty())
+        .then(|| self.replay_batch(frame));
         self.start_forwarding(&mut target);
         match &target.rewritten {
             None => {
@@ -249,10 +262,47 @@ impl Session {
         self.state.on_statement(&stmt.sql);
         self.note_statement(&plan);
         self.unsynced = true;
+        if let Some(replay) = verify {
+            // Outside a transaction (a deferred BEGIN just sent opens one).
+            let rerun = self.state.txn == TxnStatus::Idle && self.pending_begin.is_none();
+            self.verify = Some(Verify {
+                z: self.z_expect + 1,
+                replay,
+                region: region.clone(),
+                tenants: plan.tenants.clone(),
+                rerun,
+                hold: BytesMut::new(),
+                empty: false,
+            });
+        }
         // Answered with the batch's ReadyForQuery, after its Sync.
         self.time_request(&plan, &region, self.z_expect + 1);
         router.record(&plan, &self.client_info(), Some(&region));
         Ok(Flow::Continue)
+    }
+
+    /// The client's frames to send again if the batch of this Bind comes
+    /// back empty (the rest, up to Sync, is added as it arrives). Replayed
+    /// from the batch's Parse when its Parses are all of the unnamed
+    /// statement (parsing it again is harmless); otherwise from the Bind,
+    /// as a named statement is prepared in the new region when the session
+    /// switches there, and must not be parsed twice.
+    fn replay_batch(&self, frame: &[u8]) -> Replay {
+        let has_parse = frames_of(&self.held).any(|tag| tag == b'P');
+        let from_bind = !has_parse || !self.held_parses.is_empty();
+        let mut frames = BytesMut::new();
+        if !from_bind {
+            frames.extend_from_slice(&self.held);
+        }
+        frames.extend_from_slice(frame);
+        let body = frame.get(5..).unwrap_or(&[]);
+        let portal = body.split(|&b| b == 0).next().unwrap_or(&[]).to_vec();
+        Replay::Batch {
+            frames,
+            from_bind,
+            portal,
+            collecting: true,
+        }
     }
 
     /// Chooses and opens the upstream a decided statement goes to.
@@ -536,6 +586,16 @@ impl Session {
         let pinned = self.state.txn != TxnStatus::Idle && self.pending_begin.is_none();
         !pinned && *region != self.active && !self.unsynced && !self.upstream_quiet()
     }
+}
+
+/// The tags of the whole frames in `buf`.
+fn frames_of(buf: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let h = crate::wire::peek_frame(buf.get(pos..)?, usize::MAX).ok()??;
+        pos += h.total_len;
+        Some(h.tag)
+    })
 }
 
 /// CommandComplete with `tag`, as the gateway would have sent it.

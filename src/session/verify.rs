@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::Session;
+use super::state::TxnStatus;
 use crate::wire::peek_frame;
 
 /// A request whose answer is held until it is known to be non-empty.
@@ -18,10 +19,8 @@ use crate::wire::peek_frame;
 pub(super) struct Verify {
     /// The ReadyForQuery count that ends the answer.
     pub z: u64,
-    /// The client's Query message, to send again.
-    pub frame: BytesMut,
-    /// Its SQL text.
-    pub sql: String,
+    /// What to send again when the tenant moved.
+    pub replay: Replay,
     /// Where it ran.
     pub region: Arc<str>,
     /// Tenants the rewrite looked up.
@@ -32,6 +31,64 @@ pub(super) struct Verify {
     pub hold: BytesMut,
     /// The whole answer arrived and it is empty.
     pub empty: bool,
+}
+
+/// The client's request, kept to be sent again.
+#[derive(Debug)]
+pub(super) enum Replay {
+    /// A simple Query: its frame and SQL text.
+    Query {
+        /// The client's Query message.
+        frame: BytesMut,
+        /// Its SQL text.
+        sql: String,
+    },
+    /// An extended-protocol batch holding one Bind: the client's frames
+    /// from the batch's (unnamed) Parse, or from its Bind, up to its Sync.
+    Batch {
+        /// The frames, as the client sent them.
+        frames: BytesMut,
+        /// The frames start at the Bind: what the batch's earlier messages
+        /// (a named Parse, Describe) were answered stays valid and is kept;
+        /// only the answer from BindComplete on is replaced.
+        from_bind: bool,
+        /// The portal the Bind creates.
+        portal: Vec<u8>,
+        /// The batch's Sync has not come yet: its messages are still
+        /// collected, and client input is not paused.
+        collecting: bool,
+    },
+}
+
+impl Verify {
+    /// The batch's frames are still being collected (input flows).
+    pub fn collecting(&self) -> bool {
+        matches!(
+            self.replay,
+            Replay::Batch {
+                collecting: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The name at the start of `body` (up to its NUL).
+fn cstr(body: &[u8]) -> &[u8] {
+    body.split(|&b| b == 0).next().unwrap_or(&[])
+}
+
+/// The answer held before the first BindComplete: what the batch's
+/// messages before its Bind were answered (`None`: no BindComplete).
+fn before_bind_complete(hold: &[u8]) -> Option<&[u8]> {
+    let mut pos = 0;
+    while let Ok(Some(h)) = peek_frame(&hold[pos..], usize::MAX) {
+        if h.tag == b'2' {
+            return Some(&hold[..pos]);
+        }
+        pos += h.total_len;
+    }
+    None
 }
 
 /// What a (partial) answer held so far shows.
@@ -100,6 +157,52 @@ impl Session {
         }
     }
 
+    /// A message of the batch whose answer will be held: kept for a replay
+    /// when it belongs to the verified statement (Describe, Execute of its
+    /// portal, the Sync); anything else (another statement, a Flush that
+    /// wants answers before the Sync) gives verification up for this batch.
+    pub(super) fn collect_for_verify(&mut self, tag: u8, frame: &[u8]) {
+        let Some(Verify {
+            replay:
+                Replay::Batch {
+                    frames,
+                    from_bind,
+                    portal,
+                    collecting: collecting @ true,
+                },
+            ..
+        }) = self.verify.as_mut()
+        else {
+            return;
+        };
+        let body = frame.get(5..).unwrap_or(&[]);
+        let keep = match (tag, body) {
+            (b'E', _) => cstr(body) == portal.as_slice(),
+            (b'D', [b'P', name @ ..]) => cstr(name) == portal.as_slice(),
+            // The unnamed statement exists in the new region only when
+            // the replay parses it there.
+            (b'D', [b'S', name @ ..]) => !cstr(name).is_empty() || !*from_bind,
+            (b'S', _) => {
+                *collecting = false;
+                true
+            }
+            _ => false,
+        };
+        if keep {
+            frames.extend_from_slice(frame);
+        } else {
+            self.cancel_verify();
+        }
+    }
+
+    /// Gives up verifying: what is held so far goes to the client, and the
+    /// rest of the answer follows it unheld.
+    fn cancel_verify(&mut self) {
+        if let Some(v) = self.verify.take() {
+            self.to_client.extend_from_slice(&v.hold);
+        }
+    }
+
     /// The held answer was empty: look its tenants up afresh; run it again
     /// where they live now, or release the empty answer.
     pub(super) async fn finish_verify(&mut self) {
@@ -115,10 +218,40 @@ impl Session {
             let fresh = cache.refresh_one(t).await;
             moved |= fresh.rerun_in(&v.region).is_some();
         }
-        if moved && v.rerun && self.upstream_quiet() {
+        // The answer's own ReadyForQuery tells whether a transaction is
+        // open now (a pipelined BEGIN may have run before it).
+        let outside_txn = self.state.txn == TxnStatus::Idle && self.pending_begin.is_none();
+        if moved && v.rerun && outside_txn && self.upstream_quiet() {
             tracing::info!(region = %v.region, "tenant moved: running the statement again in its new region");
-            if self.route_query_once(&v.frame, &v.sql).await.is_ok() {
-                return;
+            match &v.replay {
+                Replay::Query { frame, sql } => {
+                    if self.route_query_once(frame, sql).await.is_ok() {
+                        return;
+                    }
+                }
+                Replay::Batch {
+                    frames, from_bind, ..
+                } => {
+                    let prefix = if *from_bind {
+                        before_bind_complete(&v.hold)
+                    } else {
+                        Some(&[][..])
+                    };
+                    if let Some(prefix) = prefix {
+                        // The client reads one answer: the first messages'
+                        // answers from here, the statement's from the new
+                        // region. The frames go back in front of the
+                        // client's input, through the normal routing path
+                        // (the session is paused until now).
+                        self.to_client.extend_from_slice(prefix);
+                        let mut cin = BytesMut::with_capacity(frames.len() + self.cin.len());
+                        cin.extend_from_slice(frames);
+                        cin.extend_from_slice(&self.cin);
+                        self.cin = cin;
+                        self.verify_replay = true;
+                        return;
+                    }
+                }
             }
         }
         self.to_client.extend_from_slice(&v.hold);
@@ -158,5 +291,29 @@ mod tests {
         );
         // A frame cut in the middle waits for more.
         assert_eq!(inspect(&t[..3]), Seen::Undecided);
+    }
+
+    #[test]
+    fn the_answers_before_bind_complete_are_kept_for_a_replay_from_the_bind() {
+        let parse_complete = frame(b'1', b"");
+        let no_data = frame(b'n', b"");
+        let bind_complete = frame(b'2', b"");
+        let c0 = frame(b'C', b"SELECT 0\0");
+        let hold = [
+            parse_complete.clone(),
+            no_data.clone(),
+            bind_complete.clone(),
+            c0.clone(),
+        ]
+        .concat();
+        assert_eq!(
+            before_bind_complete(&hold),
+            Some(&[parse_complete, no_data].concat()[..])
+        );
+        assert_eq!(
+            before_bind_complete(&[bind_complete, c0.clone()].concat()),
+            Some(&[][..])
+        );
+        assert_eq!(before_bind_complete(&c0), None);
     }
 }
