@@ -727,3 +727,47 @@ async fn prepared_statements_find_a_moved_tenant_in_its_new_region() {
     assert_eq!(c.query(&read, &[&tenant(3)]).await.unwrap().len(), 6);
     assert_eq!(count(&c, "SELECT count(*) FROM plans").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_sent_through_bind_pins_the_transaction_to_its_first_statements_region() {
+    let geo = Geo::new("route_ext_begin");
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let us = TENANTS[1].0;
+    let us_port = i32::from(geo.cluster("us").port());
+    let served_by = "SELECT inet_server_port()";
+    let insert = |email: &str| {
+        format!("INSERT INTO users (tenant_id, email, region) VALUES ('{us}', '{email}', 'us')")
+    };
+
+    // `query` with a string: Parse/Describe/Sync, then Bind/Execute/Sync of BEGIN.
+    c.query("BEGIN", &[]).await.unwrap();
+    c.execute(&insert("ext1@us"), &[]).await.unwrap();
+    // A global statement of the transaction runs on its pinned connection.
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, us_port, "the transaction runs in us");
+    // Not committed yet: the insert is invisible from outside.
+    assert_eq!(
+        geo.direct("us", "SELECT count(*) FROM users WHERE email = 'ext1@us'"),
+        "0"
+    );
+    c.query("COMMIT", &[]).await.unwrap();
+    assert_eq!(
+        geo.direct("us", "SELECT count(*) FROM users WHERE email = 'ext1@us'"),
+        "1"
+    );
+
+    // Parse/Bind/Describe/Execute/Sync of the unnamed statement in one batch.
+    c.query_typed("START TRANSACTION", &[]).await.unwrap();
+    c.execute(&insert("ext2@us"), &[]).await.unwrap();
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, us_port, "the transaction runs in us");
+    c.query_typed("ROLLBACK", &[]).await.unwrap();
+    assert_eq!(
+        geo.direct("us", "SELECT count(*) FROM users WHERE email = 'ext2@us'"),
+        "0"
+    );
+    // The session is out of the transaction: a global statement is local again.
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, i32::from(geo.cluster("eu").port()));
+}

@@ -80,6 +80,9 @@ impl Session {
         if self.verify.as_ref().is_some_and(|v| v.collecting()) {
             self.collect_for_verify(tag, frame);
         }
+        if self.begin_batch.is_some() && self.on_begin_batch(tag, frame) {
+            return Ok(Flow::Continue);
+        }
         if self.skip_until_sync {
             match tag {
                 b'S' => self.end_refused_batch(frame),

@@ -247,6 +247,7 @@ async fn open(
         peer: None,
         verify: None,
         verify_replay: false,
+        begin_batch: None,
         describing: VecDeque::new(),
     }))
 }
@@ -326,6 +327,8 @@ pub struct Session {
     verify: Option<verify::Verify>,
     /// The next Bind is a verify-on-empty replay: it is not verified again.
     verify_replay: bool,
+    /// A Bind of BEGIN was deferred: geogate answers its batch.
+    begin_batch: Option<route::BeginBatch>,
     /// Statements forwarded (for the connection-closed log line).
     statements: u64,
     /// The client's address (for connection log lines).

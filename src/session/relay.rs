@@ -313,7 +313,7 @@ impl Session {
             // The common case: nothing of ours to place, the chunk goes as is.
             if let Some((_, status)) = ev.ready.last() {
                 self.z_seen += ev.ready.len() as u64;
-                self.state.txn = TxnStatus::from_byte(*status);
+                self.note_status(*status);
                 self.observe_timings();
             }
             self.append_backend_chunk();
@@ -334,7 +334,7 @@ impl Session {
                 // An answer geogate asked for itself: the client never sees it.
                 self.hidden.pop_front();
                 self.z_seen += 1;
-                self.state.txn = TxnStatus::from_byte(status);
+                self.note_status(status);
                 start = end;
                 self.flush_due_injections();
                 continue;
@@ -343,14 +343,14 @@ impl Session {
                 // The end of an answer held for verify-on-empty.
                 self.hold_for_verify(&chunk[start..end]);
                 self.z_seen += 1;
-                self.state.txn = TxnStatus::from_byte(status);
+                self.note_status(status);
                 self.observe_timings();
                 start = end;
                 self.flush_due_injections();
                 continue;
             }
             self.z_seen += 1;
-            self.state.txn = TxnStatus::from_byte(status);
+            self.note_status(status);
             self.observe_timings();
             let before = self
                 .injections
@@ -388,6 +388,17 @@ impl Session {
         self.to_client.extend_from_slice(&chunk[start..split]);
         self.carry = BytesMut::from(&chunk[split..]);
         Ok(())
+    }
+
+    /// The transaction status a gateway's ReadyForQuery reports. While a
+    /// BEGIN is deferred the gateway knows nothing of the transaction the
+    /// client opened: the session stays in it.
+    fn note_status(&mut self, status: u8) {
+        self.state.txn = if self.pending_begin.is_some() {
+            TxnStatus::InTransaction
+        } else {
+            TxnStatus::from_byte(status)
+        };
     }
 
     /// Reads the parameter types of described statements from the
