@@ -771,3 +771,174 @@ async fn a_begin_sent_through_bind_pins_the_transaction_to_its_first_statements_
     let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
     assert_eq!(port, i32::from(geo.cluster("eu").port()));
 }
+
+/// A client speaking the wire protocol by hand, to send batches no driver
+/// in the tests sends (JDBC's BEGIN in the batch of the first statement).
+mod raw {
+    use bytes::BytesMut;
+    use postgres_protocol::message::backend::Message;
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub struct Raw {
+        tcp: TcpStream,
+        buf: BytesMut,
+    }
+
+    /// What a backend message was, for comparing answer sequences.
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum Got {
+        ParseComplete,
+        BindComplete,
+        RowDescription,
+        NoData,
+        Row(Option<String>),
+        Complete(String),
+        Error,
+        Ready(u8),
+    }
+
+    impl Raw {
+        pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Raw {
+            let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut out = BytesMut::new();
+            frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
+            tcp.write_all(&out).await.unwrap();
+            let mut raw = Raw {
+                tcp,
+                buf: BytesMut::new(),
+            };
+            loop {
+                match raw.next().await {
+                    Message::AuthenticationCleartextPassword => {
+                        let mut out = BytesMut::new();
+                        frontend::password_message(password.as_bytes(), &mut out).unwrap();
+                        raw.tcp.write_all(&out).await.unwrap();
+                    }
+                    Message::ReadyForQuery(_) => return raw,
+                    Message::ErrorResponse(_) => panic!("startup refused"),
+                    _ => {}
+                }
+            }
+        }
+
+        async fn next(&mut self) -> Message {
+            loop {
+                if let Some(m) = Message::parse(&mut self.buf).unwrap() {
+                    return m;
+                }
+                let n = self.tcp.read_buf(&mut self.buf).await.unwrap();
+                assert!(n > 0, "geogate closed the connection");
+            }
+        }
+
+        pub async fn send(&mut self, build: impl FnOnce(&mut BytesMut)) {
+            let mut out = BytesMut::new();
+            build(&mut out);
+            self.tcp.write_all(&out).await.unwrap();
+        }
+
+        /// The messages of one answer, up to its ReadyForQuery.
+        pub async fn answer(&mut self) -> Vec<Got> {
+            let mut got = Vec::new();
+            loop {
+                let g = match self.next().await {
+                    Message::ParseComplete => Got::ParseComplete,
+                    Message::BindComplete => Got::BindComplete,
+                    Message::RowDescription(_) => Got::RowDescription,
+                    Message::NoData => Got::NoData,
+                    Message::DataRow(r) => {
+                        let body = r.buffer();
+                        // The first column: its length, then its text.
+                        let len = i32::from_be_bytes(body[..4].try_into().unwrap());
+                        Got::Row((len >= 0).then(|| {
+                            String::from_utf8_lossy(&body[4..4 + len as usize]).into_owned()
+                        }))
+                    }
+                    Message::CommandComplete(c) => Got::Complete(c.tag().unwrap().to_string()),
+                    Message::ErrorResponse(_) => Got::Error,
+                    Message::ReadyForQuery(r) => {
+                        got.push(Got::Ready(r.status()));
+                        return got;
+                    }
+                    _ => continue,
+                };
+                got.push(g);
+            }
+        }
+    }
+
+    /// Parse/Bind/Execute of the unnamed statement, no parameters, text results.
+    pub fn statement(sql: &str, describe: bool, out: &mut BytesMut) {
+        frontend::parse("", sql, std::iter::empty(), out).unwrap();
+        // Bind: unnamed portal and statement, no parameters, text results.
+        out.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
+        if describe {
+            frontend::describe(b'P', "", out).unwrap();
+        }
+        frontend::execute("", 0, out).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_begin_in_the_batch_of_the_first_statement_goes_to_its_region() {
+    use raw::Got;
+    let geo = Geo::new("route_ext_begin_batch");
+    let config = geo.config("")
+        + "\n[[users]]\nname = \"raw\"\npassword = \"raw-secret\"\nauth = \"password\"\n";
+    let proxy = start_proxy(&config).await;
+    let mut c = raw::Raw::connect(proxy.port, "raw", "raw-secret", &geo.db).await;
+    let us = TENANTS[1].0;
+    let insert =
+        format!("INSERT INTO users (tenant_id, email, region) VALUES ('{us}', 'jdbc@us', 'us')");
+    // As JDBC sends it: BEGIN, the first statement and a read in one batch.
+    c.send(|out| {
+        raw::statement("BEGIN", false, out);
+        raw::statement(&insert, false, out);
+        raw::statement("SELECT inet_server_port()::text", true, out);
+        postgres_protocol::message::frontend::sync(out);
+    })
+    .await;
+    let us_port = geo.cluster("us").port().to_string();
+    assert_eq!(
+        c.answer().await,
+        vec![
+            Got::ParseComplete,
+            Got::BindComplete,
+            Got::Complete("BEGIN".into()),
+            Got::ParseComplete,
+            Got::BindComplete,
+            Got::Complete("INSERT 0 1".into()),
+            Got::ParseComplete,
+            Got::BindComplete,
+            Got::RowDescription,
+            Got::Row(Some(us_port)),
+            Got::Complete("SELECT 1".into()),
+            Got::Ready(b'T'),
+        ]
+    );
+    assert_eq!(
+        geo.direct("us", "SELECT count(*) FROM users WHERE email = 'jdbc@us'"),
+        "0",
+        "not committed yet"
+    );
+    c.send(|out| {
+        raw::statement("COMMIT", false, out);
+        postgres_protocol::message::frontend::sync(out);
+    })
+    .await;
+    assert_eq!(
+        c.answer().await,
+        vec![
+            Got::ParseComplete,
+            Got::BindComplete,
+            Got::Complete("COMMIT".into()),
+            Got::Ready(b'I'),
+        ]
+    );
+    assert_eq!(
+        geo.direct("us", "SELECT count(*) FROM users WHERE email = 'jdbc@us'"),
+        "1"
+    );
+}
