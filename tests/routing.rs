@@ -787,10 +787,11 @@ mod raw {
     }
 
     /// What a backend message was, for comparing answer sequences.
-    #[derive(Debug, PartialEq, Eq)]
+    #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum Got {
         ParseComplete,
         BindComplete,
+        ParameterDescription,
         RowDescription,
         NoData,
         Row(Option<String>),
@@ -848,6 +849,7 @@ mod raw {
                     Message::BindComplete => Got::BindComplete,
                     Message::RowDescription(_) => Got::RowDescription,
                     Message::NoData => Got::NoData,
+                    Message::ParameterDescription(_) => Got::ParameterDescription,
                     Message::DataRow(r) => {
                         let body = r.buffer();
                         // The first column: its length, then its text.
@@ -869,12 +871,34 @@ mod raw {
         }
     }
 
-    /// Parse/Bind/Execute of the unnamed statement, no parameters, text results.
+    /// Parse/Bind/Execute of the unnamed statement, no parameters, text
+    /// results (`describe`: a Describe of the portal before Execute).
     pub fn statement(sql: &str, describe: bool, out: &mut BytesMut) {
-        frontend::parse("", sql, std::iter::empty(), out).unwrap();
-        // Bind: unnamed portal and statement, no parameters, text results.
-        out.extend_from_slice(&[b'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
-        if describe {
+        named_statement("", sql, false, describe, out);
+    }
+
+    /// Parse of statement `name` (then Describe of it when `describe_stmt`),
+    /// Bind of it to the unnamed portal, Execute (after a Describe of the
+    /// portal when `describe_portal`).
+    pub fn named_statement(
+        name: &str,
+        sql: &str,
+        describe_stmt: bool,
+        describe_portal: bool,
+        out: &mut BytesMut,
+    ) {
+        frontend::parse(name, sql, std::iter::empty(), out).unwrap();
+        if describe_stmt {
+            frontend::describe(b'S', name, out).unwrap();
+        }
+        // Bind: unnamed portal, no parameters, text results.
+        let len = 4 + 1 + name.len() + 1 + 6;
+        out.extend_from_slice(&[b'B']);
+        out.extend_from_slice(&(len as i32).to_be_bytes());
+        out.extend_from_slice(&[0]);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        if describe_portal {
             frontend::describe(b'P', "", out).unwrap();
         }
         frontend::execute("", 0, out).unwrap();
@@ -941,4 +965,86 @@ async fn a_bound_begin_in_the_batch_of_the_first_statement_goes_to_its_region() 
         geo.direct("us", "SELECT count(*) FROM users WHERE email = 'jdbc@us'"),
         "1"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_its_own_parse_reads_one_answer_when_verify_runs_it_again() {
+    use raw::Got;
+    let geo = Geo::new("route_ext_verify_batch");
+    let config = geo.config("")
+        + "\n[[users]]\nname = \"raw\"\npassword = \"raw-secret\"\nauth = \"password\"\n";
+    let proxy = start_proxy(&config).await;
+    let mut c = raw::Raw::connect(proxy.port, "raw", "raw-secret", &geo.db).await;
+    move_tenant(&geo, TENANTS[0].0, "eu", "us");
+    move_tenant(&geo, TENANTS[3].0, "eu", "apac");
+    let read = |i: usize| {
+        format!(
+            "SELECT email FROM users WHERE tenant_id = '{}'",
+            TENANTS[i].0
+        )
+    };
+    let rows = |n: usize| (0..n).map(|_| Got::Row(None)).collect::<Vec<_>>();
+    let emails_only = |got: Vec<Got>| -> Vec<Got> {
+        got.into_iter()
+            .map(|g| match g {
+                Got::Row(_) => Got::Row(None),
+                g => g,
+            })
+            .collect()
+    };
+
+    // A named Parse and Describe before the Bind: their answers come from
+    // the first run (eu), the statement's from the second (us).
+    c.send(|out| {
+        raw::named_statement("s1", &read(0), true, true, out);
+        postgres_protocol::message::frontend::sync(out);
+    })
+    .await;
+    let expected = [
+        vec![
+            Got::ParseComplete,
+            Got::ParameterDescription,
+            Got::RowDescription,
+            Got::BindComplete,
+            Got::RowDescription,
+        ],
+        rows(3),
+        vec![Got::Complete("SELECT 3".into()), Got::Ready(b'I')],
+    ]
+    .concat();
+    assert_eq!(emails_only(c.answer().await), expected);
+
+    // The unnamed statement parsed in the batch: the whole batch runs again.
+    c.send(|out| {
+        raw::named_statement("", &read(3), true, false, out);
+        postgres_protocol::message::frontend::sync(out);
+    })
+    .await;
+    let expected = [
+        vec![
+            Got::ParseComplete,
+            Got::ParameterDescription,
+            Got::RowDescription,
+            Got::BindComplete,
+        ],
+        rows(6),
+        vec![Got::Complete("SELECT 6".into()), Got::Ready(b'I')],
+    ]
+    .concat();
+    assert_eq!(emails_only(c.answer().await), expected);
+
+    // The named statement runs again, now in us directly.
+    c.send(|out| {
+        out.extend_from_slice(&[b'B', 0, 0, 0, 14, 0, b's', b'1', 0, 0, 0, 0, 0, 0, 0]);
+        postgres_protocol::message::frontend::execute("", 0, out).unwrap();
+        postgres_protocol::message::frontend::sync(out);
+    })
+    .await;
+    let expected = [
+        vec![Got::BindComplete],
+        rows(3),
+        vec![Got::Complete("SELECT 3".into()), Got::Ready(b'I')],
+    ]
+    .concat();
+    assert_eq!(emails_only(c.answer().await), expected);
 }
