@@ -893,7 +893,7 @@ mod raw {
         }
         // Bind: unnamed portal, no parameters, text results.
         let len = 4 + 1 + name.len() + 1 + 6;
-        out.extend_from_slice(&[b'B']);
+        out.extend_from_slice(b"B");
         out.extend_from_slice(&(len as i32).to_be_bytes());
         out.extend_from_slice(&[0]);
         out.extend_from_slice(name.as_bytes());
