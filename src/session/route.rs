@@ -532,6 +532,9 @@ impl Session {
             || self.unsynced
             || !no_values
             || !stmt.param_types.is_empty()
+            // Held messages are prepared on the current upstream: it must
+            // be there (an idle one lost is reopened by normal routing).
+            || !self.held.is_empty() && !self.upstreams.contains_key(&self.active)
         {
             return false;
         }
@@ -578,7 +581,10 @@ impl Session {
     /// Execute of its portal are answered here, and the Sync ends the batch
     /// with geogate's ReadyForQuery. Anything else (JDBC sends the
     /// transaction's first statement in the same batch) gets the answers so
-    /// far, then goes its normal way: `false`.
+    /// far, then goes its normal way: `false`. (When nothing in the rest
+    /// of the batch is routed — a Close or Flush only — its Sync is answered
+    /// by the gateway, whose status byte does not know of the deferred
+    /// transaction yet.)
     pub(super) fn on_begin_batch(&mut self, tag: u8, frame: &[u8]) -> bool {
         let Some(b) = self.begin_batch.as_mut() else {
             return false;
