@@ -24,6 +24,8 @@ ulimit -n 20000 2>/dev/null || true
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # runuser does not pass the signal on: stop PgBouncer by its pidfile.
+  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   as_pg "$PGBIN/pg_ctl" stop -m fast -D "$WORK/pg" >/dev/null 2>&1 || true
   rm -rf "$WORK"

@@ -40,7 +40,7 @@ impl TenantLookup for Directory {
             return TenantAnswer::Unavailable;
         }
         match self.0.get(tenant) {
-            Some(r) => TenantAnswer::Found(r.clone()),
+            Some(r) => TenantAnswer::Found(r.as_str().into()),
             None => TenantAnswer::NotFound,
         }
     }

@@ -20,16 +20,9 @@ use crate::analyze::{Alt, Analysis, ParamText, Params, StatementAnalysis, TableR
 use crate::config::{Config, OnMissingRegion, OnParseError, UnlistedTables};
 use crate::rewrite::quote_literal;
 
-/// The answer of the tenant directory for one tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TenantAnswer {
-    /// The tenant lives in this region.
-    Found(String),
-    /// The directory does not know the tenant.
-    NotFound,
-    /// The directory cannot answer now (fail closed).
-    Unavailable,
-}
+/// The answer of the tenant directory for one tenant (the cache's type:
+/// a plain value, so the policy stays free of I/O).
+pub use crate::tenants::TenantAnswer;
 
 /// Synchronous tenant → region lookup.
 pub trait TenantLookup {
@@ -50,7 +43,7 @@ impl TenantLookup for NoTenants {
 impl TenantLookup for std::collections::HashMap<String, String> {
     fn region_of(&self, tenant: &str) -> TenantAnswer {
         match self.get(tenant) {
-            Some(r) => TenantAnswer::Found(r.clone()),
+            Some(r) => TenantAnswer::Found(r.as_str().into()),
             None => TenantAnswer::NotFound,
         }
     }
@@ -492,8 +485,8 @@ fn tenant_set(
                 },
                 Alt::Tenant(v) => match analysis.value(i, v, params) {
                     ParamText::Text(t) => match tenants.region_of(&t) {
-                        TenantAnswer::Found(reg) if settings.regions.contains(&reg) => {
-                            s.insert(reg);
+                        TenantAnswer::Found(reg) if settings.regions.contains(&*reg) => {
+                            s.insert(reg.to_string());
                         }
                         TenantAnswer::Found(_) => return Err(Bad::UnknownRegion),
                         TenantAnswer::NotFound => return Err(Bad::UnknownTenant),

@@ -11,7 +11,7 @@ use crate::config::{Config, Mode};
 use crate::logging::{ClientInfo, DecisionLog};
 use crate::metrics::{self, Metrics, StatementEvent};
 use crate::policy::{self, Decision, Effect, Outcome, Settings, TenantAnswer, TenantLookup};
-use crate::tenants::{self, TenantCache};
+use crate::tenants::TenantCache;
 
 /// Everything a session needs to decide statements; shared by all sessions.
 pub struct Router {
@@ -105,11 +105,7 @@ impl Router {
         for key in keys {
             let answer = match &self.tenants {
                 None => TenantAnswer::Unavailable,
-                Some(cache) => match cache.get(&key.0).await {
-                    tenants::TenantAnswer::Found(r) => TenantAnswer::Found(r.to_string()),
-                    tenants::TenantAnswer::NotFound => TenantAnswer::NotFound,
-                    tenants::TenantAnswer::Unavailable => TenantAnswer::Unavailable,
-                },
+                Some(cache) => cache.get(&key.0).await,
             };
             resolved.push((key.0, answer));
         }
