@@ -102,13 +102,17 @@ impl Analysis {
     }
 
     /// The fingerprints of all statements, joined by `; `.
-    pub fn fingerprint(&self) -> String {
+    pub fn fingerprint(&self) -> std::borrow::Cow<'_, str> {
+        // One statement (the usual case): its template's, without a copy.
+        if let [one] = self.statements.as_slice() {
+            return std::borrow::Cow::Borrowed(&one.template.fingerprint);
+        }
         let fps: Vec<&str> = self
             .statements
             .iter()
             .map(|s| s.template.fingerprint.as_str())
             .collect();
-        fps.join("; ")
+        std::borrow::Cow::Owned(fps.join("; "))
     }
 
     /// Every table named (sorted, deduplicated). Statements that name no

@@ -267,7 +267,7 @@ fn check_text(env: &Env, text: &str) -> Vec<Checked> {
         out.push(Checked {
             line,
             sql: stmt[lead..].trim().to_string(),
-            fingerprint: a.fingerprint(),
+            fingerprint: a.fingerprint().into_owned(),
             parse_error: a
                 .statements
                 .iter()

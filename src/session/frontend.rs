@@ -150,12 +150,23 @@ impl Session {
     }
 
     async fn on_query(&mut self, frame: &[u8]) -> Result<Flow, SessionError> {
-        let Some(PgWireFrontendMessage::Query(Query { query, .. })) = decode(frame)? else {
+        // 'Q', length, text, NUL: the text is read in place when it is
+        // UTF-8 (always, in practice), else decoded lossily like pgwire does.
+        let text = frame
+            .get(5..frame.len().saturating_sub(1))
+            .filter(|_| frame.last() == Some(&0));
+        let Some(text) = text.filter(|t| !t.contains(&0)) else {
             return Err(SessionError::Client(ClientError::protocol_violation(
                 "invalid Query message",
             )));
         };
-        self.route_query(frame, &query).await
+        match std::str::from_utf8(text) {
+            Ok(sql) => self.route_query(frame, sql).await,
+            Err(_) => {
+                let sql = String::from_utf8_lossy(text).into_owned();
+                self.route_query(frame, &sql).await
+            }
+        }
     }
 
     /// Nothing in flight on the current upstream.
