@@ -2,11 +2,14 @@
 //! between the client and its upstream connection(s).
 //!
 //! Layout: [`startup`] (SSL/cancel/startup/auth), [`frontend`] (client
-//! messages: simple and extended protocol, the per-statement decision
-//! point), [`relay`] (the I/O loop and the backend byte stream),
-//! [`state`] (transaction status, prepared statements, settings),
-//! [`route`] (the decision point's trait), [`cancel`] (cancel keys).
+//! messages: simple and extended protocol, held batches, switching
+//! upstreams), [`route`] (applying each statement's decision: placement,
+//! failover, rewrites, pinned transactions), `begin` (deferred BEGIN),
+//! `verify` (verify on empty), [`relay`] (the I/O loop and the backend
+//! byte stream), [`state`] (transaction status, prepared statements,
+//! settings), [`cancel`] (cancel keys).
 
+mod begin;
 pub mod cancel;
 mod frontend;
 mod relay;
@@ -328,7 +331,7 @@ pub struct Session {
     /// The next Bind is a verify-on-empty replay: it is not verified again.
     verify_replay: bool,
     /// A Bind of BEGIN was deferred: geogate answers its batch.
-    begin_batch: Option<route::BeginBatch>,
+    begin_batch: Option<begin::BeginBatch>,
     /// Statements forwarded (for the connection-closed log line).
     statements: u64,
     /// The client's address (for connection log lines).
