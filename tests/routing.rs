@@ -1048,3 +1048,33 @@ async fn a_batch_with_its_own_parse_reads_one_answer_when_verify_runs_it_again()
     .concat();
     assert_eq!(emails_only(c.answer().await), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_to_a_restarted_gateway_is_replaced_not_reused() {
+    // us restarts while the session works in eu: its us connection is dead
+    // but us is up again, so no failover happens; the next us statement
+    // must open a new connection instead of writing to the dead one.
+    let us: &'static Cluster = Box::leak(Box::new(Cluster::start_owned("us_restart")));
+    let geo = Geo::with_clusters(
+        "route_restart",
+        vec![
+            ("eu", Cluster::shared("eu")),
+            ("us", us),
+            ("apac", Cluster::shared("apac")),
+        ],
+    );
+    let proxy = start_proxy(&geo.config("")).await;
+    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let served_by = "SELECT inet_server_port() FROM users WHERE region = 'us' LIMIT 1";
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, i32::from(us.port()));
+    // The session moves to eu; its us connection stays open, idle.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM users WHERE region = 'eu'").await,
+        9
+    );
+    us.stop();
+    us.start();
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, i32::from(us.port()));
+}

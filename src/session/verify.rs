@@ -261,13 +261,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::wire::frame::frame;
 
     #[test]
     fn answers_are_empty_only_when_complete_without_rows() {

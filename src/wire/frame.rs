@@ -140,16 +140,18 @@ impl BackendScanner {
     }
 }
 
+/// A whole frame of `tag` with `body`, for tests of code that reads frames.
+#[cfg(test)]
+pub(crate) fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     #[test]
     fn peek_frame_waits_for_a_full_header_and_checks_limits() {

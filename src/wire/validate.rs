@@ -182,13 +182,7 @@ impl<'a> BindFrame<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::wire::frame::frame;
 
     #[test]
     fn accepts_real_messages_and_refuses_truncated_ones() {
