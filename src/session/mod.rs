@@ -1,24 +1,25 @@
-//! The per-client session: startup and authentication, then the relay loop
+//! The per-client session: startup and authentication, then the relay
 //! between the client and its upstream connection(s).
 //!
-//! Layout: [`startup`] (SSL/cancel/startup/auth), [`frontend`] (client
-//! messages: simple and extended protocol, held batches, switching
-//! upstreams), [`route`] (applying each statement's decision: placement,
-//! failover, rewrites, pinned transactions), `begin` (deferred BEGIN),
-//! `verify` (verify on empty), [`relay`] (the I/O loop and the backend
-//! byte stream), [`state`] (transaction status, prepared statements,
-//! settings), [`cancel`] (cancel keys).
+//! Layout, in the order a message travels: [`startup`] (SSL/cancel/startup/
+//! auth), [`message`] (client messages as a typed enum), [`core`] (the
+//! sans-IO state machine: transaction, batch, placement, rewrites),
+//! [`answers`] (the one queue of expected answers, and the walk of the
+//! backend stream against it), [`client`] (what belongs to the client:
+//! prepared statements, settings, transaction), [`relay`] (the I/O shell:
+//! sockets, decisions, upstream connections), [`cancel`] (cancel keys).
 
-mod begin;
+pub mod answers;
 pub mod cancel;
-mod frontend;
+pub mod client;
+pub mod core;
+pub mod message;
 mod relay;
-pub mod route;
 mod startup;
-pub mod state;
-mod verify;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -32,12 +33,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::reload::{Live, LiveHandle};
-use crate::upstream::{Gateway, StartupParams, Upstream, UpstreamError};
+use crate::reload::LiveHandle;
+use crate::upstream::{Gateway, UpstreamError};
+use crate::wire::ClientError;
 use crate::wire::stream::PgStream;
-use crate::wire::{BackendScanner, ClientError};
-use cancel::{CancelGuard, CancelRegistry};
-use state::{PreparedStatement, SessionState};
+use cancel::CancelRegistry;
 
 /// Where the server is in its life; sessions watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,10 +118,7 @@ pub async fn serve_client(tcp: TcpStream, shared: Arc<Shared>) {
         return;
     };
     let mut session = session;
-    session.peer = peer;
-    if let Some(peer) = peer {
-        crate::logging::connection_opened(peer, &session.client_info());
-    }
+    session.set_peer(peer);
     session.finish(client_r, client_w).await;
 }
 
@@ -163,7 +160,7 @@ pub async fn refuse_after_startup(tcp: TcpStream, shared: Arc<Shared>, err: Clie
 async fn open(
     slot: &mut Option<PgStream>,
     shared: &Arc<Shared>,
-) -> Result<Option<Session>, SessionError> {
+) -> Result<Option<relay::Session>, SessionError> {
     // The config in force when the client connected serves its startup.
     let live = shared.live.load();
     let mut buf = BytesMut::new();
@@ -176,11 +173,10 @@ async fn open(
     if *shared.phase.borrow() != Phase::Running {
         return Err(SessionError::Client(ClientError::shutting_down()));
     }
-    let region = shared.local_region.clone();
-    let gateway = &shared.gateways[&region];
-    let upstream = Upstream::connect(gateway, &params)
-        .await
-        .map_err(|e| upstream_error(&region, e))?;
+    // The first upstream opens through placement and failover, as every
+    // statement's does: a sidecar whose local gateway is down serves new
+    // sessions through its fallback.
+    let (region, upstream) = relay::open_first(shared, &params).await?;
     let cancel = shared.cancels.register();
     cancel.set_target(upstream.cancel.clone());
 
@@ -204,55 +200,15 @@ async fn open(
     }
     stream.write_all(&out).await?;
     stream.flush().await?;
-
-    let mut upstreams = HashMap::new();
-    let mut upstream = upstream;
-    // Idle sessions keep no buffer memory: start with empty buffers unless
-    // bytes are already waiting.
-    let uin = keep_if_nonempty(std::mem::take(&mut upstream.leftover));
-    let buf = keep_if_nonempty(buf);
-    upstreams.insert(region.clone(), upstream);
-    shared.metrics.add_upstream_connections(&region, 1);
-    Ok(Some(Session {
-        shared: shared.clone(),
-        settings: live.router.settings_for(&params.user),
+    Ok(Some(relay::Session::new(
+        shared.clone(),
         live,
-        startup: params,
+        params,
         cancel,
-        state: SessionState::default(),
-        upstreams,
-        active: region,
-        cin: buf,
-        uin,
-        carry: BytesMut::new(),
-        to_up: BytesMut::new(),
-        to_client: BytesMut::new(),
-        scanner: BackendScanner::new(),
-        scan_events: Default::default(),
-        z_seen: 0,
-        z_expect: 0,
-        unsynced: false,
-        skip_until_sync: false,
-        injections: VecDeque::new(),
-        unnamed: None,
-        held: BytesMut::new(),
-        refused_forwarded: false,
-        draining: false,
-        pending_begin: None,
-        hidden: VecDeque::new(),
-        shadows: HashMap::new(),
-        reload_tenants: false,
-        timings: VecDeque::new(),
-        held_describes: Vec::new(),
-        held_parses: Vec::new(),
-        cross_region_counted: false,
-        statements: 0,
-        peer: None,
-        verify: None,
-        verify_replay: false,
-        begin_batch: None,
-        describing: VecDeque::new(),
-    }))
+        region,
+        upstream,
+        keep_if_nonempty(buf),
+    )))
 }
 
 fn keep_if_nonempty(b: BytesMut) -> BytesMut {
@@ -267,116 +223,4 @@ fn upstream_error(region: &str, e: UpstreamError) -> SessionError {
         UpstreamError::Server { frame, .. } => SessionError::Relay(frame),
         other => SessionError::Client(ClientError::no_gateway(region, other)),
     }
-}
-
-/// A session after startup.
-pub struct Session {
-    shared: Arc<Shared>,
-    /// The live config this session's `settings` were computed from;
-    /// replaced by the next statement after a reload.
-    live: Arc<Live>,
-    startup: StartupParams,
-    cancel: CancelGuard,
-    state: SessionState,
-    /// Open upstream connections by region (opened lazily; the local one first).
-    upstreams: HashMap<Arc<str>, Upstream>,
-    /// The region whose connection serves the statements in flight.
-    active: Arc<str>,
-    /// Client bytes not yet processed (at most one partial message).
-    cin: BytesMut,
-    /// Backend bytes just read.
-    uin: BytesMut,
-    /// Backend bytes held back until their frame is complete (only while
-    /// an injected error must go before an upcoming ReadyForQuery).
-    carry: BytesMut,
-    /// Bytes for the active upstream.
-    to_up: BytesMut,
-    /// Bytes for the client.
-    to_client: BytesMut,
-    /// Follows the active upstream's byte stream.
-    scanner: BackendScanner,
-    /// What the scanner found in the latest chunk (kept for its allocation).
-    scan_events: crate::wire::ScanEvents,
-    /// ReadyForQuery messages received from the active upstream.
-    z_seen: u64,
-    /// ReadyForQuery messages the requests sent so far will produce.
-    z_expect: u64,
-    /// Extended-protocol messages were forwarded since the last Sync.
-    unsynced: bool,
-    /// An extended-protocol message was refused: drop messages until Sync.
-    skip_until_sync: bool,
-    /// Messages geogate itself answers, ordered among the backend's.
-    injections: VecDeque<Injection>,
-    /// The latest unnamed Parse (what a Bind to "" binds).
-    unnamed: Option<PreparedStatement>,
-    /// Messages held until the batch's first Bind is routed.
-    held: BytesMut,
-    /// The refused batch had messages forwarded (its Sync must be too).
-    refused_forwarded: bool,
-    /// SIGTERM seen: close at the next idle point.
-    draining: bool,
-    /// Policy settings for this client's user.
-    settings: crate::policy::Settings,
-    /// A BEGIN geogate answered and has not sent yet (see `route.rs`).
-    pending_begin: Option<BytesMut>,
-    /// Requests (by ReadyForQuery count) whose answers geogate drops: a
-    /// deferred BEGIN, a shadow statement's Parse.
-    hidden: VecDeque<u64>,
-    /// Shadow (rewritten) statements prepared, by upstream region.
-    shadows: HashMap<Arc<str>, std::collections::HashSet<String>>,
-    /// A statement moved a tenant: reload the directory once committed.
-    reload_tenants: bool,
-    /// A rewritten request whose answer is held until known non-empty.
-    verify: Option<verify::Verify>,
-    /// The next Bind is a verify-on-empty replay: it is not verified again.
-    verify_replay: bool,
-    /// A Bind of BEGIN was deferred: geogate answers its batch.
-    begin_batch: Option<begin::BeginBatch>,
-    /// Statements forwarded (for the connection-closed log line).
-    statements: u64,
-    /// The client's address (for connection log lines).
-    peer: Option<std::net::SocketAddr>,
-    /// This transaction was already counted as cross-region.
-    cross_region_counted: bool,
-    /// Named statements whose Parse is still held.
-    held_parses: Vec<Arc<str>>,
-    /// Statements named by Describe messages still held.
-    held_describes: Vec<Arc<str>>,
-    /// Statements described upstream, with the ReadyForQuery count of their
-    /// batch: their ParameterDescription tells the parameter types, which
-    /// binary Bind values are decoded by.
-    describing: VecDeque<(u64, Arc<str>)>,
-    /// Requests in flight to time: ReadyForQuery count, start, decision, region.
-    timings: VecDeque<(
-        u64,
-        std::time::Instant,
-        crate::metrics::DecisionLabel,
-        Arc<str>,
-    )>,
-}
-
-/// What geogate itself writes to the client among the gateway's answers.
-#[derive(Debug)]
-pub(super) enum Payload {
-    /// An ErrorResponse.
-    Error(ClientError),
-    /// A NoticeResponse (warn mode).
-    Notice(ClientError),
-    /// Ready-made backend messages (e.g. CommandComplete of a deferred BEGIN).
-    Raw(BytesMut),
-}
-
-/// A response geogate produces itself, placed relative to a ReadyForQuery
-/// of the backend so the client sees responses in request order.
-#[derive(Debug)]
-struct Injection {
-    /// Which ReadyForQuery (by count) it is placed against.
-    at_z: u64,
-    /// Insert just before that ReadyForQuery (the error belongs to the
-    /// request it closes) rather than after it.
-    before: bool,
-    /// What to write (none: only a ReadyForQuery).
-    message: Option<Payload>,
-    /// Follow it with our own ReadyForQuery (current status).
-    ready: bool,
 }

@@ -1,31 +1,120 @@
-//! The session's I/O loop: client bytes in, backend bytes out, in batches.
+//! The I/O shell around the session core: sockets, the decision for each
+//! statement (analysis, tenant lookups, policy: [`crate::route::Router`]),
+//! opening upstream connections, verify-on-empty lookups. Everything the
+//! protocol decides is the core's ([`super::core`]).
 //!
 //! Both directions run at once (a pipelining client and a gateway streaming
-//! a large result must never wait on each other), with bounded buffers:
-//! a direction stops reading while its output buffer is above
-//! [`HIGH_WATER`]. Backend bytes are never decoded: the [`BackendScanner`]
-//! only notes where each ReadyForQuery ends, and whole chunks go to the
-//! client as they were read.
+//! a large result must never wait on each other), with bounded buffers: a
+//! direction stops reading while its output buffer is above [`HIGH_WATER`].
 
+use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use pgwire::messages::Message;
-use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 
-use super::frontend::Flow;
-use super::state::TxnStatus;
-use super::{Phase, Session, SessionError};
+use super::cancel::CancelGuard;
+use super::core::{Core, Flow, Loss, Need, Placement, Record};
+use super::message::Frontend;
+use super::{Phase, SessionError, Shared, upstream_error};
+use crate::analyze::Params;
+use crate::logging::ClientInfo;
+use crate::reload::Live;
+use crate::upstream::{CancelTarget, StartupParams, Upstream, UpstreamError};
 use crate::wire::stream::{PgReader, PgWriter};
-use crate::wire::{ClientError, ScanEvents};
+use crate::wire::{ClientError, FrameError, peek_frame};
 
 /// Output buffered beyond this stops reading the other side.
 const HIGH_WATER: usize = 256 * 1024;
 
+/// Gateway health as the core's placement.
+struct Health<'a>(&'a crate::route::Health, &'a Shared);
+
+impl Placement for Health<'_> {
+    fn choose(&self, region: &str) -> Result<Arc<str>, ClientError> {
+        match self.0.choose(region) {
+            Ok(choice) => Ok(self.1.region_name(&choice.region_used)),
+            Err(e) => Err(ClientError::error(
+                "GG004",
+                format!(
+                    "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
+                    e.region,
+                    e.tried.join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+impl Shared {
+    /// The shared `Arc<str>` of a configured region name.
+    fn region_name(&self, name: &str) -> Arc<str> {
+        self.gateways
+            .keys()
+            .find(|k| ***k == *name)
+            .cloned()
+            .unwrap_or_else(|| name.into())
+    }
+
+    /// Opens an upstream connection to `region` for a client. A failure to
+    /// connect or authenticate is a health signal; the gateway refusing
+    /// this one client (an unknown database…) is not.
+    async fn connect(
+        &self,
+        region: &Arc<str>,
+        params: &StartupParams,
+    ) -> Result<Upstream, UpstreamError> {
+        let gw = self.gateways.get(region).ok_or_else(|| {
+            UpstreamError::Protocol(format!("region {region} is not configured"))
+        })?;
+        let r = Upstream::connect(gw, params).await;
+        match &r {
+            Ok(_) => self.metrics.add_upstream_connections(region, 1),
+            Err(UpstreamError::Server { .. }) => {}
+            Err(e) => {
+                tracing::warn!(region = %region, error = %e, "gateway unreachable; region marked down");
+                self.health.mark_down(region);
+            }
+        }
+        r
+    }
+}
+
+/// Opens a new session's first upstream: the local region, or a fallback
+/// serving it while it is down.
+pub(super) async fn open_first(
+    shared: &Arc<Shared>,
+    params: &StartupParams,
+) -> Result<(Arc<str>, Upstream), SessionError> {
+    let placement = Health(&shared.health, shared);
+    let mut last = None;
+    for _ in 0..=shared.gateways.len() {
+        let region = placement
+            .choose(&shared.local_region)
+            .map_err(|e| SessionError::Client(ClientError { severity: "FATAL", ..e }))?;
+        match shared.connect(&region, params).await {
+            Ok(up) => return Ok((region, up)),
+            Err(e @ UpstreamError::Server { .. }) => return Err(upstream_error(&region, e)),
+            Err(e) => last = Some((region, e)),
+        }
+    }
+    let (region, e) = last.expect("tried at least once");
+    Err(upstream_error(&region, e))
+}
+
+/// The sockets of one upstream connection.
+struct Conn {
+    reader: PgReader,
+    writer: PgWriter,
+    cancel: CancelTarget,
+    /// Bytes waiting to be written.
+    out: BytesMut,
+}
+
 enum Event {
     ClientRead(io::Result<usize>),
-    UpRead(io::Result<usize>),
-    UpWrote(io::Result<usize>),
+    UpRead(Arc<str>, io::Result<usize>),
+    UpWrote(Arc<str>, io::Result<usize>),
     ClientWrote(io::Result<usize>),
     /// The server's phase changed (`true`: the server is gone).
     Phase(bool),
@@ -37,17 +126,114 @@ enum End {
     ClientLeft,
     /// Tell the client this, then close.
     Fatal(ClientError),
-    /// Socket error on the client side.
-    ClientBroken,
+    /// The client's socket broke, or a gateway's FATAL was already relayed.
+    Quiet,
+}
+
+/// A session after startup: the core, and the sockets around it.
+pub struct Session {
+    shared: Arc<Shared>,
+    /// The live config this session's `settings` were computed from;
+    /// replaced by the next statement after a reload.
+    live: Arc<Live>,
+    settings: crate::policy::Settings,
+    startup: StartupParams,
+    cancel: CancelGuard,
+    core: Core,
+    conns: HashMap<Arc<str>, Conn>,
+    /// Client bytes not yet handled.
+    cin: BytesMut,
+    /// Bytes for the client.
+    to_client: BytesMut,
+    /// Bytes just read from an upstream.
+    uin: BytesMut,
+    peer: Option<std::net::SocketAddr>,
+    draining: bool,
 }
 
 impl Session {
+    /// A session whose first upstream (`region`) is open.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        live: Arc<Live>,
+        startup: StartupParams,
+        cancel: CancelGuard,
+        region: Arc<str>,
+        upstream: Upstream,
+        cin: BytesMut,
+    ) -> Session {
+        let on_cross = live.config.proxy.on_cross_region_txn;
+        let mut core = Core::new(shared.local_region.clone(), region.clone(), on_cross);
+        core.client.standard_conforming_strings = upstream
+            .parameters
+            .iter()
+            .find(|(k, _)| k == "standard_conforming_strings")
+            .map(|(_, v)| v == "on");
+        let mut conns = HashMap::new();
+        let Upstream {
+            reader,
+            writer,
+            cancel: target,
+            leftover,
+            ..
+        } = upstream;
+        if let Some(l) = core.link_mut(&region) {
+            l.rx = leftover;
+        }
+        conns.insert(
+            region,
+            Conn {
+                reader,
+                writer,
+                cancel: target,
+                out: BytesMut::new(),
+            },
+        );
+        Session {
+            settings: live.router.settings_for(&startup.user),
+            shared,
+            live,
+            startup,
+            cancel,
+            core,
+            conns,
+            cin,
+            to_client: BytesMut::new(),
+            uin: BytesMut::new(),
+            peer: None,
+            draining: false,
+        }
+    }
+
+    /// Notes the client's address (for connection log lines).
+    pub(super) fn set_peer(&mut self, peer: Option<std::net::SocketAddr>) {
+        self.peer = peer;
+        if let Some(peer) = peer {
+            crate::logging::connection_opened(peer, &self.client_info());
+        }
+    }
+
+    fn client_info(&self) -> ClientInfo<'_> {
+        ClientInfo {
+            user: &self.startup.user,
+            application_name: self
+                .startup
+                .params
+                .iter()
+                .find(|(k, _)| k == "application_name")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or(""),
+        }
+    }
+
     /// Runs the relay until the session ends, then closes every upstream.
     pub(super) async fn finish(mut self, mut client_r: PgReader, mut client_w: PgWriter) {
         let end = self.relay(&mut client_r, &mut client_w).await;
         drop(client_r);
         if let End::Fatal(e) = &end {
             e.encode(&mut self.to_client);
+        }
+        if !self.to_client.is_empty() && !matches!(end, End::ClientLeft) {
             let out = std::mem::take(&mut self.to_client);
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(1),
@@ -58,24 +244,13 @@ impl Session {
         client_w.shutdown().await;
         // Never reuse a connection that may be mid-transaction: terminate
         // them all; PostgreSQL rolls back whatever was open.
-        let peer = self.peer;
-        for (region, up) in std::mem::take(&mut self.upstreams) {
-            self.upstream_closed(&region);
-            up.terminate().await;
+        for (region, conn) in std::mem::take(&mut self.conns) {
+            self.shared.metrics.add_upstream_connections(&region, -1);
+            terminate(conn).await;
         }
-        if let Some(peer) = peer {
-            crate::logging::connection_closed(peer, &self.client_info(), self.statements);
+        if let Some(peer) = self.peer {
+            crate::logging::connection_closed(peer, &self.client_info(), self.core.statements);
         }
-    }
-
-    /// Counts an upstream connection opened for this session.
-    pub(super) fn upstream_opened(&self, region: &str) {
-        self.shared.metrics.add_upstream_connections(region, 1);
-    }
-
-    /// Counts an upstream connection of this session gone.
-    pub(super) fn upstream_closed(&self, region: &str) {
-        self.shared.metrics.add_upstream_connections(region, -1);
     }
 
     async fn relay(&mut self, client_r: &mut PgReader, client_w: &mut PgWriter) -> End {
@@ -83,111 +258,93 @@ impl Session {
         if *phase.borrow_and_update() != Phase::Running {
             self.draining = true;
         }
-        // Backend bytes that arrived with the startup answer.
-        if !self.uin.is_empty() {
-            if let Err(e) = self.on_backend_bytes() {
-                return End::Fatal(e);
-            }
-        }
-        let mut paused = false;
         let mut terminating = false;
-        if !self.cin.is_empty() {
-            match self.on_client_bytes().await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::WaitForIdle) => paused = true,
-                Ok(Flow::Close) => terminating = true,
-                Err(e) => return self.end_for(e),
-            }
+        if let Err(e) = self.step(&mut terminating).await {
+            return e;
         }
         loop {
-            if terminating && self.upstream_quiet() && self.to_client.is_empty() {
+            if terminating && self.core.answered() && self.to_client.is_empty() {
                 return End::ClientLeft;
             }
-            if self.draining && self.is_idle() {
+            if self.draining && self.core.is_idle() && self.to_client.is_empty() {
                 return End::Fatal(ClientError::shutting_down());
             }
-            if paused && self.upstream_quiet() {
-                // The upstream has answered everything: route what waited.
-                paused = false;
-                match self.on_client_bytes().await {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::WaitForIdle) => paused = true,
-                    Ok(Flow::Close) => terminating = true,
-                    Err(e) => return self.end_for(e),
-                }
-                if let Err(e) = self.write_up_now() {
-                    tracing::debug!(error = %e, "gateway write failed");
-                    return End::Fatal(ClientError::upstream_lost(&self.active));
+            if self.core.verify_request().is_some() {
+                self.finish_verify().await;
+                if let Err(e) = self.step(&mut terminating).await {
+                    return e;
                 }
                 continue;
             }
-            // No active upstream after an idle one was lost: the next
-            // statement opens one (with failover).
-            let (up_r, up_w) = match self.upstreams.get_mut(&self.active) {
-                Some(up) => (Some(&mut up.reader), Some(&mut up.writer)),
-                None => (None, None),
-            };
-            let read_client = !paused && !terminating && self.to_up.len() < HIGH_WATER;
-            let read_up = up_r.is_some() && self.to_client.len() < HIGH_WATER;
-            let write_up = up_w.is_some() && !self.to_up.is_empty();
-            let (cin, uin, to_up, to_client) =
-                (&mut self.cin, &mut self.uin, &self.to_up, &self.to_client);
+            let read_from = self.core.reading_from();
+            let write_to = self
+                .conns
+                .iter()
+                .find(|(_, c)| !c.out.is_empty())
+                .map(|(r, _)| r.clone());
+            let backlog = self.conns.values().map(|c| c.out.len()).max().unwrap_or(0);
+            let read_client = !terminating && self.core.accepts_input() && backlog < HIGH_WATER;
+            let read_up = self.to_client.len() < HIGH_WATER;
+            // Two different upstreams may be read and written at once.
+            let (up_r, up_w) = borrow_two(&mut self.conns, read_from.as_ref(), write_to.as_ref());
+            let (cin, uin, to_client) = (&mut self.cin, &mut self.uin, &self.to_client);
             let event = tokio::select! {
                 r = client_r.read_into(cin), if read_client => Event::ClientRead(r),
-                r = async { match up_r { Some(r) => r.read_into(uin).await, None => std::future::pending().await } }, if read_up => Event::UpRead(r),
-                r = async { match up_w { Some(w) => w.write_some(to_up).await, None => std::future::pending().await } }, if write_up => Event::UpWrote(r),
+                r = async { match up_r { Some((reg, c)) => (reg, c.read_into(uin).await), None => std::future::pending().await } }, if read_up => Event::UpRead(r.0, r.1),
+                r = async { match up_w { Some((reg, w, out)) => (reg, w.write_some(out).await), None => std::future::pending().await } } => Event::UpWrote(r.0, r.1),
                 r = client_w.write_some(to_client), if !to_client.is_empty() => Event::ClientWrote(r),
                 r = phase.changed() => Event::Phase(r.is_err()),
             };
             match event {
                 Event::ClientRead(Ok(0)) | Event::ClientRead(Err(_)) => return End::ClientLeft,
                 Event::ClientRead(Ok(_)) => {
-                    match self.on_client_bytes().await {
-                        Ok(Flow::Continue) => {}
-                        Ok(Flow::WaitForIdle) => paused = true,
-                        // Terminate: answer what came before it, then close.
-                        Ok(Flow::Close) => terminating = true,
-                        Err(e) => return self.end_for(e),
+                    if let Err(e) = self.step(&mut terminating).await {
+                        return e;
                     }
                     release_if_empty(&mut self.cin);
-                    if let Err(e) = self.write_up_now() {
-                        tracing::debug!(error = %e, "gateway write failed");
-                        return End::Fatal(ClientError::upstream_lost(&self.active));
-                    }
                 }
-                Event::UpRead(Ok(0)) | Event::UpRead(Err(_)) => {
-                    if !self.lose_idle_upstream() {
-                        self.shared.health.mark_down(&self.active);
-                        return End::Fatal(ClientError::upstream_lost(&self.active));
-                    }
-                }
-                Event::UpRead(Ok(_)) => {
-                    if let Err(e) = self.on_backend_bytes() {
-                        return End::Fatal(e);
-                    }
-                    if self.verify.as_ref().is_some_and(|v| v.empty) {
-                        self.finish_verify().await;
-                        if self.write_up_now().is_err() {
-                            return End::Fatal(ClientError::upstream_lost(&self.active));
+                Event::UpRead(region, Ok(n)) if n > 0 => {
+                    if let Some(l) = self.core.link_mut(&region) {
+                        if l.rx.is_empty() {
+                            std::mem::swap(&mut l.rx, &mut self.uin);
+                        } else {
+                            l.rx.extend_from_slice(&self.uin);
+                            self.uin.clear();
                         }
                     }
+                    if let Err(e) = self.after_backend() {
+                        return e;
+                    }
                     if self.write_client_now(client_w).is_err() {
-                        return End::ClientBroken;
+                        return End::Quiet;
+                    }
+                    // Answers may unblock client input (verify decided,
+                    // room in buffers): handle what is waiting.
+                    if let Err(e) = self.step(&mut terminating).await {
+                        return e;
                     }
                 }
-                Event::UpWrote(Ok(n)) => {
-                    self.to_up.advance(n);
-                    release_if_empty(&mut self.to_up);
+                Event::UpRead(region, _) => {
+                    if let Some(end) = self.lose_upstream(&region) {
+                        return end;
+                    }
                 }
-                Event::UpWrote(Err(_)) => {
-                    self.shared.health.mark_down(&self.active);
-                    return End::Fatal(ClientError::upstream_lost(&self.active));
+                Event::UpWrote(region, Ok(n)) => {
+                    if let Some(c) = self.conns.get_mut(&region) {
+                        c.out.advance(n);
+                        release_if_empty(&mut c.out);
+                    }
+                }
+                Event::UpWrote(region, Err(_)) => {
+                    if let Some(end) = self.lose_upstream(&region) {
+                        return end;
+                    }
                 }
                 Event::ClientWrote(Ok(n)) => {
                     self.to_client.advance(n);
                     release_if_empty(&mut self.to_client);
                 }
-                Event::ClientWrote(Err(_)) => return End::ClientBroken,
+                Event::ClientWrote(Err(_)) => return End::Quiet,
                 // The server is gone: nothing will ever drain us gracefully.
                 Event::Phase(true) => return End::Fatal(ClientError::shutting_down()),
                 Event::Phase(false) => match *phase.borrow_and_update() {
@@ -199,62 +356,291 @@ impl Session {
         }
     }
 
-    fn end_for(&self, e: SessionError) -> End {
-        match e {
-            SessionError::Client(e) => End::Fatal(e),
-            SessionError::Relay(_) | SessionError::Io(_) | SessionError::ClientGone => {
-                End::ClientBroken
+    /// Handles every complete client message the core accepts now, then
+    /// moves the core's output to the sockets' buffers.
+    async fn step(&mut self, terminating: &mut bool) -> Result<(), End> {
+        let max = self.shared.config.proxy.max_message_size;
+        while !*terminating && self.core.accepts_input() {
+            let h = match peek_frame(&self.cin, max) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(FrameError::TooLarge { len, max }) => {
+                    return Err(End::Fatal(ClientError::protocol_violation(format!(
+                        "geogate: message of {len} bytes exceeds proxy.max_message_size ({max})"
+                    ))));
+                }
+                Err(e) => {
+                    return Err(End::Fatal(ClientError::protocol_violation(format!(
+                        "geogate: {e}"
+                    ))));
+                }
+            };
+            if self.cin.len() < h.total_len {
+                // Make room for the rest of this message in one go.
+                self.cin.reserve(h.total_len - self.cin.len());
+                break;
+            }
+            let frame = self.cin.split_to(h.total_len);
+            if self.on_message(&frame).await? == Flow::Close {
+                *terminating = true;
+            }
+        }
+        self.after_backend()
+    }
+
+    /// One client message: its decision (for a statement), then the core.
+    async fn on_message(&mut self, frame: &[u8]) -> Result<Flow, End> {
+        let msg = Frontend::read(frame).map_err(End::Fatal)?;
+        self.refresh_live();
+        if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_)) {
+            self.forget_closed_idle_links()?;
+        }
+        let plan = match self.core.statement_of(&msg) {
+            Some((sql, types)) => {
+                let bind = match &msg {
+                    Frontend::Bind(b) => b.decode(),
+                    _ => None,
+                };
+                let (values, formats) = match &bind {
+                    Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
+                    None => (&[][..], &[][..]),
+                };
+                let params = Params {
+                    values,
+                    formats,
+                    types,
+                };
+                Some(self.live.router.plan(sql, &params, &self.settings).await)
+            }
+            None => None,
+        };
+        let mut tries = 0;
+        let handled = loop {
+            let placement = Health(&self.shared.health, &self.shared);
+            match self.core.handle(&msg, frame, plan.as_ref(), &placement) {
+                Ok(h) => break h,
+                Err(Need::Link(region)) => {
+                    tries += 1;
+                    if tries > self.shared.gateways.len() + 1 {
+                        return Err(End::Fatal(ClientError::no_gateway(
+                            &region,
+                            "every gateway that could serve it failed",
+                        )));
+                    }
+                    match self.shared.connect(&region, &self.startup).await {
+                        Ok(up) => self.add_conn(region, up),
+                        Err(e @ UpstreamError::Server { .. }) => {
+                            // The gateway refused this client: it says why.
+                            let text = e.to_string();
+                            return Err(End::Fatal(ClientError::no_gateway(&region, text)));
+                        }
+                        Err(_) => self.core.link_failed(&region),
+                    }
+                }
+            }
+        };
+        let router = &self.live.router;
+        if let Some(plan) = &plan {
+            match &handled.record {
+                Record::Nothing => {}
+                Record::Served(region) => router.record(plan, &self.client_info(), Some(region)),
+                Record::PolicyRefused => router.record(plan, &self.client_info(), None),
+                Record::Refused(reason) => {
+                    router.record_refusal(plan, &self.client_info(), *reason)
+                }
+            }
+        }
+        if self.core.take_cross_region() {
+            self.shared.metrics.cross_region_transaction();
+        }
+        if let Some(c) = self.conns.get(self.core.current()) {
+            self.cancel.set_target(c.cancel.clone());
+        }
+        Ok(handled.flow)
+    }
+
+    /// After a reload the session's policy settings are computed again for
+    /// its user, so the new config applies from this statement on.
+    fn refresh_live(&mut self) {
+        let live = self.shared.live.load();
+        if !Arc::ptr_eq(&live, &self.live) {
+            self.settings = live.router.settings_for(&self.startup.user);
+            self.core
+                .set_cross_region_policy(live.config.proxy.on_cross_region_txn);
+            self.live = live;
+        }
+    }
+
+    /// An idle connection to another region may have died since its last
+    /// use (a gateway restart): look before the core reuses it. (The
+    /// current one is read whenever the session is idle.)
+    fn forget_closed_idle_links(&mut self) -> Result<(), End> {
+        if self.conns.len() < 2 {
+            return Ok(());
+        }
+        let current = self.core.current().clone();
+        let idle: Vec<Arc<str>> = self
+            .conns
+            .keys()
+            .filter(|r| **r != current && self.core.idle_link(r))
+            .cloned()
+            .collect();
+        for region in idle {
+            let Some(c) = self.conns.get_mut(&region) else {
+                continue;
+            };
+            let mut probe = BytesMut::new();
+            // Polled once: ready only if the socket has news.
+            let closed = match poll_once(c.reader.read_into(&mut probe)) {
+                None => false,
+                Some(Ok(n)) if n > 0 => {
+                    // Unasked bytes from an idle gateway: it is ending the
+                    // connection (with a reason, usually).
+                    if let Some(l) = self.core.link_mut(&region) {
+                        l.rx.extend_from_slice(&probe);
+                    }
+                    self.core.pump().map_err(End::Fatal)?;
+                    true
+                }
+                Some(_) => true,
+            };
+            if closed && let Some(end) = self.lose_upstream(&region) {
+                return Err(end);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_conn(&mut self, region: Arc<str>, up: Upstream) {
+        let Upstream {
+            reader,
+            writer,
+            cancel,
+            leftover,
+            ..
+        } = up;
+        self.core.add_link(region.clone());
+        if let Some(l) = self.core.link_mut(&region) {
+            l.rx = leftover;
+        }
+        self.conns.insert(
+            region,
+            Conn {
+                reader,
+                writer,
+                cancel,
+                out: BytesMut::new(),
+            },
+        );
+    }
+
+    /// Walks the answers, moves the core's output to the sockets' buffers
+    /// and writes what can be written at once.
+    fn after_backend(&mut self) -> Result<(), End> {
+        self.core.pump().map_err(End::Fatal)?;
+        let out = self.core.to_client();
+        if !out.is_empty() {
+            if self.to_client.is_empty() {
+                std::mem::swap(&mut self.to_client, out);
+            } else {
+                self.to_client.extend_from_slice(out);
+                out.clear();
+            }
+        }
+        for (region, link) in self.core.links_mut() {
+            if link.tx.is_empty() {
+                continue;
+            }
+            let Some(c) = self.conns.get_mut(region) else {
+                link.tx.clear();
+                continue;
+            };
+            if c.out.is_empty() {
+                std::mem::swap(&mut c.out, &mut link.tx);
+            } else {
+                c.out.extend_from_slice(&link.tx);
+                link.tx.clear();
+            }
+        }
+        let mut lost = None;
+        for (region, c) in self.conns.iter_mut() {
+            if c.out.is_empty() {
+                continue;
+            }
+            match c.writer.try_write_now(&c.out) {
+                Ok(n) => {
+                    c.out.advance(n);
+                    release_if_empty(&mut c.out);
+                }
+                Err(_) => lost = Some(region.clone()),
+            }
+        }
+        if let Some(region) = lost
+            && let Some(end) = self.lose_upstream(&region)
+        {
+            return Err(end);
+        }
+        for t in self.core.take_timings() {
+            self.shared
+                .metrics
+                .observe_duration(t.decision, Some(&t.region), t.started.elapsed());
+        }
+        if self.core.take_tenant_reload()
+            && let Some(cache) = self.live.router.tenant_cache().cloned()
+        {
+            tokio::spawn(async move {
+                if let Err(e) = cache.load().await {
+                    tracing::warn!(error = %e, "tenant directory reload after a region move failed");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// An upstream connection closed or broke. `None`: it was idle, the
+    /// session goes on (its next statement opens one, with failover).
+    fn lose_upstream(&mut self, region: &Arc<str>) -> Option<End> {
+        let (loss, signal) = self.core.link_lost(region);
+        if signal {
+            tracing::warn!(region = %region, "gateway connection lost without a reason; region marked down");
+            self.shared.health.mark_down(region);
+        }
+        match loss {
+            Loss::Idle => {
+                if self.conns.remove(region).is_some() {
+                    self.shared.metrics.add_upstream_connections(region, -1);
+                }
+                None
+            }
+            Loss::Fatal(Some(e)) => Some(End::Fatal(e)),
+            Loss::Fatal(None) => {
+                // The gateway's FATAL was relayed: close as PostgreSQL does.
+                let _ = self.after_backend();
+                Some(End::Quiet)
             }
         }
     }
 
-    /// The active gateway closed while the session owed it nothing and had
-    /// no transaction there (a restart, an outage): forget the connection
-    /// and mark the region down, so the next statement fails over instead
-    /// of the client losing its session. `false`: it was busy, the loss is
-    /// the client's to see.
-    fn lose_idle_upstream(&mut self) -> bool {
-        let idle = self.upstream_quiet()
-            && self.state.txn == TxnStatus::Idle
-            && self.pending_begin.is_none()
-            && !self.unsynced
-            && self.held.is_empty();
-        if !idle {
-            return false;
+    /// An empty answer held for verify-on-empty: look its tenants up
+    /// afresh; run the statement again where they live now, or release it.
+    async fn finish_verify(&mut self) {
+        let Some((tenants, region)) = self.core.verify_request() else {
+            return;
+        };
+        let (tenants, region) = (tenants.to_vec(), region.clone());
+        let mut moved = false;
+        if let Some(cache) = self.live.router.tenant_cache().cloned() {
+            for t in &tenants {
+                moved |= cache.refresh_one(t).await.rerun_in(&region).is_some();
+            }
         }
-        tracing::warn!(region = %self.active, "idle gateway connection lost; region marked down");
-        self.upstreams.remove(&self.active);
-        self.upstream_closed(&self.active);
-        self.shared.health.mark_down(&self.active);
-        self.scanner = crate::wire::BackendScanner::new();
-        self.uin.clear();
-        self.carry.clear();
-        true
-    }
-
-    /// Nothing in flight, no transaction open: a safe point to close.
-    fn is_idle(&self) -> bool {
-        self.state.txn == TxnStatus::Idle
-            && self.z_seen == self.z_expect
-            && !self.unsynced
-            && self.to_up.is_empty()
-            && self.to_client.is_empty()
-            && self.held.is_empty()
-            && self.carry.is_empty()
-    }
-
-    /// Tries to send client requests right away, saving a trip through the
-    /// event loop in the common request/response case.
-    fn write_up_now(&mut self) -> io::Result<()> {
-        if self.to_up.is_empty() {
-            return Ok(());
+        if let Some(frames) = self.core.finish_verify(moved) {
+            tracing::info!(region = %region, "tenant moved: running the statement again in its new region");
+            let mut cin = BytesMut::with_capacity(frames.len() + self.cin.len());
+            cin.extend_from_slice(&frames);
+            cin.extend_from_slice(&self.cin);
+            self.cin = cin;
         }
-        if let Some(up) = self.upstreams.get_mut(&self.active) {
-            let n = up.writer.try_write_now(&self.to_up)?;
-            self.to_up.advance(n);
-            release_if_empty(&mut self.to_up);
-        }
-        Ok(())
     }
 
     fn write_client_now(&mut self, client_w: &mut PgWriter) -> io::Result<()> {
@@ -266,236 +652,66 @@ impl Session {
         release_if_empty(&mut self.to_client);
         Ok(())
     }
+}
 
-    /// Moves the bytes just read from the gateway to the client's buffer,
-    /// noting ReadyForQuery and placing our own injected messages.
-    pub(super) fn on_backend_bytes(&mut self) -> Result<(), ClientError> {
-        if self.upstream_quiet() && self.scanner.at_boundary() && self.uin.first() == Some(&b'E') {
-            // An error nobody asked for: the gateway is closing the
-            // connection (shutdown, crash). Keep it from the client, whose
-            // session goes on elsewhere; the close follows.
-            tracing::debug!(region = %self.active, "unsolicited error from an idle gateway");
-            self.uin.clear();
-            return Ok(());
-        }
-        let mut ev = std::mem::take(&mut self.scan_events);
-        ev.ready.clear();
-        ev.param_descs.clear();
-        let fed = self.scanner.feed(&self.uin, &mut ev);
-        if fed.is_ok() && !ev.param_descs.is_empty() {
-            self.learn_param_types(&ev);
-        }
-        let result = self.place_backend_bytes(&ev, fed);
-        // Reuse the events' allocation for the next chunk.
-        self.scan_events = ev;
-        result
-    }
-
-    fn place_backend_bytes(
-        &mut self,
-        ev: &ScanEvents,
-        fed: Result<(), crate::wire::FrameError>,
-    ) -> Result<(), ClientError> {
-        fed.map_err(|e| {
-            ClientError::fatal(
-                "08P01",
-                format!(
-                    "geogate: invalid message from the {} gateway: {e}",
-                    self.active
-                ),
-            )
-        })?;
-        if self.injections.is_empty()
-            && self.carry.is_empty()
-            && self.hidden.is_empty()
-            && self.verify.is_none()
-        {
-            // The common case: nothing of ours to place, the chunk goes as is.
-            if let Some((_, status)) = ev.ready.last() {
-                self.z_seen += ev.ready.len() as u64;
-                self.note_status(*status);
-                self.observe_timings();
-            }
-            self.append_backend_chunk();
-            return Ok(());
-        }
-        // Bytes held back from the previous chunk come first; event offsets
-        // are relative to the new bytes, so shift them.
-        let shift = self.carry.len();
-        let mut chunk = std::mem::take(&mut self.carry);
-        chunk.extend_from_slice(&self.uin);
-        self.uin = BytesMut::new();
-        self.to_client.reserve(chunk.len() + 256);
-        let mut start = 0;
-        for &(end, status) in &ev.ready {
-            let end = end + shift;
-            let z_start = end.saturating_sub(6).max(start);
-            if self.hidden.front() == Some(&(self.z_seen + 1)) {
-                // An answer geogate asked for itself: the client never sees it.
-                self.hidden.pop_front();
-                self.z_seen += 1;
-                self.note_status(status);
-                start = end;
-                self.flush_due_injections();
-                continue;
-            }
-            if self.verifying_next() {
-                // The end of an answer held for verify-on-empty.
-                self.hold_for_verify(&chunk[start..end]);
-                self.z_seen += 1;
-                self.note_status(status);
-                self.observe_timings();
-                start = end;
-                self.flush_due_injections();
-                continue;
-            }
-            self.z_seen += 1;
-            self.note_status(status);
-            self.observe_timings();
-            let before = self
-                .injections
-                .front()
-                .is_some_and(|i| i.before && i.at_z == self.z_seen);
-            if before {
-                self.to_client.extend_from_slice(&chunk[start..z_start]);
-                let inj = self.injections.pop_front().expect("checked above");
-                self.emit(inj);
-                self.to_client.extend_from_slice(&chunk[z_start..end]);
-            } else {
-                self.to_client.extend_from_slice(&chunk[start..end]);
-            }
-            start = end;
-            self.flush_due_injections();
-        }
-        if self.verifying_next() {
-            // The start of an answer held for verify-on-empty.
-            self.hold_for_verify(&chunk[start..]);
-            return Ok(());
-        }
-        if self.hidden.front() == Some(&(self.z_seen + 1)) {
-            // The start of an answer geogate asked for itself.
-            return Ok(());
-        }
-        // An error that must precede a ReadyForQuery whose first bytes are
-        // already here: hold back the unfinished frame until it is whole.
-        let waiting_before = self.injections.front().is_some_and(|i| i.before);
-        let keep = if waiting_before {
-            self.scanner.partial_len().min(chunk.len() - start)
-        } else {
-            0
-        };
-        let split = chunk.len() - keep;
-        self.to_client.extend_from_slice(&chunk[start..split]);
-        self.carry = BytesMut::from(&chunk[split..]);
-        Ok(())
-    }
-
-    /// The transaction status a gateway's ReadyForQuery reports. While a
-    /// BEGIN is deferred the gateway knows nothing of the transaction the
-    /// client opened: the session stays in it.
-    fn note_status(&mut self, status: u8) {
-        self.state.txn = if self.pending_begin.is_some() {
-            TxnStatus::InTransaction
-        } else {
-            TxnStatus::from_byte(status)
-        };
-    }
-
-    /// Reads the parameter types of described statements from the
-    /// ParameterDescription frames of this chunk, matching each to its
-    /// Describe by batch (a batch cut short by an error describes fewer).
-    fn learn_param_types(&mut self, ev: &ScanEvents) {
-        let mut z = self.z_seen;
-        let mut readies = ev.ready.iter().map(|(end, _)| *end).peekable();
-        for &start in &ev.param_descs {
-            while readies.next_if(|end| *end <= start).is_some() {
-                z += 1;
-            }
-            let batch = z + 1;
-            while self.describing.front().is_some_and(|(b, _)| *b < batch) {
-                self.describing.pop_front();
-            }
-            if self.describing.front().is_none_or(|(b, _)| *b != batch) {
-                continue;
-            }
-            let (_, name) = self.describing.pop_front().expect("checked above");
-            let Some(types) = param_description(self.uin.get(start..).unwrap_or(&[])) else {
-                continue;
-            };
-            let stmt = match &*name {
-                "" => self.unnamed.as_mut(),
-                n => self.state.prepared.get_mut(n),
-            };
-            if let Some(stmt) = stmt {
-                stmt.param_types = types;
-            }
-        }
-    }
-
-    /// Observes the duration of every timed request answered so far.
-    fn observe_timings(&mut self) {
-        while let Some((at_z, _, _, _)) = self.timings.front() {
-            if *at_z > self.z_seen {
-                break;
-            }
-            let (_, started, decision, region) = self.timings.pop_front().expect("checked above");
-            self.shared
-                .metrics
-                .observe_duration(decision, Some(&region), started.elapsed());
-        }
-    }
-
-    /// The fast path: no ReadyForQuery in the chunk.
-    fn append_backend_chunk(&mut self) {
-        if self.to_client.is_empty() {
-            std::mem::swap(&mut self.to_client, &mut self.uin);
-        } else {
-            self.to_client.extend_from_slice(&self.uin);
-            self.uin = BytesMut::new();
-        }
-    }
-
-    /// Emits injections whose place has come (all responses before them seen).
-    pub(super) fn flush_due_injections(&mut self) {
-        while let Some(front) = self.injections.front() {
-            if front.before || front.at_z > self.z_seen {
-                break;
-            }
-            let inj = self.injections.pop_front().expect("checked above");
-            self.emit(inj);
-        }
-    }
-
-    fn emit(&mut self, inj: super::Injection) {
-        match inj.message {
-            Some(super::Payload::Error(e)) => e.encode(&mut self.to_client),
-            Some(super::Payload::Notice(e)) => e.encode_notice(&mut self.to_client),
-            Some(super::Payload::Raw(b)) => self.to_client.extend_from_slice(&b),
-            None => {}
-        }
-        if inj.ready {
-            let status = match self.state.txn {
-                TxnStatus::Idle => TransactionStatus::Idle,
-                TxnStatus::InTransaction => TransactionStatus::Transaction,
-                TxnStatus::Failed => TransactionStatus::Error,
-            };
-            let _ = ReadyForQuery::new(status).encode(&mut self.to_client);
-        }
+/// The reader of one upstream and the writer (with its pending bytes) of
+/// another, or of the same one.
+#[allow(clippy::type_complexity)]
+fn borrow_two<'a>(
+    conns: &'a mut HashMap<Arc<str>, Conn>,
+    read: Option<&Arc<str>>,
+    write: Option<&Arc<str>>,
+) -> (
+    Option<(Arc<str>, &'a mut PgReader)>,
+    Option<(Arc<str>, &'a mut PgWriter, &'a BytesMut)>,
+) {
+    match (read, write) {
+        (Some(r), Some(w)) if r == w => match conns.get_mut(r) {
+            Some(c) => (
+                Some((r.clone(), &mut c.reader)),
+                Some((w.clone(), &mut c.writer, &c.out)),
+            ),
+            None => (None, None),
+        },
+        (Some(r), Some(w)) => match conns.get_disjoint_mut([r, w]) {
+            [Some(a), Some(b)] => (
+                Some((r.clone(), &mut a.reader)),
+                Some((w.clone(), &mut b.writer, &b.out)),
+            ),
+            [Some(a), None] => (Some((r.clone(), &mut a.reader)), None),
+            [None, Some(b)] => (None, Some((w.clone(), &mut b.writer, &b.out))),
+            [None, None] => (None, None),
+        },
+        (Some(r), None) => (conns.get_mut(r).map(|c| (r.clone(), &mut c.reader)), None),
+        (None, Some(w)) => (
+            None,
+            conns.get_mut(w).map(|c| (w.clone(), &mut c.writer, &c.out)),
+        ),
+        (None, None) => (None, None),
     }
 }
 
-/// The type OIDs of a ParameterDescription frame at the start of `frame`
-/// (`None` when it is not wholly in the slice).
-fn param_description(frame: &[u8]) -> Option<Vec<u32>> {
-    let len = i32::from_be_bytes(frame.get(1..5)?.try_into().ok()?) as usize;
-    let body = frame.get(5..1 + len)?;
-    let n = i16::from_be_bytes(body.get(..2)?.try_into().ok()?).max(0) as usize;
-    (0..n)
-        .map(|i| {
-            let b = body.get(2 + 4 * i..6 + 4 * i)?;
-            Some(u32::from_be_bytes(b.try_into().ok()?))
-        })
-        .collect()
+/// Says goodbye (Terminate) and closes; PostgreSQL rolls back anything open.
+async fn terminate(conn: Conn) {
+    let Conn {
+        reader, mut writer, ..
+    } = conn;
+    drop(reader);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        writer.write_all_flush(b"X\0\0\0\x04"),
+    )
+    .await;
+    writer.shutdown().await;
+}
+
+/// Polls a future once: its output if it is ready now.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(f).as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
 }
 
 /// Frees a drained buffer's memory: idle sessions should hold none.

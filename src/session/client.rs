@@ -1,6 +1,6 @@
-//! What a session remembers about its client: transaction status, named
-//! prepared statements, and the settings to replay on a newly opened
-//! upstream connection. Pure data; no I/O.
+//! What belongs to the client, apart from the upstream connections that
+//! serve it: its transaction, its prepared statements, the settings to
+//! replay on a newly opened upstream. Pure data; no I/O.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,19 +36,6 @@ impl TxnStatus {
             TxnStatus::Failed => b'E',
         }
     }
-}
-
-/// A named prepared statement as the client created it (Parse).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreparedStatement {
-    /// The client's name for it (stable whatever upstream runs it).
-    pub name: Arc<str>,
-    /// The SQL text as sent.
-    pub sql: Arc<str>,
-    /// Parameter type OIDs given in Parse (0 = unspecified).
-    pub param_types: Vec<u32>,
-    /// Regions whose upstream connection has it prepared.
-    pub prepared_on: Vec<Arc<str>>,
 }
 
 /// A session-level setting command to replay on a new upstream connection.
@@ -102,38 +89,109 @@ pub fn classify_session_command(sql: &str) -> Option<SessionCommand> {
     }
 }
 
-/// The session's memory.
-#[derive(Debug, Default)]
-pub struct SessionState {
-    /// From the last ReadyForQuery.
-    pub txn: TxnStatus,
-    /// Named prepared statements by client name.
-    pub prepared: HashMap<Arc<str>, PreparedStatement>,
-    /// SET statements in effect, in order, to replay on a new upstream.
-    pub settings: Vec<(String, String)>,
+/// A prepared statement as the client created it (Parse): the client's
+/// view, whichever upstream connections have it prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The SQL text as sent.
+    pub sql: Arc<str>,
+    /// Parameter type OIDs (from Parse, completed by ParameterDescription).
+    pub types: Vec<u32>,
+    /// Which Parse made it: an upstream holding another generation of the
+    /// same name must prepare it again.
+    pub generation: u64,
 }
 
-impl SessionState {
-    /// Records a Parse of a named statement (the unnamed one is not kept).
-    pub fn on_parse(&mut self, name: &str, sql: &str, param_types: &[u32], region: &Arc<str>) {
+/// The client's transaction, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Txn {
+    /// Not in a transaction block.
+    #[default]
+    Idle,
+    /// `BEGIN` answered by geogate and not sent yet: it goes, with the
+    /// transaction's first data statement, to that statement's region.
+    Deferred {
+        /// The BEGIN's text (its options: isolation level, read only…).
+        sql: String,
+        /// A statement of the transaction failed (or was refused): only
+        /// COMMIT/ROLLBACK are accepted, as in PostgreSQL.
+        failed: bool,
+    },
+    /// Open on this region's upstream (its status byte says T or E).
+    Open(Arc<str>),
+}
+
+/// Everything that belongs to the client rather than to the upstream
+/// connection it happens to use: settings to replay, prepared statements,
+/// the transaction. Kept apart so that transaction pooling can hand the
+/// client another connection without losing any of it.
+#[derive(Debug, Default)]
+pub struct ClientState {
+    /// Named prepared statements by name.
+    pub statements: HashMap<Arc<str>, Statement>,
+    /// The unnamed prepared statement.
+    pub unnamed: Option<Statement>,
+    /// SET statements in effect, in order, to replay on a new upstream.
+    pub settings: Vec<(String, String)>,
+    /// The transaction.
+    pub txn: Txn,
+    /// `standard_conforming_strings` as the gateway last reported it
+    /// (`None`: not reported; PostgreSQL's default is on).
+    pub standard_conforming_strings: Option<bool>,
+    generations: u64,
+}
+
+impl ClientState {
+    /// Records a Parse; returns the statement's generation.
+    pub fn on_parse(&mut self, name: &str, sql: &str, types: &[u32]) -> u64 {
+        self.generations += 1;
+        let stmt = Statement {
+            sql: sql.into(),
+            types: types.to_vec(),
+            generation: self.generations,
+        };
         if name.is_empty() {
-            return;
+            // Drivers re-parse the same unnamed statement over and over:
+            // the same text and types keep their generation, so upstreams
+            // that have it need no new Parse.
+            match &self.unnamed {
+                Some(u) if *u.sql == *sql && u.types == types => return u.generation,
+                _ => self.unnamed = Some(stmt),
+            }
+        } else {
+            self.statements.insert(name.into(), stmt);
         }
-        let name: Arc<str> = name.into();
-        self.prepared.insert(
-            name.clone(),
-            PreparedStatement {
-                name,
-                sql: sql.into(),
-                param_types: param_types.to_vec(),
-                prepared_on: vec![region.clone()],
-            },
-        );
+        self.generations
     }
 
-    /// Records a Close of a named statement.
+    /// The statement a Bind or Describe names.
+    pub fn statement(&self, name: &str) -> Option<&Statement> {
+        match name {
+            "" => self.unnamed.as_ref(),
+            n => self.statements.get(n),
+        }
+    }
+
+    /// Records a Close of a statement.
     pub fn on_close_statement(&mut self, name: &str) {
-        self.prepared.remove(name);
+        match name {
+            "" => self.unnamed = None,
+            n => {
+                self.statements.remove(n);
+            }
+        }
+    }
+
+    /// Records the parameter types a ParameterDescription reported for a
+    /// statement (binary Bind values are decoded by them).
+    pub fn learn_types(&mut self, name: &str, generation: u64, types: Vec<u32>) {
+        let stmt = match name {
+            "" => self.unnamed.as_mut(),
+            n => self.statements.get_mut(n),
+        };
+        if let Some(s) = stmt.filter(|s| s.generation == generation) {
+            s.types = types;
+        }
     }
 
     /// Records a statement that may change session settings, whichever
@@ -151,7 +209,8 @@ impl SessionState {
             Some(SessionCommand::ResetAll) => {
                 self.settings.clear();
                 if sql.trim().to_ascii_lowercase().starts_with("discard") {
-                    self.prepared.clear();
+                    self.statements.clear();
+                    self.unnamed = None;
                 }
             }
             None => {}
@@ -174,7 +233,7 @@ mod tests {
 
     #[test]
     fn session_sets_are_replayed_but_local_and_transaction_sets_are_not() {
-        let mut s = SessionState::default();
+        let mut s = ClientState::default();
         s.on_statement("SET search_path = app");
         s.on_statement("set statement_timeout to '5s';");
         s.on_statement("SET LOCAL work_mem = '1MB'");
@@ -199,13 +258,13 @@ mod tests {
 
     #[test]
     fn named_statements_are_tracked_until_closed() {
-        let mut s = SessionState::default();
-        let eu: Arc<str> = "eu".into();
-        s.on_parse("s1", "select $1", &[23], &eu);
-        s.on_parse("", "select 2", &[], &eu);
-        assert_eq!(s.prepared.len(), 1);
-        assert_eq!(&*s.prepared["s1"].sql, "select $1");
+        let mut s = ClientState::default();
+        let g1 = s.on_parse("s1", "select $1", &[23]);
+        let u1 = s.on_parse("", "select 2", &[]);
+        assert_eq!(s.on_parse("", "select 2", &[]), u1, "same unnamed text keeps its generation");
+        assert_ne!(s.on_parse("s1", "select $1", &[23]), g1, "a named re-Parse is a new generation");
+        assert_eq!(&*s.statement("s1").unwrap().sql, "select $1");
         s.on_close_statement("s1");
-        assert!(s.prepared.is_empty());
+        assert!(s.statement("s1").is_none());
     }
 }

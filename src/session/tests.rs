@@ -1,0 +1,556 @@
+//! The session core driven by messages alone: client frames in, the
+//! frames sent to each upstream and to the client out. Each driver pattern
+//! that broke geogate is pinned here first (docs/session.md lists them).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, BytesMut};
+
+use super::core::{Core, Flow, Need, Placement, Record};
+use super::message::Frontend;
+use crate::config::{Config, OnCrossRegionTxn};
+use crate::metrics::{Metrics, RejectReason};
+use crate::route::Router;
+use crate::tenants::{BoxFuture, Directory, DirectoryError, TenantCache};
+use crate::wire::ClientError;
+use crate::wire::frame::frame;
+
+const EU_T: &str = "11111111-1111-1111-1111-111111111111";
+const US_T: &str = "22222222-2222-2222-2222-222222222222";
+
+struct AllUp;
+
+impl Placement for AllUp {
+    fn choose(&self, region: &str) -> Result<Arc<str>, ClientError> {
+        Ok(region.into())
+    }
+}
+
+/// An in-memory tenant directory.
+struct Dir(Mutex<HashMap<String, String>>);
+
+impl Directory for Dir {
+    fn load_all(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, DirectoryError>> {
+        let rows = self.0.lock().unwrap().clone().into_iter().collect();
+        Box::pin(async move { Ok(rows) })
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        tenant: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, DirectoryError>> {
+        let r = self.0.lock().unwrap().get(tenant).cloned();
+        Box::pin(async move { Ok(r) })
+    }
+}
+
+/// A core with a real router (analysis, policy, tenant cache) and no sockets.
+struct H {
+    core: Core,
+    router: Router,
+    settings: crate::policy::Settings,
+    records: Vec<Record>,
+}
+
+fn config(extra: &str) -> Arc<Config> {
+    Arc::new(
+        Config::parse(&format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:0"
+local_region = "eu"
+{extra}
+[regions.eu]
+gateway = "postgres://g@127.0.0.1:1/app"
+[regions.us]
+gateway = "postgres://g@127.0.0.1:2/app"
+[regions.apac]
+gateway = "postgres://g@127.0.0.1:3/app"
+[tenants]
+query = "SELECT id, region FROM tenants"
+[tables.users]
+partition_column = "region"
+tenant_column = "tenant_id"
+on_missing_region = "rewrite"
+[[users]]
+name = "app"
+password = "x"
+"#
+        ))
+        .expect("test config"),
+    )
+}
+
+impl H {
+    async fn new(extra: &str) -> H {
+        let cfg = config(extra);
+        let dir = Arc::new(Dir(Mutex::new(
+            [(EU_T, "eu"), (US_T, "us")]
+                .into_iter()
+                .map(|(t, r)| (t.to_string(), r.to_string()))
+                .collect(),
+        )));
+        let cache = TenantCache::new(cfg.tenants.clone().expect("tenants"), dir, None);
+        cache.load().await.expect("load");
+        let metrics = Arc::new(Metrics::from_config(&cfg));
+        let router = Router::new(cfg.clone(), Some(cache), metrics);
+        let on_cross = cfg.proxy.on_cross_region_txn;
+        H {
+            core: Core::new("eu".into(), "eu".into(), on_cross),
+            settings: router.settings_for("app"),
+            router,
+            records: Vec::new(),
+        }
+    }
+
+    /// Sends client frames through the core (opening upstreams on demand).
+    async fn client(&mut self, frames: &[Vec<u8>]) -> Option<Flow> {
+        let mut flow = None;
+        for f in frames {
+            let msg = Frontend::read(f).expect("well-formed");
+            let plan = match self.core.statement_of(&msg) {
+                Some((sql, types)) => {
+                    let bind = match &msg {
+                        Frontend::Bind(b) => b.decode(),
+                        _ => None,
+                    };
+                    let (values, formats) = match &bind {
+                        Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
+                        None => (&[][..], &[][..]),
+                    };
+                    let params = crate::analyze::Params {
+                        values,
+                        formats,
+                        types,
+                    };
+                    Some(self.router.plan(sql, &params, &self.settings).await)
+                }
+                None => None,
+            };
+            loop {
+                match self.core.handle(&msg, f, plan.as_ref(), &AllUp) {
+                    Ok(h) => {
+                        flow = Some(h.flow);
+                        self.records.push(h.record);
+                        break;
+                    }
+                    Err(Need::Link(r)) => self.core.add_link(r),
+                }
+            }
+        }
+        flow
+    }
+
+    /// The tags of what the core sent to `region` since the last look.
+    fn sent(&mut self, region: &str) -> String {
+        let Some(l) = self.core.link_mut(region) else {
+            return String::new();
+        };
+        front_tags(&std::mem::take(&mut l.tx))
+    }
+
+    /// The gateway of `region` answers.
+    fn reply(&mut self, region: &str, frames: &[Vec<u8>]) {
+        let l = self.core.link_mut(region).expect("link");
+        for f in frames {
+            l.rx.extend_from_slice(f);
+        }
+        self.core.pump().expect("pump");
+    }
+
+    /// The tags the client read since the last look (`Z` with its status).
+    fn read(&mut self) -> String {
+        self.core.pump().expect("pump");
+        tags(&std::mem::take(self.core.to_client()))
+    }
+}
+
+/// Client message tags as a string.
+fn front_tags(buf: &[u8]) -> String {
+    let mut out = String::new();
+    let mut pos = 0;
+    while let Ok(Some(h)) = crate::wire::peek_frame(&buf[pos..], usize::MAX) {
+        out.push(h.tag as char);
+        pos += h.total_len;
+    }
+    out
+}
+
+/// Backend frame tags as a string; a ReadyForQuery shows its status (`ZI`), an
+/// error its SQLSTATE (`E[GG005]`).
+fn tags(buf: &[u8]) -> String {
+    let mut out = String::new();
+    let mut pos = 0;
+    while let Ok(Some(h)) = crate::wire::peek_frame(&buf[pos..], usize::MAX) {
+        let f = &buf[pos..pos + h.total_len];
+        out.push(h.tag as char);
+        match h.tag {
+            b'Z' => out.push(f[5] as char),
+            b'E' => {
+                let code = super::answers::fields(&f[5..])
+                    .find(|(k, _)| *k == b'C')
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                out.push_str(&format!("[{code}]"));
+            }
+            _ => {}
+        }
+        pos += h.total_len;
+    }
+    out
+}
+
+fn cstr(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.push(0);
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, sql);
+    frame(b'Q', &b)
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, name);
+    cstr(&mut b, sql);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    frame(b'P', &b)
+}
+
+fn bind(stmt: &str, params: &[&str]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_u8(0); // unnamed portal
+    b.put_slice(stmt.as_bytes());
+    b.put_u8(0);
+    b.put_i16(0);
+    b.put_i16(params.len() as i16);
+    for p in params {
+        b.put_i32(p.len() as i32);
+        b.put_slice(p.as_bytes());
+    }
+    b.put_i16(0);
+    frame(b'B', &b)
+}
+
+fn describe_statement(name: &str) -> Vec<u8> {
+    let mut b = vec![b'S'];
+    cstr(&mut b, name);
+    frame(b'D', &b)
+}
+
+fn describe_portal() -> Vec<u8> {
+    frame(b'D', b"P\0")
+}
+
+fn execute() -> Vec<u8> {
+    frame(b'E', b"\0\0\0\0\0")
+}
+
+fn sync() -> Vec<u8> {
+    frame(b'S', b"")
+}
+
+fn flush() -> Vec<u8> {
+    frame(b'H', b"")
+}
+
+fn ready(status: u8) -> Vec<u8> {
+    frame(b'Z', &[status])
+}
+
+fn complete(tag: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, tag);
+    frame(b'C', &b)
+}
+
+fn row() -> Vec<u8> {
+    frame(b'D', b"\0\x01\0\0\0\x011")
+}
+
+fn empty(tag: u8) -> Vec<u8> {
+    frame(tag, b"")
+}
+
+fn error(code: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.push(b'S');
+    cstr(&mut b, "ERROR");
+    b.push(b'C');
+    cstr(&mut b, code);
+    b.push(0);
+    frame(b'E', &b)
+}
+
+const BY_TENANT: &str = "SELECT email FROM users WHERE tenant_id = $1";
+const INSERT: &str = "INSERT INTO users (tenant_id, email) VALUES ($1, $2)";
+
+#[tokio::test]
+async fn asyncpg_prepare_with_flush_then_bind_goes_to_the_tenants_region() {
+    // asyncpg: Parse/Describe/Flush, waits for the answers, then Bind/Execute/Sync.
+    let mut h = H::new("").await;
+    h.client(&[
+        parse("__asyncpg_stmt_1__", BY_TENANT),
+        describe_statement("__asyncpg_stmt_1__"),
+        flush(),
+    ])
+    .await;
+    assert_eq!(h.sent("eu"), "PDH");
+    h.reply(
+        "eu",
+        &[empty(b'1'), frame(b't', b"\0\x01\0\0\0\x19"), frame(b'T', b"\0\0")],
+    );
+    assert_eq!(h.read(), "1tT");
+    h.client(&[bind("__asyncpg_stmt_1__", &[US_T]), execute(), sync()])
+        .await;
+    // eu's batch (Parse/Describe) is closed with its own Sync; us prepares
+    // the rewritten statement, then binds it.
+    assert_eq!(h.sent("eu"), "S");
+    assert_eq!(h.sent("us"), "PBES");
+    h.reply("eu", &[ready(b'I')]);
+    assert_eq!(h.read(), "", "eu's own Sync is swallowed");
+    h.reply(
+        "us",
+        &[
+            empty(b'1'),
+            empty(b'2'),
+            row(),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(h.read(), "2DCZI");
+    assert!(h.core.answered());
+}
+
+#[tokio::test]
+async fn psycopg_pipeline_with_flush_gets_answers_and_a_cross_region_refusal_at_once() {
+    // psycopg 3 pipeline(): P/B/D/E × n, then Flush, waiting before any Sync.
+    let mut h = H::new("on_cross_region_txn = \"reject\"").await;
+    h.client(&[
+        parse("", BY_TENANT),
+        bind("", &[EU_T]),
+        describe_portal(),
+        execute(),
+        parse("", BY_TENANT),
+        bind("", &[US_T]),
+        describe_portal(),
+        execute(),
+        flush(),
+    ])
+    .await;
+    // The second statement is refused; eu's transaction is aborted, its
+    // answers and the refusal flushed now.
+    // (The client's Parse, the rewritten statement's, its Bind…; the
+    // second Parse is answered before the refusal.)
+    assert_eq!(h.sent("eu"), "PPBDEPDHH");
+    h.reply(
+        "eu",
+        &[
+            empty(b'1'),
+            empty(b'1'),
+            empty(b'2'),
+            frame(b'T', b"\0\0"),
+            row(),
+            complete("SELECT 1"),
+            empty(b'1'),
+            error("34000"),
+        ],
+    );
+    assert_eq!(h.read(), "12TDC1E[GG005]");
+    assert!(h.records.contains(&Record::Refused(RejectReason::CrossRegionTxn)));
+    h.client(&[sync()]).await;
+    assert_eq!(h.sent("eu"), "S");
+    h.reply("eu", &[ready(b'I')]);
+    assert_eq!(h.read(), "ZI");
+}
+
+#[tokio::test]
+async fn executemany_across_regions_runs_on_the_pinned_region_when_allowed() {
+    // psycopg executemany: P/B/D/E, B/D/E, Sync — one implicit transaction.
+    let mut h = H::new("").await;
+    h.client(&[
+        parse("", INSERT),
+        bind("", &[EU_T, "a@x"]),
+        describe_portal(),
+        execute(),
+        bind("", &[US_T, "b@x"]),
+        describe_portal(),
+        execute(),
+        sync(),
+    ])
+    .await;
+    // Both rows go to eu (the batch's region), each with its own region
+    // injected; nothing goes to us.
+    assert_eq!(h.sent("eu"), "PPBDEPBDES");
+    assert_eq!(h.sent("us"), "");
+}
+
+#[tokio::test]
+async fn a_refusal_mid_batch_aborts_what_the_batch_already_ran() {
+    // JDBC executeBatch under reject: row 1 must not commit when row 2 is refused.
+    let mut h = H::new("on_cross_region_txn = \"reject\"").await;
+    h.client(&[
+        parse("S_1", INSERT),
+        describe_statement("S_1"),
+        sync(),
+    ])
+    .await;
+    assert_eq!(h.sent("eu"), "PDS");
+    h.reply(
+        "eu",
+        &[empty(b'1'), frame(b't', b"\0\0"), empty(b'n'), ready(b'I')],
+    );
+    assert_eq!(h.read(), "1tnZI");
+    h.client(&[
+        bind("S_1", &[EU_T, "a"]),
+        describe_portal(),
+        execute(),
+        bind("S_1", &[US_T, "b"]),
+        describe_portal(),
+        execute(),
+        sync(),
+    ])
+    .await;
+    // Row 1 was sent; the refusal aborts eu's implicit transaction with an
+    // error of geogate's own making, and the Sync rolls it back.
+    assert_eq!(h.sent("eu"), "PBDEDHS");
+    h.reply(
+        "eu",
+        &[
+            empty(b'1'),
+            empty(b'2'),
+            empty(b'n'),
+            complete("INSERT 0 1"),
+            error("34000"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(h.read(), "2nCE[GG005]ZI");
+}
+
+#[tokio::test]
+async fn verify_on_empty_runs_a_simple_query_again_where_the_tenant_moved() {
+    let mut h = H::new("").await;
+    let q = format!("SELECT email FROM users WHERE tenant_id = '{US_T}'");
+    h.client(&[query(&q)]).await;
+    assert_eq!(h.sent("us"), "Q");
+    assert!(!h.core.accepts_input(), "nothing overtakes a held answer");
+    h.reply(
+        "us",
+        &[frame(b'T', b"\0\0"), complete("SELECT 0"), ready(b'I')],
+    );
+    assert_eq!(h.read(), "", "the empty answer is held");
+    assert!(h.core.verify_request().is_some());
+    let again = h.core.finish_verify(true).expect("runs again");
+    assert_eq!(front_tags(&again), "Q");
+    assert!(h.core.accepts_input());
+}
+
+#[tokio::test]
+async fn verify_on_empty_releases_an_answer_with_rows() {
+    let mut h = H::new("").await;
+    let q = format!("SELECT email FROM users WHERE tenant_id = '{US_T}'");
+    h.client(&[query(&q)]).await;
+    h.reply(
+        "us",
+        &[frame(b'T', b"\0\0"), row(), complete("SELECT 1"), ready(b'I')],
+    );
+    assert_eq!(h.read(), "TDCZI");
+    assert!(h.core.verify_request().is_none());
+}
+
+#[tokio::test]
+async fn a_deferred_begin_goes_with_the_first_statement_to_its_region() {
+    let mut h = H::new("").await;
+    h.client(&[query("BEGIN")]).await;
+    assert_eq!(h.read(), "CZT", "answered by geogate");
+    assert_eq!(h.sent("eu"), "");
+    let q = format!("SELECT email FROM users WHERE tenant_id = '{US_T}' AND region = 'us'");
+    h.client(&[query(&q)]).await;
+    assert_eq!(h.sent("us"), "QQ", "BEGIN, then the statement");
+    h.reply("us", &[complete("BEGIN"), ready(b'T')]);
+    h.reply("us", &[frame(b'T', b"\0\0"), complete("SELECT 0"), ready(b'T')]);
+    assert_eq!(h.read(), "TCZT");
+    h.client(&[query("COMMIT")]).await;
+    assert_eq!(h.sent("us"), "Q");
+    h.reply("us", &[complete("COMMIT"), ready(b'I')]);
+    assert_eq!(h.read(), "CZI");
+    assert!(h.core.is_idle());
+}
+
+#[tokio::test]
+async fn a_refusal_inside_a_transaction_fails_it_as_postgresql_would() {
+    let mut h = H::new("").await;
+    h.client(&[query("BEGIN")]).await;
+    let q = format!("INSERT INTO users (tenant_id, email, region) VALUES ('{EU_T}', 'a', 'eu')");
+    h.client(&[query(&q)]).await;
+    h.reply("eu", &[complete("BEGIN"), ready(b'T')]);
+    h.reply("eu", &[complete("INSERT 0 1"), ready(b'T')]);
+    assert_eq!(h.read(), "CZTCZT");
+    // No region, no tenant: refused; the transaction on eu is aborted.
+    h.client(&[query("DELETE FROM users")]).await;
+    assert_eq!(h.sent("eu"), "QQDS");
+    h.reply("eu", &[error("34000"), ready(b'E')]);
+    assert_eq!(h.read(), "E[GG001]ZE");
+    h.client(&[query("COMMIT")]).await;
+    h.reply("eu", &[complete("ROLLBACK"), ready(b'I')]);
+    assert_eq!(h.read(), "CZI");
+}
+
+#[tokio::test]
+async fn an_upstream_error_mid_batch_skips_the_rest_and_the_session_goes_on() {
+    let mut h = H::new("").await;
+    h.client(&[
+        parse("", "SELECT 1/0"),
+        bind("", &[]),
+        execute(),
+        parse("", "SELECT 2"),
+        bind("", &[]),
+        execute(),
+        sync(),
+    ])
+    .await;
+    assert_eq!(h.sent("eu"), "PBEPBES");
+    h.reply("eu", &[empty(b'1'), empty(b'2'), error("22012"), ready(b'I')]);
+    assert_eq!(h.read(), "12E[22012]ZI");
+    assert!(h.core.answered());
+}
+
+#[tokio::test]
+async fn unknown_message_types_never_reach_a_gateway() {
+    let e = Frontend::read(&frame(b'z', b"")).unwrap_err();
+    assert_eq!(e.code, "08P01");
+}
+
+#[tokio::test]
+async fn a_prepared_statement_alternating_regions_is_prepared_once_per_region() {
+    let mut h = H::new("").await;
+    h.client(&[parse("s", BY_TENANT), describe_statement("s"), sync()])
+        .await;
+    h.reply(
+        "eu",
+        &[empty(b'1'), frame(b't', b"\0\x01\0\0\0\x19"), frame(b'T', b"\0\0"), ready(b'I')],
+    );
+    h.read();
+    h.sent("eu");
+    for (i, t) in [US_T, EU_T, US_T, EU_T, US_T, EU_T].iter().enumerate() {
+        h.client(&[bind("s", &[t]), execute(), sync()]).await;
+        let region = if i % 2 == 0 { "us" } else { "eu" };
+        let sent = h.sent(region);
+        // A rewrite binds a shadow statement, parsed once per region.
+        let first = i < 2;
+        assert_eq!(sent, if first { "PBES" } else { "BES" }, "round {i}");
+        let mut answer = vec![];
+        if first {
+            answer.push(empty(b'1'));
+        }
+        answer.extend([empty(b'2'), row(), complete("SELECT 1"), ready(b'I')]);
+        h.reply(region, &answer);
+        assert_eq!(h.read(), "2DCZI");
+    }
+    let _ = OnCrossRegionTxn::Allow;
+}
