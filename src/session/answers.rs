@@ -479,7 +479,7 @@ impl Answers {
                     self.timings.push(t);
                 }
                 // geogate's own abort error skips nothing: the client's
-                    // messages after it were never sent.
+                // messages after it were never sent.
                 if h.tag == b'E' && answer.extended() && done.fate != Fate::Abort {
                     self.skip_after_error(region);
                 }
@@ -671,7 +671,10 @@ mod tests {
         let mut a = Answers::default();
         a.push(Expect::upstream(&eu(), Answer::Bind, Fate::Forward));
         a.push(Expect::upstream(&eu(), Answer::Execute, Fate::Forward));
-        a.push(Expect::own(Own::Raw(BytesMut::from(&frame(b'2', b"")[..])), Answer::Bind));
+        a.push(Expect::own(
+            Own::Raw(BytesMut::from(&frame(b'2', b"")[..])),
+            Answer::Bind,
+        ));
         a.push(Expect::upstream(&eu(), Answer::Ready, Fate::Forward));
         let err = frame(b'E', b"SERROR\0C22012\0\0");
         let mut rx = BytesMut::from(&[err.clone(), frame(b'Z', b"I")].concat()[..]);
@@ -686,18 +689,26 @@ mod tests {
     fn swallowed_answers_are_dropped_and_own_answers_come_in_order() {
         let mut a = Answers::default();
         a.push(Expect::upstream(&eu(), Answer::Parse, Fate::Swallow));
-        a.push(Expect::own(Own::Raw(BytesMut::from(&frame(b'1', b"")[..])), Answer::Parse));
+        a.push(Expect::own(
+            Own::Raw(BytesMut::from(&frame(b'1', b"")[..])),
+            Answer::Parse,
+        ));
         a.push(Expect::upstream(&eu(), Answer::Bind, Fate::Forward));
         let mut rx = BytesMut::from(&[frame(b'1', b""), frame(b'2', b"")].concat()[..]);
         a.pump(Some(&eu()), &mut rx, b'I').unwrap();
-        assert_eq!(&a.out[..], &[frame(b'1', b""), frame(b'2', b"")].concat()[..]);
+        assert_eq!(
+            &a.out[..],
+            &[frame(b'1', b""), frame(b'2', b"")].concat()[..]
+        );
     }
 
     #[test]
     fn empty_answers_are_told_from_answers_with_rows() {
         let c0 = frame(b'C', b"UPDATE 0\0");
         let c3 = frame(b'C', b"UPDATE 3\0");
-        assert!(held_answer_is_empty(&[frame(b'2', b""), c0.clone()].concat()));
+        assert!(held_answer_is_empty(
+            &[frame(b'2', b""), c0.clone()].concat()
+        ));
         assert!(!held_answer_is_empty(&c3));
         assert!(!held_answer_is_empty(&frame(b'D', b"\0\0")));
         assert!(!held_answer_is_empty(&frame(b'E', b"SERROR\0\0")));

@@ -261,8 +261,16 @@ mod tests {
         let mut s = ClientState::default();
         let g1 = s.on_parse("s1", "select $1", &[23]);
         let u1 = s.on_parse("", "select 2", &[]);
-        assert_eq!(s.on_parse("", "select 2", &[]), u1, "same unnamed text keeps its generation");
-        assert_ne!(s.on_parse("s1", "select $1", &[23]), g1, "a named re-Parse is a new generation");
+        assert_eq!(
+            s.on_parse("", "select 2", &[]),
+            u1,
+            "same unnamed text keeps its generation"
+        );
+        assert_ne!(
+            s.on_parse("s1", "select $1", &[23]),
+            g1,
+            "a named re-Parse is a new generation"
+        );
         assert_eq!(&*s.statement("s1").unwrap().sql, "select $1");
         s.on_close_statement("s1");
         assert!(s.statement("s1").is_none());

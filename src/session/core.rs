@@ -282,7 +282,10 @@ impl Core {
     pub fn reading_from(&self) -> Option<Arc<str>> {
         match self.answers.front_upstream() {
             Some(r) => Some(r.clone()),
-            None => self.links.contains_key(&self.current).then(|| self.current.clone()),
+            None => self
+                .links
+                .contains_key(&self.current)
+                .then(|| self.current.clone()),
         }
     }
 
@@ -304,7 +307,10 @@ impl Core {
             && self.answers.is_empty()
             && self.held.is_empty()
             && self.verify.is_none()
-            && self.links.values().all(|l| !l.open_batch && l.tx.is_empty())
+            && self
+                .links
+                .values()
+                .all(|l| !l.open_batch && l.tx.is_empty())
             && self.answers.out.is_empty()
     }
 
@@ -372,7 +378,7 @@ impl Core {
             Frontend::Query { sql } => self.on_query(frame, sql, plan, placement),
             Frontend::Parse { name, sql, types } => {
                 let generation = self.client.on_parse(name, sql, types);
-                self.held.push(Held::Parse {
+                self.hold(Held::Parse {
                     name: (**name).into(),
                     generation,
                     frame: frame.into(),
@@ -383,7 +389,7 @@ impl Core {
                 target: Target::Statement,
                 name,
             } => {
-                self.held.push(Held::DescribeStatement {
+                self.hold(Held::DescribeStatement {
                     name: (**name).into(),
                     frame: frame.into(),
                 });
@@ -394,7 +400,7 @@ impl Core {
                 name,
             } => {
                 self.client.on_close_statement(name);
-                self.held.push(Held::CloseStatement {
+                self.hold(Held::CloseStatement {
                     name: (**name).into(),
                     frame: frame.into(),
                 });
@@ -438,6 +444,31 @@ impl Core {
             }
             Frontend::Terminate => unreachable!("handled above"),
         }
+    }
+
+    /// Parse, Describe and Close of statements touch no data and pin
+    /// nothing: they wait for the batch's first statement to know where it
+    /// goes. Once the batch has gone somewhere, they follow it at once
+    /// (answers come back in the order asked).
+    fn hold(&mut self, held: Held) {
+        self.held.push(held);
+        if let Some(region) = self.batch_destination() {
+            self.release_held(&region);
+        }
+    }
+
+    /// Where the current batch (or transaction) already runs.
+    fn batch_destination(&self) -> Option<Arc<str>> {
+        if let Txn::Open(r) = &self.client.txn {
+            return Some(r.clone());
+        }
+        if let Some(r) = &self.batch_pin {
+            return Some(r.clone());
+        }
+        self.links
+            .iter()
+            .find(|(_, l)| l.open_batch)
+            .map(|(r, _)| r.clone())
     }
 
     /// After a refusal inside a batch, PostgreSQL's rule: everything up to
@@ -584,7 +615,7 @@ impl Core {
             return Err(Need::Link(placed.region));
         }
         let region = placed.region.clone();
-        self.start_statement(&placed);
+        self.start_statement(&placed, false);
         let verify = !std::mem::take(&mut self.replaying)
             && placed.rewritten.is_some()
             && !plan.tenants.is_empty()
@@ -629,7 +660,8 @@ impl Core {
         placement: &dyn Placement,
     ) -> Result<Handled, Need> {
         let portal = bind_portal(frame);
-        let (Some(plan), Some(stmt)) = (plan, self.client.statement(bind.statement_name()).cloned())
+        let (Some(plan), Some(stmt)) =
+            (plan, self.client.statement(bind.statement_name()).cloned())
         else {
             // An unknown statement: the gateway reports it (26000), in order.
             let region = self.home(placement)?;
@@ -675,7 +707,7 @@ impl Core {
             && self.batch_pin.is_none()
             && self.verify.is_none()
             && !self.links.values().any(|l| l.open_batch);
-        self.start_statement(&placed);
+        self.start_statement(&placed, true);
         self.release_held(&region);
         let shadow = placed.rewritten.as_ref().map(|text| {
             let shadow = shadow_name(text);
@@ -781,7 +813,9 @@ impl Core {
 
     /// Removes the own answer just queued (to queue held answers first).
     fn answers_tail_own(&mut self) -> Expect {
-        self.answers.pop_back().expect("an own answer was just queued")
+        self.answers
+            .pop_back()
+            .expect("an own answer was just queued")
     }
 
     /// Where a decided statement goes, or why it is refused. Pure: counts
@@ -807,8 +841,8 @@ impl Core {
         let warning = warning
             .as_ref()
             .map(|r| ClientError::warning(r.sqlstate(), r.message.clone()));
-        let data = !plan.decision.tables.is_empty()
-            || !matches!(plan.decision.outcome, Outcome::Global);
+        let data =
+            !plan.decision.tables.is_empty() || !matches!(plan.decision.outcome, Outcome::Global);
         let pinned = match &self.client.txn {
             Txn::Open(r) => Some(r.clone()),
             _ => self.batch_pin.clone(),
@@ -859,7 +893,7 @@ impl Core {
 
     /// What precedes a placed statement on its upstream: the end of a batch
     /// left open elsewhere, a deferred BEGIN, a warning notice.
-    fn start_statement(&mut self, placed: &Placed) {
+    fn start_statement(&mut self, placed: &Placed, extended: bool) {
         let region = &placed.region;
         // An upstream left in the middle of a batch (messages that touch no
         // data) gets its own Sync: no gateway stays in an open implicit
@@ -885,7 +919,9 @@ impl Core {
             self.send_hidden_statement(region, &sql);
             self.client.txn = Txn::Open(region.clone());
         }
-        if placed.data && !matches!(self.client.txn, Txn::Open(_)) {
+        // A batch (up to its Sync) is one implicit transaction; a simple
+        // Query is one of its own.
+        if extended && placed.data && !matches!(self.client.txn, Txn::Open(_)) {
             self.batch_pin = Some(region.clone());
         }
         if let Some(w) = &placed.warning {
@@ -919,6 +955,8 @@ impl Core {
     /// Sends the held messages (Parse, Describe, Close of statements) to
     /// `region`, preparing there what they name.
     fn release_held(&mut self, region: &Arc<str>) {
+        // Inside a batch being verified, their answers are held with it.
+        let fate = self.verify_fate();
         for held in std::mem::take(&mut self.held) {
             match held {
                 Held::Parse {
@@ -940,13 +978,13 @@ impl Core {
                     link.tx.extend_from_slice(&frame);
                     link.open_batch = true;
                     self.answers
-                        .push(Expect::upstream(region, Answer::Parse, Fate::Forward));
+                        .push(Expect::upstream(region, Answer::Parse, fate));
                 }
                 Held::DescribeStatement { name, frame } => {
                     self.ensure_prepared(region, &name);
                     let generation = self.client.statement(&name).map(|s| s.generation);
                     self.send(region, &frame);
-                    let mut e = Expect::upstream(region, Answer::Describe, Fate::Forward);
+                    let mut e = Expect::upstream(region, Answer::Describe, fate);
                     e.describes = generation.map(|g| (name, g));
                     self.answers.push(e);
                 }
@@ -959,7 +997,7 @@ impl Core {
                     }
                     self.send(region, &frame);
                     self.answers
-                        .push(Expect::upstream(region, Answer::Close, Fate::Forward));
+                        .push(Expect::upstream(region, Answer::Close, fate));
                 }
             }
         }
@@ -1145,6 +1183,12 @@ impl Core {
                 target: Target::Portal,
                 name,
             } => **name == *portal,
+            // A statement described after its Bind: described again where
+            // the replay runs (prepared there first).
+            Frontend::Describe {
+                target: Target::Statement,
+                ..
+            } => true,
             Frontend::Sync => true,
             _ => false,
         };
@@ -1215,7 +1259,10 @@ impl Core {
                 },
             }
             .map_err(|e| {
-                ClientError::fatal("08P01", format!("geogate: invalid message from a gateway: {e}"))
+                ClientError::fatal(
+                    "08P01",
+                    format!("geogate: invalid message from a gateway: {e}"),
+                )
             })?;
             match pumped {
                 Pumped::Empty => break,
@@ -1268,7 +1315,10 @@ impl Core {
         for r in idle {
             let link = self.links.get_mut(&r).expect("listed");
             let fatal = self.answers.unsolicited(&mut link.rx).map_err(|e| {
-                ClientError::fatal("08P01", format!("geogate: invalid message from a gateway: {e}"))
+                ClientError::fatal(
+                    "08P01",
+                    format!("geogate: invalid message from a gateway: {e}"),
+                )
             })?;
             link.said_fatal |= fatal;
         }
@@ -1292,23 +1342,25 @@ impl Core {
     }
 
     /// The connection to `region` ended (EOF or an error). Returns whether
-    /// the session goes on, and whether the loss is a health signal (it
-    /// closed without the server saying why).
+    /// the session goes on, and whether the loss is a health signal: a
+    /// connection lost in the middle of a request without the server
+    /// saying why. An idle one lost is not: the next connection to it
+    /// tells (a restarted gateway is up again; a dead one refuses).
     pub fn link_lost(&mut self, region: &Arc<str>) -> (Loss, bool) {
         let Some(link) = self.links.get(region) else {
             return (Loss::Idle, false);
         };
-        let signal = !link.said_fatal;
         let busy = self.answers.owed_by(region)
             || link.open_batch
             || self.client.txn == Txn::Open(region.clone())
             || self.batch_pin.as_ref() == Some(region);
         if busy {
+            let signal = !link.said_fatal;
             let error = signal.then(|| ClientError::upstream_lost(region));
             return (Loss::Fatal(error), signal);
         }
         self.links.remove(region);
-        (Loss::Idle, signal)
+        (Loss::Idle, false)
     }
 
     /// `region`'s upstream owes nothing and holds no batch or transaction.

@@ -124,9 +124,7 @@ impl<'a> Frontend<'a> {
                 if !client_message_well_formed(frame) {
                     return Err(malformed("Execute"));
                 }
-                Frontend::Execute {
-                    portal: cstr(body),
-                }
+                Frontend::Execute { portal: cstr(body) }
             }
             b'S' | b'H' | b'X' | b'c' if body.is_empty() => match tag {
                 b'S' => Frontend::Sync,
@@ -203,7 +201,9 @@ mod tests {
             Frontend::Describe { target: Target::Statement, name } if name == "st1"
         ));
         let q = frame(b'Q', b"select 1\0");
-        assert!(matches!(Frontend::read(&q).unwrap(), Frontend::Query { sql } if sql == "select 1"));
+        assert!(
+            matches!(Frontend::read(&q).unwrap(), Frontend::Query { sql } if sql == "select 1")
+        );
         assert!(matches!(
             Frontend::read(&frame(b'S', b"")).unwrap(),
             Frontend::Sync

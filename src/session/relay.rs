@@ -64,9 +64,10 @@ impl Shared {
         region: &Arc<str>,
         params: &StartupParams,
     ) -> Result<Upstream, UpstreamError> {
-        let gw = self.gateways.get(region).ok_or_else(|| {
-            UpstreamError::Protocol(format!("region {region} is not configured"))
-        })?;
+        let gw = self
+            .gateways
+            .get(region)
+            .ok_or_else(|| UpstreamError::Protocol(format!("region {region} is not configured")))?;
         let r = Upstream::connect(gw, params).await;
         match &r {
             Ok(_) => self.metrics.add_upstream_connections(region, 1),
@@ -89,9 +90,12 @@ pub(super) async fn open_first(
     let placement = Health(&shared.health, shared);
     let mut last = None;
     for _ in 0..=shared.gateways.len() {
-        let region = placement
-            .choose(&shared.local_region)
-            .map_err(|e| SessionError::Client(ClientError { severity: "FATAL", ..e }))?;
+        let region = placement.choose(&shared.local_region).map_err(|e| {
+            SessionError::Client(ClientError {
+                severity: "FATAL",
+                ..e
+            })
+        })?;
         match shared.connect(&region, params).await {
             Ok(up) => return Ok((region, up)),
             Err(e @ UpstreamError::Server { .. }) => return Err(upstream_error(&region, e)),
@@ -665,30 +669,18 @@ fn borrow_two<'a>(
     Option<(Arc<str>, &'a mut PgReader)>,
     Option<(Arc<str>, &'a mut PgWriter, &'a BytesMut)>,
 ) {
-    match (read, write) {
-        (Some(r), Some(w)) if r == w => match conns.get_mut(r) {
-            Some(c) => (
-                Some((r.clone(), &mut c.reader)),
-                Some((w.clone(), &mut c.writer, &c.out)),
-            ),
-            None => (None, None),
-        },
-        (Some(r), Some(w)) => match conns.get_disjoint_mut([r, w]) {
-            [Some(a), Some(b)] => (
-                Some((r.clone(), &mut a.reader)),
-                Some((w.clone(), &mut b.writer, &b.out)),
-            ),
-            [Some(a), None] => (Some((r.clone(), &mut a.reader)), None),
-            [None, Some(b)] => (None, Some((w.clone(), &mut b.writer, &b.out))),
-            [None, None] => (None, None),
-        },
-        (Some(r), None) => (conns.get_mut(r).map(|c| (r.clone(), &mut c.reader)), None),
-        (None, Some(w)) => (
-            None,
-            conns.get_mut(w).map(|c| (w.clone(), &mut c.writer, &c.out)),
-        ),
-        (None, None) => (None, None),
+    let mut reader = None;
+    let mut writer = None;
+    // One pass: each entry is borrowed once, its two halves apart.
+    for (region, c) in conns.iter_mut() {
+        if read == Some(region) {
+            reader = Some((region.clone(), &mut c.reader));
+        }
+        if write == Some(region) {
+            writer = Some((region.clone(), &mut c.writer, &c.out));
+        }
     }
+    (reader, writer)
 }
 
 /// Says goodbye (Terminate) and closes; PostgreSQL rolls back anything open.

@@ -301,7 +301,11 @@ async fn asyncpg_prepare_with_flush_then_bind_goes_to_the_tenants_region() {
     assert_eq!(h.sent("eu"), "PDH");
     h.reply(
         "eu",
-        &[empty(b'1'), frame(b't', b"\0\x01\0\0\0\x19"), frame(b'T', b"\0\0")],
+        &[
+            empty(b'1'),
+            frame(b't', b"\0\x01\0\0\0\x19"),
+            frame(b'T', b"\0\0"),
+        ],
     );
     assert_eq!(h.read(), "1tT");
     h.client(&[bind("__asyncpg_stmt_1__", &[US_T]), execute(), sync()])
@@ -361,7 +365,10 @@ async fn psycopg_pipeline_with_flush_gets_answers_and_a_cross_region_refusal_at_
         ],
     );
     assert_eq!(h.read(), "12TDC1E[GG005]");
-    assert!(h.records.contains(&Record::Refused(RejectReason::CrossRegionTxn)));
+    assert!(
+        h.records
+            .contains(&Record::Refused(RejectReason::CrossRegionTxn))
+    );
     h.client(&[sync()]).await;
     assert_eq!(h.sent("eu"), "S");
     h.reply("eu", &[ready(b'I')]);
@@ -393,12 +400,8 @@ async fn executemany_across_regions_runs_on_the_pinned_region_when_allowed() {
 async fn a_refusal_mid_batch_aborts_what_the_batch_already_ran() {
     // JDBC executeBatch under reject: row 1 must not commit when row 2 is refused.
     let mut h = H::new("on_cross_region_txn = \"reject\"").await;
-    h.client(&[
-        parse("S_1", INSERT),
-        describe_statement("S_1"),
-        sync(),
-    ])
-    .await;
+    h.client(&[parse("S_1", INSERT), describe_statement("S_1"), sync()])
+        .await;
     assert_eq!(h.sent("eu"), "PDS");
     h.reply(
         "eu",
@@ -457,7 +460,12 @@ async fn verify_on_empty_releases_an_answer_with_rows() {
     h.client(&[query(&q)]).await;
     h.reply(
         "us",
-        &[frame(b'T', b"\0\0"), row(), complete("SELECT 1"), ready(b'I')],
+        &[
+            frame(b'T', b"\0\0"),
+            row(),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
     );
     assert_eq!(h.read(), "TDCZI");
     assert!(h.core.verify_request().is_none());
@@ -473,7 +481,10 @@ async fn a_deferred_begin_goes_with_the_first_statement_to_its_region() {
     h.client(&[query(&q)]).await;
     assert_eq!(h.sent("us"), "QQ", "BEGIN, then the statement");
     h.reply("us", &[complete("BEGIN"), ready(b'T')]);
-    h.reply("us", &[frame(b'T', b"\0\0"), complete("SELECT 0"), ready(b'T')]);
+    h.reply(
+        "us",
+        &[frame(b'T', b"\0\0"), complete("SELECT 0"), ready(b'T')],
+    );
     assert_eq!(h.read(), "TCZT");
     h.client(&[query("COMMIT")]).await;
     assert_eq!(h.sent("us"), "Q");
@@ -515,7 +526,10 @@ async fn an_upstream_error_mid_batch_skips_the_rest_and_the_session_goes_on() {
     ])
     .await;
     assert_eq!(h.sent("eu"), "PBEPBES");
-    h.reply("eu", &[empty(b'1'), empty(b'2'), error("22012"), ready(b'I')]);
+    h.reply(
+        "eu",
+        &[empty(b'1'), empty(b'2'), error("22012"), ready(b'I')],
+    );
     assert_eq!(h.read(), "12E[22012]ZI");
     assert!(h.core.answered());
 }
@@ -533,7 +547,12 @@ async fn a_prepared_statement_alternating_regions_is_prepared_once_per_region() 
         .await;
     h.reply(
         "eu",
-        &[empty(b'1'), frame(b't', b"\0\x01\0\0\0\x19"), frame(b'T', b"\0\0"), ready(b'I')],
+        &[
+            empty(b'1'),
+            frame(b't', b"\0\x01\0\0\0\x19"),
+            frame(b'T', b"\0\0"),
+            ready(b'I'),
+        ],
     );
     h.read();
     h.sent("eu");
