@@ -137,7 +137,7 @@ impl Geo {
         out
     }
 
-    fn config(&self, listen: &str) -> String {
+    fn config(&self, listen: &str, policy: Policy) -> String {
         let gw =
             |r: &str| self.cluster(r).url("geogate", Some(PASSWORD), &self.db) + "?sslmode=disable";
         format!(
@@ -145,6 +145,7 @@ impl Geo {
 [proxy]
 listen = "{listen}"
 local_region = "eu"
+on_cross_region_txn = "{policy}"
 
 [regions.eu]
 gateway = "{eu}"
@@ -176,9 +177,35 @@ password = "app-secret"
             eu = gw("eu"),
             us = gw("us"),
             apac = gw("apac"),
+            policy = policy.name(),
         )
     }
 }
+
+/// geogate's `on_cross_region_txn`: each driver runs every scenario under the
+/// default (`allow`), then its cross-region batches again under `reject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Allow,
+    Reject,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Allow => "allow",
+            Policy::Reject => "reject",
+        }
+    }
+}
+
+/// The scenarios that run statements for two regions in one batch or
+/// implicit transaction: under `reject` each must be refused whole with GG005.
+const CROSS_REGION: [&str; 3] = [
+    "pipeline_three_regions",
+    "batch_two_regions",
+    "multi_statement_two_regions",
+];
 
 /// The emails of a reader tenant's users, as the fixture made them.
 fn reader_emails(region: &str) -> Vec<String> {
@@ -207,10 +234,10 @@ struct Geogate {
 }
 
 impl Geogate {
-    fn start(geo: &Geo, dir: &Path) -> Geogate {
+    fn start(geo: &Geo, policy: Policy, dir: &Path) -> Geogate {
         let port = common::free_port();
         let cfg = dir.join("geogate.toml");
-        std::fs::write(&cfg, geo.config(&format!("127.0.0.1:{port}"))).unwrap();
+        std::fs::write(&cfg, geo.config(&format!("127.0.0.1:{port}"), policy)).unwrap();
         let log = dir.join("geogate.log");
         let child = Command::new(env!("CARGO_BIN_EXE_geogate"))
             .args(["serve", "--config"])
@@ -388,7 +415,7 @@ enum Outcome {
 }
 
 /// The argument every driver program gets.
-fn program_arg(port: u16, db: &str) -> String {
+fn program_arg(port: u16, db: &str, scenarios: &[&str]) -> String {
     let map = |xs: Vec<(&str, &str)>| -> Value {
         xs.into_iter()
             .map(|(r, id)| (r.to_string(), Value::from(id)))
@@ -402,6 +429,7 @@ fn program_arg(port: u16, db: &str) -> String {
         "password": "app-secret",
         "db": db,
         "timeout": SCENARIO_TIMEOUT_SECS,
+        "scenarios": scenarios,
         "readers": map(READERS.iter().map(|(r, id, _)| (*r, *id)).collect()),
         "writers": map(WRITERS.to_vec()),
     })
@@ -568,11 +596,19 @@ fn check(scenario: &str, v: &Value, geo: &Geo) -> Result<(), String> {
         // own region; or refused with nothing applied anywhere.
         "batch_two_regions" => {
             let rows = [("batch-1@us", "us"), ("batch-2@eu", "eu")];
-            all_or_nothing(v, geo, &rows, "us")
+            all_or_nothing(v, geo, &rows, Some("us"))
+        }
+        // The same as one simple Query of two statements, which PostgreSQL
+        // runs as one implicit transaction. The contract pins batches and
+        // transactions, not this case, to the first statement's region: any
+        // one gateway may run it whole.
+        "multi_statement_two_regions" => {
+            let rows = [("multi-1@us", "us"), ("multi-2@eu", "eu")];
+            all_or_nothing(v, geo, &rows, None)
         }
         "copy_in" => {
             let rows = [("copy-1@us", "us"), ("copy-2@us", "us")];
-            all_or_nothing(v, geo, &rows, "us")
+            all_or_nothing(v, geo, &rows, Some("us"))
         }
         other => Err(format!("no check for scenario {other}")),
     }
@@ -622,8 +658,25 @@ fn expect_landed(geo: &Geo, email: &str, want: &[(&str, &str)]) -> Result<(), St
     Ok(())
 }
 
-fn all_or_nothing(v: &Value, geo: &Geo, rows: &[(&str, &str)], pinned: &str) -> Result<(), String> {
+/// Rows written by one statement, batch or transaction: if the driver saw
+/// success, each row exactly once, carrying its own region, all on one
+/// cluster (`pinned` if given); if it saw an error, a geogate refusal and no
+/// row anywhere.
+fn all_or_nothing(
+    v: &Value,
+    geo: &Geo,
+    rows: &[(&str, &str)],
+    pinned: Option<&str>,
+) -> Result<(), String> {
     if v["code"].is_null() {
+        let pinned = match pinned {
+            Some(p) => p,
+            None => geo
+                .placements(rows[0].0)
+                .first()
+                .map(|(cluster, _)| *cluster)
+                .ok_or(format!("{} is nowhere", rows[0].0))?,
+        };
         for (email, region) in rows {
             expect_landed(geo, email, &[(pinned, region)])?;
         }
@@ -654,6 +707,7 @@ fn applied_anyway(scenario: &str, geo: &Geo) -> String {
         "insert_without_region" => &["insert@us"],
         "commit_rollback" => &["commit@us", "rollback@apac"],
         "batch_two_regions" => &["batch-1@us", "batch-2@eu"],
+        "multi_statement_two_regions" => &["multi-1@us", "multi-2@eu"],
         "copy_in" => &["copy-1@us", "copy-2@us"],
         _ => return String::new(),
     };
@@ -669,16 +723,19 @@ fn applied_anyway(scenario: &str, geo: &Geo) -> String {
     }
 }
 
-/// Checks every scenario a driver must run, and fails once naming each
-/// scenario that failed.
+/// Checks every scenario a driver had to run; one line per failure.
 fn verdict(
     driver: &str,
+    policy: Policy,
     scenarios: &[&str],
     outcomes: &BTreeMap<String, Outcome>,
     geo: &Geo,
-    context: &str,
-) {
+) -> Vec<String> {
     let mut failures = Vec::new();
+    let label = |s: &str| match policy {
+        Policy::Allow => s.to_string(),
+        Policy::Reject => format!("{s} [reject]"),
+    };
     for s in scenarios {
         let res = match outcomes.get(*s) {
             None => Err("no output (the program stopped before it)".to_string()),
@@ -695,47 +752,102 @@ fn verdict(
                     format!("\n    at: {at}")
                 }
             )),
-            Some(Outcome::Result(v)) => check(s, v, geo).map_err(|e| {
+            Some(Outcome::Result(v)) => match policy {
+                Policy::Allow => check(s, v, geo),
+                Policy::Reject => check_refused(s, v, geo),
+            }
+            .map_err(|e| {
                 // What the driver saw, for the one reading the failure.
                 format!("{e}\n    driver saw: {}", tail(&v.to_string(), 600))
             }),
         };
         // The whole row of the matrix, passes included (visible with --nocapture).
         match &res {
-            Ok(()) => println!("{driver} × {s}: pass"),
-            Err(e) => println!("{driver} × {s}: FAIL {e}"),
+            Ok(()) => println!("{driver} × {}: pass", label(s)),
+            Err(e) => println!("{driver} × {}: FAIL {e}", label(s)),
         }
         if let Err(e) = res {
-            failures.push(format!("  {s}: {e}"));
+            failures.push(format!("  {}: {e}", label(s)));
         }
     }
     for s in outcomes.keys() {
         if !scenarios.contains(&s.as_str()) {
-            failures.push(format!("  {s}: printed, but not a scenario of {driver}"));
+            failures.push(format!("  {}: printed, but not asked for", label(s)));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{driver}: {} of {} scenarios failed:\n{}\n({context})",
-        failures.len(),
-        scenarios.len(),
-        failures.join("\n")
-    );
+    failures
 }
 
-/// The whole run of one external driver program.
-fn matrix(driver: &str, scenarios: &[&str], command: impl FnOnce(&Path, String) -> Command) {
+/// Under `on_cross_region_txn = "reject"`: refused with GG005, no row of it
+/// anywhere, and the connection still works.
+fn check_refused(scenario: &str, v: &Value, geo: &Geo) -> Result<(), String> {
+    let landed = applied_anyway(scenario, geo);
+    if !landed.is_empty() {
+        return Err(format!("the client got {}{landed}", v["code"]));
+    }
+    expect_code(v, "GG005")?;
+    expect_emails(&v["after"], "eu", "the read after it")
+}
+
+/// Runs a driver's scenarios against a fresh geogate and fresh regional
+/// databases, under each policy, and fails once naming every failing
+/// scenario. `run` gets a scratch directory, geogate's port, the database
+/// and the scenarios to run, and returns what the driver printed and a
+/// description of the run for failure messages.
+fn matrix(
+    driver: &str,
+    scenarios: &[&str],
+    mut run: impl FnMut(&Path, u16, &str, &[&str]) -> (BTreeMap<String, Outcome>, String),
+) {
     let scratch = Scratch::new(driver);
     let db_prefix: String = driver
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let geo = Geo::new(&format!("drv_{db_prefix}"));
-    let gg = Geogate::start(&geo, &scratch.0);
-    let cmd = command(&scratch.0, program_arg(gg.port, &geo.db));
-    let (outcomes, program) = run_program(cmd, scenarios.len(), &scratch.0);
-    let context = format!("program {program}\ngeogate log: {}", gg.log_tail());
-    verdict(driver, scenarios, &outcomes, &geo, &context);
+    let (mut failures, mut contexts) = (Vec::new(), Vec::new());
+    for policy in [Policy::Allow, Policy::Reject] {
+        let wanted: Vec<&str> = match policy {
+            Policy::Allow => scenarios.to_vec(),
+            Policy::Reject => scenarios
+                .iter()
+                .copied()
+                .filter(|s| CROSS_REGION.contains(s))
+                .collect(),
+        };
+        if wanted.is_empty() {
+            continue;
+        }
+        let dir = scratch.0.join(policy.name());
+        std::fs::create_dir_all(&dir).unwrap();
+        let geo = Geo::new(&format!("drv_{db_prefix}_{}", policy.name()));
+        let gg = Geogate::start(&geo, policy, &dir);
+        let (outcomes, context) = run(&dir, gg.port, &geo.db, &wanted);
+        let failed = verdict(driver, policy, &wanted, &outcomes, &geo);
+        if !failed.is_empty() {
+            contexts.push(format!(
+                "{}: {context}\ngeogate log: {}",
+                policy.name(),
+                gg.log_tail()
+            ));
+        }
+        failures.extend(failed);
+    }
+    assert!(
+        failures.is_empty(),
+        "{driver}: {} scenarios failed:\n{}\n\n{}",
+        failures.len(),
+        failures.join("\n"),
+        contexts.join("\n\n")
+    );
+}
+
+/// `matrix` for a driver program run as a subprocess.
+fn program(driver: &str, scenarios: &[&str], command: impl Fn(&Path, String) -> Command) {
+    matrix(driver, scenarios, |dir, port, db, wanted| {
+        let cmd = command(dir, program_arg(port, db, wanted));
+        let (outcomes, status) = run_program(cmd, wanted.len(), dir);
+        (outcomes, format!("program {status}"))
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -744,7 +856,7 @@ fn matrix(driver: &str, scenarios: &[&str], command: impl FnOnce(&Path, String) 
 #[test]
 fn psycopg3_runs_every_scenario_through_geogate() {
     let py = python();
-    matrix(
+    program(
         "psycopg",
         &[
             "tenant_reads",
@@ -772,7 +884,7 @@ fn psycopg3_runs_every_scenario_through_geogate() {
 #[test]
 fn asyncpg_runs_every_scenario_through_geogate() {
     let py = python();
-    matrix(
+    program(
         "asyncpg",
         &[
             "tenant_reads",
@@ -799,7 +911,7 @@ fn asyncpg_runs_every_scenario_through_geogate() {
 #[test]
 fn node_postgres_runs_every_scenario_through_geogate() {
     let modules = node_modules();
-    matrix(
+    program(
         "node-postgres",
         &[
             "tenant_reads",
@@ -809,7 +921,7 @@ fn node_postgres_runs_every_scenario_through_geogate() {
             "prepared_alternating",
             "insert_without_region",
             "commit_rollback",
-            "batch_two_regions",
+            "multi_statement_two_regions",
         ],
         |_, arg| {
             let mut c = Command::new("node");
@@ -824,7 +936,7 @@ fn node_postgres_runs_every_scenario_through_geogate() {
 #[test]
 fn postgres_js_runs_every_scenario_through_geogate() {
     let modules = node_modules();
-    matrix(
+    program(
         "postgres.js",
         &[
             "tenant_reads",
@@ -850,7 +962,9 @@ fn postgres_js_runs_every_scenario_through_geogate() {
 
 #[test]
 fn pgjdbc_runs_every_scenario_through_geogate() {
-    matrix(
+    let classes = Scratch::new("pgjdbc-classes");
+    let cp = jdbc_classpath(&classes.0);
+    program(
         "pgjdbc",
         &[
             "tenant_reads",
@@ -864,8 +978,7 @@ fn pgjdbc_runs_every_scenario_through_geogate() {
             "batch_two_regions",
             "copy_in",
         ],
-        |dir, arg| {
-            let cp = jdbc_classpath(dir);
+        |_, arg| {
             let mut c = Command::new("java");
             c.args(["-cp", &cp, "JdbcMatrix"]).arg(arg);
             c
@@ -875,18 +988,19 @@ fn pgjdbc_runs_every_scenario_through_geogate() {
 
 #[test]
 fn tokio_postgres_runs_every_scenario_through_geogate() {
-    let scenarios = tokio_driver::SCENARIOS;
-    let scratch = Scratch::new("tokio");
-    let geo = Geo::new("drv_tokio");
-    let gg = Geogate::start(&geo, &scratch.0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let outcomes = rt.block_on(tokio_driver::run(gg.port, &geo.db));
-    let context = format!("geogate log: {}", gg.log_tail());
-    verdict("tokio-postgres", scenarios, &outcomes, &geo, &context);
+    matrix(
+        "tokio-postgres",
+        tokio_driver::SCENARIOS,
+        |_, port, db, wanted| {
+            let outcomes = rt.block_on(tokio_driver::run(port, db, wanted));
+            (outcomes, "tokio-postgres in this process".to_string())
+        },
+    );
 }
 
 /// The same scenarios with tokio-postgres, in Rust: each on a connection of
@@ -918,14 +1032,15 @@ mod tokio_driver {
         "insert_without_region",
         "commit_rollback",
         "batch_two_regions",
+        "multi_statement_two_regions",
         "copy_in",
     ];
 
     type R = Result<Value, tokio_postgres::Error>;
 
-    pub async fn run(port: u16, db: &str) -> BTreeMap<String, Outcome> {
+    pub async fn run(port: u16, db: &str, wanted: &[&str]) -> BTreeMap<String, Outcome> {
         let mut out = BTreeMap::new();
-        for name in SCENARIOS {
+        for name in wanted {
             let c = match connect(port, db).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -943,6 +1058,7 @@ mod tokio_driver {
                 "insert_without_region" => timed(insert_without_region(c)).await,
                 "commit_rollback" => timed(commit_rollback(c)).await,
                 "batch_two_regions" => timed(batch_two_regions(c)).await,
+                "multi_statement_two_regions" => timed(multi_statement_two_regions(c)).await,
                 "copy_in" => timed(copy_in(c)).await,
                 other => unreachable!("{other}"),
             };
@@ -1095,11 +1211,30 @@ mod tokio_driver {
         Ok(json!({"seen_in_txn": seen, "after": after(&c, "eu").await}))
     }
 
-    async fn batch_two_regions(c: Client) -> R {
-        // A multi-statement simple query: one implicit transaction.
+    async fn batch_two_regions(mut c: Client) -> R {
+        // Two inserts in flight at once in one transaction: pipelined.
+        let (us, eu) = (uuid_text::Uuid(writer("us")), uuid_text::Uuid(writer("eu")));
+        let res = {
+            let t = c.transaction().await?;
+            let (a, b) = futures_util::future::join(
+                t.execute(INSERT, &[&us, &"batch-1@us"]),
+                t.execute(INSERT, &[&eu, &"batch-2@eu"]),
+            )
+            .await;
+            // On an error the transaction is dropped: a ROLLBACK.
+            match a.and(b) {
+                Ok(_) => t.commit().await,
+                Err(e) => Err(e),
+            }
+        };
+        Ok(json!({"code": code_of(res), "after": after(&c, "eu").await}))
+    }
+
+    async fn multi_statement_two_regions(c: Client) -> R {
+        // One simple Query of two statements: one implicit transaction.
         let sql = format!(
-            "INSERT INTO users (tenant_id, email) VALUES ('{}', 'batch-1@us');
-             INSERT INTO users (tenant_id, email) VALUES ('{}', 'batch-2@eu')",
+            "INSERT INTO users (tenant_id, email) VALUES ('{}', 'multi-1@us');
+             INSERT INTO users (tenant_id, email) VALUES ('{}', 'multi-2@eu')",
             writer("us"),
             writer("eu")
         );

@@ -55,7 +55,11 @@ public class JdbcMatrix {
         scenarios.put("commit_rollback", JdbcMatrix::commitRollback);
         scenarios.put("batch_two_regions", JdbcMatrix::batchTwoRegions);
         scenarios.put("copy_in", JdbcMatrix::copyIn);
+        List<String> wanted = strings("scenarios");
         for (Map.Entry<String, Scenario> s : scenarios.entrySet()) {
+            if (!wanted.contains(s.getKey())) {
+                continue;
+            }
             // A daemon thread per scenario: one that hangs is reported as a
             // timeout and left behind while the next ones run.
             Scenario sc = s.getValue();
@@ -275,6 +279,19 @@ public class JdbcMatrix {
         Matcher kv = Pattern.compile("\"([^\"]*)\":\"([^\"]*)\"").matcher(m.group(1));
         while (kv.find()) {
             out.put(kv.group(1), kv.group(2));
+        }
+        return out;
+    }
+
+    static List<String> strings(String name) {
+        Matcher m = Pattern.compile("\"" + name + "\":\\[([^\\]]*)\\]").matcher(cfg);
+        if (!m.find()) {
+            throw new IllegalArgumentException("no " + name + " in " + cfg);
+        }
+        List<String> out = new ArrayList<>();
+        Matcher s = Pattern.compile("\"([^\"]*)\"").matcher(m.group(1));
+        while (s.find()) {
+            out.add(s.group(1));
         }
         return out;
     }

@@ -42,6 +42,7 @@ async function attempt (promise) {
 // ones run; the process exits at the end without waiting for it.
 async function run (scenarios) {
   for (const [name, fn] of scenarios) {
+    if (!CFG.scenarios.includes(name)) continue
     let timer
     const timeout = new Promise((resolve) => {
       timer = setTimeout(() => resolve({ timeout: CFG.timeout }), CFG.timeout * 1000)

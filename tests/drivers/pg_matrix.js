@@ -1,7 +1,7 @@
 // The driver matrix for node-postgres (`pg`); tests/drivers.rs runs it,
 // checks the output and where rows landed. node-postgres has no COPY of its
-// own (that is pg-copy-streams) and no pipeline; its batch is a
-// multi-statement simple query, one implicit transaction in PostgreSQL.
+// own (that is pg-copy-streams) and no pipeline or batch; what comes closest
+// is a multi-statement simple query, one implicit transaction in PostgreSQL.
 'use strict'
 
 const { Client } = require('pg')
@@ -70,11 +70,11 @@ run([
     await c.query('ROLLBACK')
     return { seen_in_txn: seen, after: await attempt(emails(c, 'eu')) }
   })],
-  ['batch_two_regions', scenario(async (c) => {
+  ['multi_statement_two_regions', scenario(async (c) => {
     // Without parameters node-postgres sends one simple Query.
     const code = await expectError(c.query(
-      `INSERT INTO users (tenant_id, email) VALUES ('${WRITERS.us}', 'batch-1@us');` +
-      `INSERT INTO users (tenant_id, email) VALUES ('${WRITERS.eu}', 'batch-2@eu')`))
+      `INSERT INTO users (tenant_id, email) VALUES ('${WRITERS.us}', 'multi-1@us');` +
+      `INSERT INTO users (tenant_id, email) VALUES ('${WRITERS.eu}', 'multi-2@eu')`))
     return { code, after: await attempt(emails(c, 'eu')) }
   })]
 ])
