@@ -6,8 +6,11 @@
 //! on connections of its own and prints one JSON line per scenario; this file
 //! checks each value against the fixture, and checks on every cluster
 //! directly where written rows landed. One test per driver; a failing test
-//! names every failing scenario, so one run shows the whole matrix.
-//! tokio-postgres, the suite's own client, is driven from Rust directly.
+//! names every failing scenario, so one run shows the whole matrix. The
+//! scenarios that put two regions in one batch run again under
+//! `on_cross_region_txn = "reject"`. tokio-postgres, the suite's own client,
+//! is driven from Rust directly. The scenarios and the protocol between this
+//! file and the programs: tests/drivers/README.md.
 //!
 //! The drivers come from Debian, PyPI and npm: `tests/drivers/setup.sh`
 //! installs them (into `$GEOGATE_DRIVERS_CACHE`, default
