@@ -1241,11 +1241,14 @@ const CASES: &[Case] = &[
         &[],
         "route us",
     ),
+    // One implicit transaction over two regions: a cross-region
+    // transaction, run in its first statement's region (or GG005 under
+    // on_cross_region_txn = "reject", which the session applies).
     (
         "SELECT * FROM users WHERE region = 'us'; SELECT * FROM users WHERE region = 'eu'",
         None,
         &[],
-        "scatter eu,us multi_region",
+        "route us",
     ),
     (
         "SELECT * FROM users WHERE region = 'us'; SELECT * FROM users",

@@ -18,6 +18,10 @@ pub struct Decision {
     /// A statement could not be parsed (`geogate_parse_errors_total`);
     /// with `on_parse_error = "forward"` the outcome is `Global`.
     pub parse_error: bool,
+    /// A multi-statement text (one implicit transaction) whose statements
+    /// are each confined to one region, not all the same: a cross-region
+    /// transaction, run in the first statement's region.
+    pub cross_region: bool,
 }
 
 /// The verdict of DESIGN.md "Decisions — contract".
@@ -255,6 +259,7 @@ impl Decision {
             table: None,
             moves: Vec::new(),
             parse_error: false,
+            cross_region: false,
         }
     }
 

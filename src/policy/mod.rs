@@ -130,6 +130,21 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
     }
     tables.sort();
     tables.dedup();
+    // PostgreSQL runs a multi-statement text as one implicit transaction:
+    // statements each confined to one region, not all the same, are a
+    // cross-region transaction. It runs in the first statement's region,
+    // each statement with its own rewrite (every row keeps its region).
+    let first_region = per.iter().find_map(|d| match &d.outcome {
+        Outcome::Route { region } | Outcome::Rewrite { region, .. } => Some(region.clone()),
+        _ => None,
+    });
+    let all_confined = per.iter().all(|d| {
+        matches!(
+            d.outcome,
+            Outcome::Global | Outcome::Route { .. } | Outcome::Rewrite { .. }
+        )
+    });
+    let cross_region = reject.is_none() && all_confined && regions.len() > 1;
     let outcome = if let Some(r) = reject {
         Outcome::Reject(r)
     } else if any_scatter_allowed {
@@ -137,12 +152,12 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
             regions: regions.into_iter().collect(),
             cause: ScatterCause::Allowed,
         }
-    } else if regions.len() > 1 {
+    } else if regions.len() > 1 && !cross_region {
         Outcome::Scatter {
             regions: regions.into_iter().collect(),
             cause: ScatterCause::MultiRegion,
         }
-    } else if let Some(region) = regions.into_iter().next() {
+    } else if let Some(region) = first_region.or_else(|| regions.into_iter().next()) {
         if any_rewrite {
             let parts: Vec<String> = per
                 .iter()
@@ -174,6 +189,7 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
         table,
         moves,
         parse_error,
+        cross_region,
     }
 }
 
@@ -226,6 +242,7 @@ fn decide_one(
             .or_else(|| t.facts.tables.iter().next().cloned()),
         moves: Vec::new(),
         parse_error: t.parse_error.is_some(),
+        cross_region: false,
     };
     if t.parse_error.is_some() {
         if settings.on_parse_error == OnParseError::Reject {

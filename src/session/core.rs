@@ -843,6 +843,17 @@ impl Core {
             .map(|r| ClientError::warning(r.sqlstate(), r.message.clone()));
         let data =
             !plan.decision.tables.is_empty() || !matches!(plan.decision.outcome, Outcome::Global);
+        if plan.decision.cross_region && self.on_cross == OnCrossRegionTxn::Reject {
+            return Err(Refusal {
+                error: ClientError::error(
+                    "GG005",
+                    "geogate: the statements of this query (one implicit transaction) are \
+                     for different regions; on_cross_region_txn = \"reject\": send them \
+                     separately or keep the transaction in one region",
+                ),
+                record: Record::Refused(RejectReason::CrossRegionTxn),
+            });
+        }
         let pinned = match &self.client.txn {
             Txn::Open(r) => Some(r.clone()),
             _ => self.batch_pin.clone(),
@@ -885,7 +896,7 @@ impl Core {
         Ok(Placed {
             region,
             data,
-            cross: false,
+            cross: plan.decision.cross_region,
             rewritten,
             warning,
         })
