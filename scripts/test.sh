@@ -86,14 +86,13 @@ status=${PIPESTATUS[0]}
 # (a signal, an abort, a panic outside a test) has a "test failed" error
 # but no FAILED result: it counts as one failure. A build error runs nothing.
 read -r passed failed crashed ran < <(awk '
-  /^ +Running / { current = $2; result[current] = "" }
+  /^ +Running / { current = $2; result[current] = ""; ran++ }
   /^test result: / {
     for (i = 1; i <= NF; i++) {
       if ($(i + 1) ~ /^passed;?$/) passed += $i
       if ($(i + 1) ~ /^failed;?$/) failed += $i
     }
     result[current] = $3
-    ran++
   }
   /^error: test failed, to rerun pass/ { if (result[current] != "FAILED.") crashed++ }
   END { print passed + 0, failed + 0, crashed + 0, ran + 0 }
@@ -109,6 +108,6 @@ if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=1
 fi
 echo
-echo "$ran test binaries ran; output in $log"
+echo "$ran test binaries run; cargo's output is in $log"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$status" -eq 0 ]
