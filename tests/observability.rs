@@ -383,7 +383,7 @@ fn parse_exposition(text: &str) -> Exposition {
     out
 }
 
-/// The contract of DESIGN.md ("Metrics — contract"): name, type, label names.
+/// The metrics table of docs/design.md ("Metrics"): name, type, label names.
 const CONTRACT: &[(&str, &str, &[&str])] = &[
     (
         "geogate_statements_total",
@@ -1227,7 +1227,8 @@ fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("not a db error: {e}"))
 }
 
-/// What one statement of the script does, by DESIGN.md's decision table.
+/// What one statement of the script does, by the decision table of
+/// docs/design.md ("Decisions").
 #[derive(Clone, Copy)]
 enum Expect {
     /// Forwarded, timed at its ReadyForQuery: `decision` on `table`,

@@ -115,7 +115,11 @@ fn load(
     tenants: Option<&PathBuf>,
     user: Option<&str>,
 ) -> Result<Env, CheckError> {
-    let cfg = Config::load(config)?;
+    // Unset secrets do not matter here: nothing is connected to.
+    let (cfg, warnings) = Config::load_offline(config)?;
+    for w in warnings {
+        eprintln!("geogate: warning: {}: {w}", config.display());
+    }
     if let Some(u) = user
         && !cfg.users.contains_key(u)
     {

@@ -1,4 +1,5 @@
-//! Configuration: the TOML contract of DESIGN.md, validated as a whole.
+//! Configuration: the TOML file of docs/design.md ("Configuration"),
+//! validated as a whole.
 //!
 //! Loading happens in three steps: `${VAR}` substitution on the raw text,
 //! TOML parsing into the lenient [`raw`] schema (unknown keys collected, not
@@ -7,6 +8,7 @@
 
 mod duration;
 mod raw;
+mod suggest;
 mod url;
 
 use std::collections::{BTreeMap, HashMap};
@@ -277,24 +279,83 @@ impl Config {
         Config::parse_with_env(text, "<string>", |_| None)
     }
 
+    /// Reads and validates a file for the commands that connect nowhere
+    /// (`geogate check`, `geogate explain`). A `${VAR}` whose variable is
+    /// unset is read as the word `unset` instead of failing the load: those
+    /// commands need the tables and regions, not the gateway passwords. The
+    /// unset variables come back as warnings (one per variable), to print.
+    /// If the file still fails (e.g. `local_region = "${REGION}"`), the
+    /// unset variables are reported with the other problems.
+    pub fn load_offline(path: &Path) -> Result<(Config, Vec<ConfigIssue>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (mut cfg, warnings) = Config::parse_offline(&text, &path.display().to_string(), |k| {
+            std::env::var(k).ok()
+        })?;
+        cfg.path = Some(path.to_path_buf());
+        Ok((cfg, warnings))
+    }
+
+    /// [`Config::load_offline`] on text, resolving `${VAR}` through `env`.
+    pub fn parse_offline(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Vec<ConfigIssue>), ConfigError> {
+        let (text, unset) = substitute_env(text, &env, UNSET_OFFLINE);
+        let mut warnings: Vec<ConfigIssue> = Vec::new();
+        for var in unset {
+            let key = format!("${{{var}}}");
+            if !warnings.iter().any(|w| w.key == key) {
+                warnings.push(ConfigIssue {
+                    key,
+                    message: format!(
+                        "environment variable is not set; read as \"{UNSET_OFFLINE}\" (this command connects nowhere)"
+                    ),
+                });
+            }
+        }
+        match Config::validate_text(&text, origin, Vec::new()) {
+            Ok(cfg) => Ok((cfg, warnings)),
+            Err(ConfigError::Invalid { origin, issues }) => Err(ConfigError::Invalid {
+                origin,
+                issues: warnings.into_iter().chain(issues).collect(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Parses and validates TOML text, resolving `${VAR}` through `env`.
     pub fn parse_with_env(
         text: &str,
         origin: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut issues = Vec::new();
-        let text = substitute_env(text, &env, &mut issues);
-        let (raw, unknown) = raw::parse(&text).map_err(|message| ConfigError::Syntax {
+        let (text, unset) = substitute_env(text, &env, "");
+        let issues = unset
+            .into_iter()
+            .map(|var| ConfigIssue {
+                key: format!("${{{var}}}"),
+                message: "environment variable is not set".into(),
+            })
+            .collect();
+        Config::validate_text(&text, origin, issues)
+    }
+
+    /// TOML parsing and validation of substituted text; `issues` holds the
+    /// problems found so far (unset variables).
+    fn validate_text(
+        text: &str,
+        origin: &str,
+        mut issues: Vec<ConfigIssue>,
+    ) -> Result<Config, ConfigError> {
+        let (raw, unknown) = raw::parse(text).map_err(|message| ConfigError::Syntax {
             origin: origin.to_string(),
             message,
         })?;
-        for key in unknown {
-            issues.push(ConfigIssue {
-                key,
-                message: "unknown key".into(),
-            });
-        }
+        issues.extend(unknown.iter().map(|path| raw::unknown_key(path)));
         let cfg = raw::validate(raw, &mut issues);
         match cfg {
             Some(cfg) if issues.is_empty() => Ok(cfg),
@@ -326,12 +387,20 @@ pub fn normalize_table_name(name: &str) -> String {
         .to_lowercase()
 }
 
+/// What an unset `${VAR}` becomes for the offline commands: a word that
+/// is valid where secrets go (a password, a URL's user info), and plainly
+/// not a real value in their output.
+const UNSET_OFFLINE: &str = "unset";
+
 /// Replaces `${VAR}` with the variable's value; `$${` escapes a literal `${`.
+/// An unset variable is replaced by `unset_as`; the names of the unset
+/// variables are returned, once per occurrence, in order.
 fn substitute_env(
     text: &str,
     env: &impl Fn(&str) -> Option<String>,
-    issues: &mut Vec<ConfigIssue>,
-) -> String {
+    unset_as: &str,
+) -> (String, Vec<String>) {
+    let mut unset = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("${") {
@@ -348,10 +417,10 @@ fn substitute_env(
                 let var = &after[..end];
                 match env(var) {
                     Some(v) => out.push_str(&v),
-                    None => issues.push(ConfigIssue {
-                        key: format!("${{{var}}}"),
-                        message: "environment variable is not set".into(),
-                    }),
+                    None => {
+                        out.push_str(unset_as);
+                        unset.push(var.to_string());
+                    }
                 }
                 rest = &after[end + 1..];
             }
@@ -362,7 +431,7 @@ fn substitute_env(
         }
     }
     out.push_str(rest);
-    out
+    (out, unset)
 }
 
 #[cfg(test)]

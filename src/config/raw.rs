@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::suggest::{did_you_mean, fields_of};
 use super::*;
 
 #[derive(Deserialize, Default)]
@@ -85,6 +86,30 @@ pub(super) fn parse(text: &str) -> Result<(RawConfig, Vec<String>), String> {
     let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
         .map_err(|e| e.to_string())?;
     Ok((raw, unknown))
+}
+
+/// The issue for an unknown key, from serde_ignored's path (`proxy.colour`,
+/// `tenants.?.refrsh`, `users.0.pasword`): the key written as validation
+/// writes keys (`tenants.refrsh`, `users[0].pasword`) and, when a known key
+/// of the same table is a few edits away, "did you mean `…`?".
+pub(super) fn unknown_key(path: &str) -> ConfigIssue {
+    // `?` marks an Option on the way down; it is not part of the key.
+    let parts: Vec<&str> = path.split('.').filter(|p| *p != "?").collect();
+    let (key, known) = match parts.as_slice() {
+        [k] => (k.to_string(), fields_of::<RawConfig>()),
+        ["proxy", k] => (format!("proxy.{k}"), fields_of::<RawProxy>()),
+        ["tenants", k] => (format!("tenants.{k}"), fields_of::<RawTenants>()),
+        ["regions", name, k] => (format!("regions.{name}.{k}"), fields_of::<RawRegion>()),
+        ["tables", name, k] => (format!("tables.{name}.{k}"), fields_of::<RawTable>()),
+        ["users", i, k] => (format!("users[{i}].{k}"), fields_of::<RawUser>()),
+        _ => (parts.join("."), &[][..]),
+    };
+    let word = key.rsplit(['.', ']']).next().unwrap_or(&key);
+    let message = match did_you_mean(word, known) {
+        Some(k) => format!("unknown key; did you mean `{k}`?"),
+        None => "unknown key".to_string(),
+    };
+    ConfigIssue { key, message }
 }
 
 /// Collects problems while reading values, so all of them are reported.

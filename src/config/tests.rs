@@ -98,7 +98,7 @@ fn bad_toml_is_a_syntax_error() {
     ));
 }
 
-/// The documented config of the seed SaaS, and the copies deploy/ mounts.
+/// The documented config of the example SaaS, and the copies deploy/ mounts.
 const SHIPPED: &str = include_str!("../../config/geogate.toml");
 const SHIPPED_K8S: &str = include_str!("../../deploy/kubernetes/base/geogate.toml");
 const SHIPPED_COMPOSE: &str = include_str!("../../deploy/compose/geogate.toml");
@@ -250,4 +250,113 @@ fn tls_mode_defaults_to_allow_and_require_needs_a_certificate() {
         panic!("an unknown tls_mode must fail")
     };
     assert_eq!(issues[0].key, "proxy.tls_mode");
+}
+
+#[test]
+fn unknown_keys_are_named_as_written_with_the_key_meant() {
+    let text = r#"
+        [proxi]
+        [proxy]
+        local_region = "eu"
+        mdoe = "warn"
+        colour = "blue"
+        [regions.eu]
+        gatway = "postgres://h/db"
+        gateway = "postgres://h/db"
+        [tenants]
+        query = "SELECT 1, 2"
+        refrsh = "30s"
+        [tables.users]
+        partition_col = "region"
+        partition_column = "region"
+        [[users]]
+        name = "app"
+        password = "pw"
+        pasword = "pw"
+    "#;
+    let Err(ConfigError::Invalid { issues, .. }) = Config::parse(text) else {
+        panic!("unknown keys must fail")
+    };
+    let got: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+    for expected in [
+        "proxi: unknown key; did you mean `proxy`?",
+        "proxy.mdoe: unknown key; did you mean `mode`?",
+        "proxy.colour: unknown key",
+        "regions.eu.gatway: unknown key; did you mean `gateway`?",
+        "tenants.refrsh: unknown key; did you mean `refresh`?",
+        "tables.users.partition_col: unknown key; did you mean `partition_column`?",
+        "users[0].pasword: unknown key; did you mean `password`?",
+    ] {
+        assert!(
+            got.iter().any(|g| g == expected),
+            "{expected:?} not in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), 7, "{got:#?}");
+}
+
+#[test]
+fn enum_errors_show_the_bad_value_and_the_accepted_ones() {
+    let text = r#"
+        [proxy]
+        local_region = "eu"
+        mode = "enforcing"
+        [regions.eu]
+        gateway = "postgres://h/db?sslmode=verify_full"
+        [tables.users]
+        partition_column = "region"
+        on_missing_region = "scatter"
+    "#;
+    let Err(ConfigError::Invalid { issues, .. }) = Config::parse(text) else {
+        panic!("bad values must fail")
+    };
+    let got: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+    assert_eq!(
+        got,
+        [
+            "proxy.mode: must be one of \"enforce\", \"warn\", \"observe\", not \"enforcing\"",
+            "regions.eu.gateway: gateway URL has an invalid sslmode \"verify_full\" (expected disable, allow, prefer, require, verify-ca or verify-full)",
+            "tables.users.on_missing_region: must be one of \"rewrite\", \"reject\", \"allow\", not \"scatter\"",
+        ]
+    );
+}
+
+#[test]
+fn offline_loading_reads_unset_secrets_as_a_placeholder_with_one_warning_each() {
+    let (c, warnings) = Config::parse_offline(SHIPPED, "config/geogate.toml", |_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut keys: Vec<&str> = warnings.iter().map(|w| w.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "${APP_DB_PASSWORD}",
+            "${GEOGATE_GATEWAY_PASSWORD}",
+            "${REPORTING_DB_PASSWORD}"
+        ]
+    );
+    assert!(warnings[0].message.contains("not set"), "{warnings:?}");
+    assert_eq!(c.users["app"].password, UNSET_OFFLINE);
+    assert_eq!(
+        c.regions["eu"].gateway.password.as_deref(),
+        Some(UNSET_OFFLINE)
+    );
+    // A set variable is used as it is, and then nothing is warned about.
+    let (c, warnings) = Config::parse_offline(SHIPPED, "t", |k| Some(format!("v-{k}"))).unwrap();
+    assert!(warnings.is_empty());
+    assert_eq!(c.users["app"].password, "v-APP_DB_PASSWORD");
+    // The same file still fails for `serve`, which would connect.
+    assert!(Config::parse_with_env(SHIPPED, "t", |_| None).is_err());
+}
+
+#[test]
+fn offline_loading_that_still_fails_names_the_unset_variables_too() {
+    let Err(ConfigError::Invalid { issues, .. }) =
+        Config::parse_offline(SHIPPED_K8S, "k8s", |_| None)
+    else {
+        panic!("an unset local region cannot be guessed")
+    };
+    let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+    assert!(keys.contains(&"${GEOGATE_LOCAL_REGION}"), "{keys:?}");
+    assert!(keys.contains(&"proxy.local_region"), "{keys:?}");
 }

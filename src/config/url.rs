@@ -8,6 +8,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::suggest::did_you_mean;
+
 /// How the proxy protects its connection to a gateway, as libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -97,10 +99,23 @@ pub enum UrlError {
     NoHost,
     #[error("names several hosts; geogate connects to one gateway per region")]
     MultiHost,
-    #[error("has an unknown parameter {0:?}")]
-    UnknownParam(String),
-    #[error("has an invalid value for {0}")]
-    BadValue(&'static str),
+    #[error("has an unknown parameter {name:?}{}", did_you_mean_suffix(*.suggestion))]
+    UnknownParam {
+        /// The parameter as written.
+        name: String,
+        /// A known parameter a few edits away, if any.
+        suggestion: Option<&'static str>,
+    },
+    #[error("has an invalid {param} {value:?} (expected {expected})")]
+    BadValue {
+        /// The parameter.
+        param: &'static str,
+        /// The value as written (never a password: only sslmode and
+        /// connect_timeout are checked this way).
+        value: String,
+        /// What would be accepted.
+        expected: &'static str,
+    },
     #[error("has a bad percent-encoding")]
     Encoding,
 }
@@ -160,14 +175,20 @@ impl GatewayUrl {
             let v = decode(v)?;
             match k {
                 "sslmode" => {
-                    url.sslmode = SslMode::parse(&v).ok_or(UrlError::BadValue("sslmode"))?
+                    url.sslmode = SslMode::parse(&v).ok_or_else(|| UrlError::BadValue {
+                        param: "sslmode",
+                        value: v.clone(),
+                        expected: "disable, allow, prefer, require, verify-ca or verify-full",
+                    })?
                 }
                 "sslrootcert" => url.sslrootcert = Some(v),
                 "application_name" => url.application_name = Some(v),
                 "connect_timeout" => {
-                    let secs: u64 = v
-                        .parse()
-                        .map_err(|_| UrlError::BadValue("connect_timeout"))?;
+                    let secs: u64 = v.parse().map_err(|_| UrlError::BadValue {
+                        param: "connect_timeout",
+                        value: v.clone(),
+                        expected: "whole seconds",
+                    })?;
                     // libpq treats 0 as "wait forever"; a sidecar never should.
                     url.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs));
                 }
@@ -177,7 +198,12 @@ impl GatewayUrl {
                 "dbname" => url.database = Some(v),
                 "host" => url.host = v,
                 "port" => url.port = v.parse().map_err(|_| UrlError::Port(v.clone()))?,
-                other => return Err(UrlError::UnknownParam(other.to_string())),
+                other => {
+                    return Err(UrlError::UnknownParam {
+                        name: other.to_string(),
+                        suggestion: did_you_mean(other, PARAMS),
+                    });
+                }
             }
         }
         Ok(url)
@@ -191,6 +217,24 @@ impl GatewayUrl {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// The query parameters [`GatewayUrl::parse`] understands.
+const PARAMS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "application_name",
+    "connect_timeout",
+    "options",
+    "user",
+    "password",
+    "dbname",
+    "host",
+    "port",
+];
+
+fn did_you_mean_suffix(suggestion: Option<&str>) -> String {
+    suggestion.map_or(String::new(), |s| format!("; did you mean `{s}`?"))
 }
 
 fn split_host_port(hp: &str) -> Result<(String, u16), UrlError> {
@@ -275,16 +319,38 @@ mod tests {
             Err(UrlError::MultiHost)
         );
         assert_eq!(
-            GatewayUrl::parse("postgres://h/x?sslmod=require"),
-            Err(UrlError::UnknownParam("sslmod".into()))
+            GatewayUrl::parse("postgres://h/x?foo=1"),
+            Err(UrlError::UnknownParam {
+                name: "foo".into(),
+                suggestion: None
+            })
         );
-        assert_eq!(
+        assert!(matches!(
             GatewayUrl::parse("postgres://h/x?sslmode=maybe"),
-            Err(UrlError::BadValue("sslmode"))
-        );
+            Err(UrlError::BadValue {
+                param: "sslmode",
+                ..
+            })
+        ));
         assert_eq!(
             GatewayUrl::parse("postgres://h/%zz"),
             Err(UrlError::Encoding)
+        );
+    }
+
+    #[test]
+    fn errors_show_the_bad_value_and_suggest_the_parameter_meant() {
+        let e = GatewayUrl::parse("postgres://h/x?sslmode=verify_full").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "has an invalid sslmode \"verify_full\" (expected disable, allow, prefer, require, verify-ca or verify-full)"
+        );
+        let e = GatewayUrl::parse("postgres://h/x?connect_timeout=5s").unwrap_err();
+        assert!(e.to_string().contains("\"5s\""), "{e}");
+        let e = GatewayUrl::parse("postgres://h/x?sslmod=require").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "has an unknown parameter \"sslmod\"; did you mean `sslmode`?"
         );
     }
 }

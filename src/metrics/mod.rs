@@ -1,7 +1,7 @@
 //! Prometheus metrics, statement fingerprints and the HTTP endpoints.
 //!
-//! [`Metrics`] holds every metric of DESIGN.md's contract (plus a few
-//! documented extras) on its own [`prometheus::Registry`]. One `Arc<Metrics>`
+//! [`Metrics`] holds every metric listed in docs/design.md ("Metrics") on
+//! its own [`prometheus::Registry`]. One `Arc<Metrics>`
 //! is shared by all sessions; the hot-path methods take label values from
 //! small enums and configured names only, and resolve them to pre-built
 //! handles, so recording a statement is a few atomic adds.
@@ -77,7 +77,8 @@ pub const CONTRACT_METRICS: &[&str] = &[
     "geogate_region_moves_total",
 ];
 
-/// Metrics beyond the contract (documented in README.md, "Operating geogate").
+/// Metrics beyond the contract's table (docs/design.md, "Metrics";
+/// README.md, "Operating geogate").
 pub const EXTRA_METRICS: &[&str] = &["geogate_info", "geogate_upstream_connections"];
 
 /// What happened to one statement, as the session records it.

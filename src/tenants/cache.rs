@@ -453,12 +453,21 @@ impl TenantCache {
 
     fn load_failed(&self, e: DirectoryError) -> DirectoryError {
         self.stale.store(true, Ordering::SeqCst);
-        tracing::warn!(
-            error = %e,
-            loaded = self.is_loaded(),
-            entries = self.entries.len(),
-            "tenant directory load failed; serving the last good data"
-        );
+        // Two different situations: before any load succeeded there is no
+        // "last good data" to serve (the sidecar is not ready); after one,
+        // the loaded tenants keep serving.
+        if self.is_loaded() {
+            tracing::warn!(
+                error = %e,
+                entries = self.entries.len(),
+                "tenant directory reload failed; serving the last loaded data until a reload succeeds"
+            );
+        } else {
+            tracing::warn!(
+                error = %e,
+                "tenant directory not loaded yet: its initial load failed; not ready, retrying"
+            );
+        }
         e
     }
 
