@@ -178,6 +178,16 @@ struct Refusal {
     record: Record,
 }
 
+impl Refusal {
+    /// A cross-region transaction (or batch) refused: counted as one too.
+    fn cross_region(error: ClientError) -> Refusal {
+        Refusal {
+            error,
+            record: Record::Refused(RejectReason::CrossRegionTxn),
+        }
+    }
+}
+
 /// The portal name geogate describes to abort an upstream's transaction:
 /// PostgreSQL answers `34000`, and the transaction (implicit or explicit)
 /// fails, so nothing of it commits.
@@ -844,15 +854,12 @@ impl Core {
         let data =
             !plan.decision.tables.is_empty() || !matches!(plan.decision.outcome, Outcome::Global);
         if plan.decision.cross_region && self.on_cross == OnCrossRegionTxn::Reject {
-            return Err(Refusal {
-                error: ClientError::error(
-                    "GG005",
-                    "geogate: the statements of this query (one implicit transaction) are \
-                     for different regions; on_cross_region_txn = \"reject\": send them \
-                     separately or keep the transaction in one region",
-                ),
-                record: Record::Refused(RejectReason::CrossRegionTxn),
-            });
+            return Err(Refusal::cross_region(ClientError::error(
+                "GG005",
+                "geogate: the statements of this query (one implicit transaction) are \
+                 for different regions; on_cross_region_txn = \"reject\": send them \
+                 separately or keep the transaction in one region",
+            )));
         }
         let pinned = match &self.client.txn {
             Txn::Open(r) => Some(r.clone()),
@@ -866,18 +873,15 @@ impl Core {
                 } else {
                     "batch (one implicit transaction)"
                 };
-                return Err(Refusal {
-                    error: ClientError::error(
-                        "GG005",
-                        format!(
-                            "geogate: this {what} runs in region {pin}; a statement for region {} \
-                             may not join it (on_cross_region_txn = \"reject\"); commit first or \
-                             keep the transaction in one region",
-                            wanted.as_deref().unwrap_or("?")
-                        ),
+                return Err(Refusal::cross_region(ClientError::error(
+                    "GG005",
+                    format!(
+                        "geogate: this {what} runs in region {pin}; a statement for region {} \
+                         may not join it (on_cross_region_txn = \"reject\"); commit first or \
+                         keep the transaction in one region",
+                        wanted.as_deref().unwrap_or("?")
                     ),
-                    record: Record::Refused(RejectReason::CrossRegionTxn),
-                });
+                )));
             }
             return Ok(Placed {
                 region: pin,
@@ -1095,6 +1099,11 @@ impl Core {
                 // Nowhere to send them: the error stands for the batch.
                 Err(_) => self.held.clear(),
             }
+        }
+        if refusal.record == Record::Refused(RejectReason::CrossRegionTxn)
+            && !std::mem::replace(&mut self.cross_counted, true)
+        {
+            self.pending_cross = true;
         }
         self.refuse(refusal.error, simple);
         Ok(Handled::go(refusal.record))
