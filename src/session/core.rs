@@ -457,28 +457,19 @@ impl Core {
     }
 
     /// Parse, Describe and Close of statements touch no data and pin
-    /// nothing: they wait for the batch's first statement to know where it
-    /// goes. Once the batch has gone somewhere, they follow it at once
-    /// (answers come back in the order asked).
+    /// nothing: they wait for the batch's first data statement to know
+    /// where it goes (every path that sends a message sends what is held
+    /// first, so answers keep the order asked). Once the batch or the
+    /// transaction runs somewhere, they follow it at once.
     fn hold(&mut self, held: Held) {
         self.held.push(held);
-        if let Some(region) = self.batch_destination() {
+        let destination = match &self.client.txn {
+            Txn::Open(r) => Some(r.clone()),
+            _ => self.batch_pin.clone(),
+        };
+        if let Some(region) = destination {
             self.release_held(&region);
         }
-    }
-
-    /// Where the current batch (or transaction) already runs.
-    fn batch_destination(&self) -> Option<Arc<str>> {
-        if let Txn::Open(r) = &self.client.txn {
-            return Some(r.clone());
-        }
-        if let Some(r) = &self.batch_pin {
-            return Some(r.clone());
-        }
-        self.links
-            .iter()
-            .find(|(_, l)| l.open_batch)
-            .map(|(r, _)| r.clone())
     }
 
     /// After a refusal inside a batch, PostgreSQL's rule: everything up to
@@ -569,6 +560,11 @@ impl Core {
         let home = match self.portals.get(portal) {
             Some(Portal::Own(tag)) => {
                 let tag = *tag;
+                // What is held is answered first, in order.
+                if !self.held.is_empty() {
+                    let region = self.home(placement)?;
+                    self.release_held(&region);
+                }
                 let mut out = BytesMut::new();
                 match answer {
                     Answer::Describe => put_empty(&mut out, b'n'),

@@ -573,3 +573,169 @@ async fn a_prepared_statement_alternating_regions_is_prepared_once_per_region() 
     }
     let _ = OnCrossRegionTxn::Allow;
 }
+
+#[tokio::test]
+async fn an_upstream_error_mid_pipeline_reaches_the_client_at_the_flush() {
+    let mut h = H::new("").await;
+    h.client(&[
+        parse("", "SELECT 1/0"),
+        bind("", &[]),
+        execute(),
+        parse("", "SELECT 2"),
+        bind("", &[]),
+        execute(),
+        flush(),
+    ])
+    .await;
+    assert_eq!(h.sent("eu"), "PBEPBEH");
+    // The error ends the batch upstream: what follows is skipped there, and
+    // nothing waits for a Sync to reach the client.
+    h.reply("eu", &[empty(b'1'), empty(b'2'), error("22012")]);
+    assert_eq!(h.read(), "12E[22012]");
+    h.client(&[sync()]).await;
+    h.reply("eu", &[ready(b'I')]);
+    assert_eq!(h.read(), "ZI");
+    assert!(h.core.answered());
+}
+
+#[tokio::test]
+async fn close_and_describe_after_a_bind_follow_the_batch_in_order() {
+    let mut h = H::new("").await;
+    h.client(&[
+        parse("s", BY_TENANT),
+        bind("s", &[US_T]),
+        describe_statement("s"),
+        frame(b'C', b"Ss\0"),
+        execute(),
+        sync(),
+    ])
+    .await;
+    // Held Parse goes with the Bind; the Describe and Close after it go
+    // straight to the batch's region, so answers keep their order.
+    assert_eq!(h.sent("us"), "PPBDCES");
+    assert_eq!(h.sent("eu"), "");
+    h.reply(
+        "us",
+        &[
+            empty(b'1'),
+            empty(b'1'),
+            empty(b'2'),
+            frame(b't', b"\0\x01\0\0\0\x19"),
+            frame(b'T', b"\0\0"),
+            empty(b'3'),
+            row(),
+            complete("SELECT 1"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(h.read(), "12tT3DCZI");
+}
+
+#[tokio::test]
+async fn a_begin_bound_with_parameter_values_is_forwarded_as_it_is() {
+    let mut h = H::new("").await;
+    h.client(&[parse("", "BEGIN"), bind("", &["x"]), execute(), sync()])
+        .await;
+    assert_eq!(h.sent("eu"), "PBES", "not deferred: PostgreSQL answers it");
+    h.reply(
+        "eu",
+        &[empty(b'1'), empty(b'2'), complete("BEGIN"), ready(b'T')],
+    );
+    assert_eq!(h.read(), "12CZT");
+}
+
+#[tokio::test]
+async fn jdbc_autocommit_off_sends_begin_with_the_first_statement_to_its_region() {
+    let mut h = H::new("").await;
+    let q = "SELECT email FROM users WHERE tenant_id = $1 AND region = 'us'";
+    h.client(&[
+        parse("", "BEGIN"),
+        bind("", &[]),
+        execute(),
+        parse("", q),
+        bind("", &[US_T]),
+        describe_portal(),
+        execute(),
+        sync(),
+    ])
+    .await;
+    // BEGIN's Parse is answered by eu (where the session was); its Bind and
+    // Execute by geogate. eu's open batch gets its own Sync; us gets the
+    // BEGIN as a simple query, then the statement.
+    assert_eq!(h.sent("eu"), "PS");
+    assert_eq!(h.sent("us"), "QPBDES");
+    h.reply("eu", &[empty(b'1'), ready(b'I')]);
+    h.reply("us", &[complete("BEGIN"), ready(b'T')]);
+    h.reply(
+        "us",
+        &[
+            empty(b'1'),
+            empty(b'2'),
+            frame(b'T', b"\0\0"),
+            complete("SELECT 0"),
+            ready(b'T'),
+        ],
+    );
+    assert_eq!(h.read(), "12C12TCZT");
+}
+
+#[tokio::test]
+async fn a_multi_statement_query_over_two_regions_is_refused_whole_under_reject() {
+    let mut h = H::new("on_cross_region_txn = \"reject\"").await;
+    let q = format!(
+        "INSERT INTO users (tenant_id, email) VALUES ('{EU_T}', 'a'); \
+         INSERT INTO users (tenant_id, email) VALUES ('{US_T}', 'b')"
+    );
+    h.client(&[query(&q)]).await;
+    assert_eq!(
+        h.sent("eu") + &h.sent("us"),
+        "",
+        "nothing reaches a gateway"
+    );
+    assert_eq!(h.read(), "E[GG005]ZI");
+    assert_eq!(
+        h.records.last(),
+        Some(&Record::Refused(RejectReason::CrossRegionTxn))
+    );
+    assert!(h.core.take_cross_region(), "counted once");
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_batch_leaves_the_session_not_idle_so_its_upstreams_are_terminated() {
+    let mut h = H::new("").await;
+    h.client(&[parse("", INSERT), bind("", &[EU_T, "a"]), execute()])
+        .await;
+    assert_eq!(h.sent("eu"), "PPBE");
+    // No Sync came: the shell must not reuse this upstream (it terminates
+    // it, and PostgreSQL rolls the implicit transaction back).
+    assert!(!h.core.is_idle());
+    let (loss, signal) = h.core.link_lost(&"eu".into());
+    assert_eq!(
+        (loss, signal),
+        (
+            super::core::Loss::Fatal(Some(ClientError::upstream_lost("eu"))),
+            true
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_begin_with_its_describe_in_one_batch_is_answered_in_order() {
+    // tokio-postgres query_typed("START TRANSACTION"): P/B/D/E/S at once.
+    let mut h = H::new("").await;
+    h.client(&[
+        parse("", "START TRANSACTION"),
+        bind("", &[]),
+        frame(b'D', b"P\0"),
+        execute(),
+        sync(),
+    ])
+    .await;
+    assert_eq!(h.sent("eu"), "PS");
+    h.reply("eu", &[empty(b'1'), ready(b'I')]);
+    assert_eq!(
+        h.read(),
+        "12nCZT",
+        "the gateway's ParseComplete, then geogate's answers"
+    );
+}
