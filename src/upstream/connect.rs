@@ -49,6 +49,33 @@ pub enum UpstreamError {
     Protocol(String),
 }
 
+impl UpstreamError {
+    /// Whether this failure to open a connection to `gateway` says the region
+    /// is unusable for every session (a health signal, see
+    /// `Health::connect_failed`), rather than refusing this one client.
+    ///
+    /// Signals: no TCP or TLS, a timeout, a broken handshake, `57P03` (the
+    /// server is starting up, shutting down or in recovery), and a refused
+    /// login (`28xxx`) or missing database (`3D000`) when the URL pins the
+    /// user or database, so that every session would get the same answer.
+    /// Not signals: a client's own user or database refused (URL pins
+    /// neither), `53300` (the gateway is full: this session waits its turn,
+    /// the probe sees it if it lasts), any other ErrorResponse.
+    pub fn is_health_signal(&self, gateway: &super::Gateway) -> bool {
+        match self {
+            UpstreamError::Io(_)
+            | UpstreamError::Timeout
+            | UpstreamError::TlsRefused
+            | UpstreamError::Protocol(_) => true,
+            UpstreamError::Server { code, .. } => {
+                code == "57P03"
+                    || (code.starts_with("28") && gateway.url.user.is_some())
+                    || (code == "3D000" && gateway.url.database.is_some())
+            }
+        }
+    }
+}
+
 pub(super) async fn connect(
     gw: &Gateway,
     client: &StartupParams,

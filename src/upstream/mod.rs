@@ -18,7 +18,7 @@ use crate::wire::stream::{PgReader, PgWriter};
 
 pub use connect::{UpstreamError, send_cancel};
 pub use directory::GatewayDirectory;
-pub use probe::GatewayProbe;
+pub use probe::{GatewayProbe, PROBE_APPLICATION_NAME, probe_gateway};
 pub use query::TextRow;
 
 /// A region's gateway, ready to be connected to.
