@@ -194,7 +194,7 @@ pub fn negotiation(minor: u16, params: &BTreeMap<String, String>) -> Option<Byte
         .filter(|k| k.starts_with("_pq_."))
         .map(String::as_str)
         .collect();
-    if minor <= NEWEST_MINOR && unsupported.is_empty() {
+    if minor.cmp(&NEWEST_MINOR).is_le() && unsupported.is_empty() {
         return None;
     }
     let body_len: usize = 4 + 4 + 4 + unsupported.iter().map(|o| o.len() + 1).sum::<usize>();
