@@ -149,18 +149,56 @@ allow_scatter = true
 /// geogate running in-process on a free port.
 struct Proxy {
     port: u16,
+    /// The metrics listener, when the config sets `metrics_listen`.
+    metrics: Option<std::net::SocketAddr>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Proxy {
+    /// `geogate_upstream_up{region}` as /metrics reports it now.
+    async fn upstream_up(&self, region: &str) -> Option<i64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.expect("metrics_listen is configured");
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: geogate\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        let prefix = format!("geogate_upstream_up{{region=\"{region}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Waits (bounded) until geogate reports `region`'s gateway up or down.
+    async fn wait_upstream_up(&self, region: &str, up: bool) {
+        let want = i64::from(up);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.upstream_up(region).await != Some(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "geogate_upstream_up{{region={region}}} never became {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn start_proxy(config: &str) -> Proxy {
     let config = geogate::config::Config::parse(config).expect("test config is valid");
     let bound = geogate::server::bind(config).await.expect("bind");
     let port = bound.local_addr().port();
+    let metrics = bound.metrics_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(bound.run_until(async move {
         let _ = stopped.await;
     }));
-    Proxy { port, _stop: stop }
+    Proxy {
+        port,
+        metrics,
+        _stop: stop,
+    }
 }
 
 async fn connect(proxy: &Proxy, user: &str, password: &str, db: &str) -> Client {
@@ -576,7 +614,7 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
             ("apac", Cluster::shared("apac")),
         ],
     );
-    let proxy = start_proxy(&geo.config("")).await;
+    let proxy = start_proxy(&geo.config(r#"metrics_listen = "127.0.0.1:0""#)).await;
     let c = connect(&proxy, "app", "app-secret", &geo.db).await;
     let us_tenant = TENANTS[1].0;
     let insert = |email: &str| {
@@ -590,8 +628,10 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
     assert_eq!(port, i32::from(us.port()));
 
     us.stop();
-    // Let the session see its idle us connection close.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until geogate knows: the session's idle us connection closing or
+    // the prober's failed startups mark us down (no fixed sleep: either
+    // may take a while on a loaded machine).
+    proxy.wait_upstream_up("us", false).await;
     // The same session goes on: us statements are served by us's fallback (eu).
     c.execute(&insert("during@us"), &[]).await.unwrap();
     assert_eq!(
@@ -607,19 +647,11 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
     );
 
     us.start();
-    // The prober sees us answer again (it probes every second); traffic returns.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
-        if port == i32::from(us.port()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "traffic did not return to us"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The prober logs in to us again (twice in a row, a second apart);
+    // then traffic returns.
+    proxy.wait_upstream_up("us", true).await;
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, i32::from(us.port()), "traffic returned to us");
     c.execute(&insert("after@us"), &[]).await.unwrap();
     // No committed write was lost: both us writes are in us.
     let emails = geo.direct(

@@ -194,6 +194,7 @@ pub fn negotiation(minor: u16, params: &BTreeMap<String, String>) -> Option<Byte
         .filter(|k| k.starts_with("_pq_."))
         .map(String::as_str)
         .collect();
+    // A comparison, not `minor == 0`: NEWEST_MINOR may grow.
     if minor.cmp(&NEWEST_MINOR).is_le() && unsupported.is_empty() {
         return None;
     }
