@@ -25,8 +25,10 @@ pub const PROTOCOL_MAJOR: u16 = 3;
 /// The newest minor version geogate speaks for major 3.
 pub const NEWEST_MINOR: u16 = 0;
 /// Request codes that share the StartupMessage layout (major 1234):
-/// CancelRequest, SSLRequest, GSSENCRequest. pgwire decodes those.
+/// CancelRequest (5678), SSLRequest (5679), GSSENCRequest (5680). pgwire
+/// decodes those; any other 1234.x is an unsupported version, as in PostgreSQL.
 const SPECIAL_MAJOR: u16 = 1234;
+const SPECIAL_MINORS: [u16; 3] = [5678, 5679, 5680];
 /// PostgreSQL's `MAX_STARTUP_PACKET_LENGTH`.
 const MAX_STARTUP_PACKET: usize = 10_000;
 
@@ -149,7 +151,7 @@ fn decode_other_major(buf: &mut BytesMut) -> Result<Option<StartupRequest>, Star
     let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let major = u16::from_be_bytes([buf[4], buf[5]]);
     let minor = u16::from_be_bytes([buf[6], buf[7]]);
-    if major == PROTOCOL_MAJOR || major == SPECIAL_MAJOR {
+    if major == PROTOCOL_MAJOR || (major == SPECIAL_MAJOR && SPECIAL_MINORS.contains(&minor)) {
         return Ok(None);
     }
     if !(8..=MAX_STARTUP_PACKET).contains(&len) {
@@ -270,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_major_version_other_than_3_is_decoded_and_refused_with_0a000() {
-        for (major, minor) in [(4, 0), (2, 0), (1, 0), (0, 0), (65535, 65535)] {
+        for (major, minor) in [(4, 0), (2, 0), (1, 0), (0, 0), (1234, 5681), (65535, 65535)] {
             let mut buf = version(major, minor, b"user\0app\0\0");
             let got = StartupDecoder::new().decode(&mut buf).unwrap();
             assert_eq!(
