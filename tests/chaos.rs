@@ -670,7 +670,7 @@ async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_wri
         .iter()
         .find(|(_, o)| o.is_ok())
         .map(|(t, _)| *t);
-    while first_served.is_none() && killed_at.elapsed() < Duration::from_secs(20) {
+    while first_served.is_none() && killed_at.elapsed() < Duration::from_secs(10) {
         if let Ok((c, _)) = try_connect(proxy.port, &db).await {
             if c.simple_query("SELECT count(*) FROM events WHERE region = 'eu'")
                 .await

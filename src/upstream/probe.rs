@@ -145,4 +145,22 @@ mod tests {
             ("geogate", "geogate")
         );
     }
+
+    #[test]
+    fn a_session_connect_failure_is_a_health_signal_unless_it_is_the_clients_own() {
+        let pinned = gateway("postgres://geogate:pw@127.0.0.1:5433/app?sslmode=disable");
+        let open = gateway("postgres://127.0.0.1:5433?sslmode=disable");
+        let refused = UpstreamError::Io(std::io::ErrorKind::ConnectionRefused.into());
+        for gw in [&pinned, &open] {
+            assert!(refused.is_health_signal(gw));
+            assert!(UpstreamError::Timeout.is_health_signal(gw));
+            assert!(server("57P03").is_health_signal(gw), "starting up");
+            assert!(!server("53300").is_health_signal(gw), "full, not down");
+            assert!(!server("42501").is_health_signal(gw));
+        }
+        assert!(server("28P01").is_health_signal(&pinned), "geogate's own login");
+        assert!(!server("28P01").is_health_signal(&open), "one user's login");
+        assert!(server("3D000").is_health_signal(&pinned));
+        assert!(!server("3D000").is_health_signal(&open), "the client's database");
+    }
 }
