@@ -146,8 +146,15 @@ impl std::fmt::Debug for Health {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError<E> {
     /// The region and every fallback are down (or failed as they were tried).
-    #[error(transparent)]
-    NoGateway(NoGateway),
+    #[error("{error}")]
+    NoGateway {
+        /// What the client is told (`GG004`) unless `last` says more.
+        error: NoGateway,
+        /// The last attempt's failure, if one was made: a gateway's own
+        /// ErrorResponse (`28P01` for geogate's pinned credentials, `57P03`)
+        /// is worth relaying as is instead of `GG004`.
+        last: Option<E>,
+    },
     /// The attempt failed for a reason that is not a health signal (one
     /// user's failed login, a database that does not exist): it ends this
     /// session's attempt and changes no region's state.
@@ -309,6 +316,11 @@ impl Health {
     /// region is tried at most once. A session opens its first upstream at
     /// startup through this, so startup works while its local gateway is
     /// down and a fallback is up.
+    ///
+    /// When the region and all its fallbacks are already marked down, the
+    /// region itself is tried once anyway: the marks may be older than the
+    /// gateway's recovery (the prober has not confirmed it yet), and if it
+    /// is still down the client gets the gateway's own answer (`last`).
     pub async fn open_with_failover<T, E, F, Fut>(
         &self,
         region: &str,
@@ -319,16 +331,23 @@ impl Health {
         Fut: Future<Output = Result<T, Attempt<E>>>,
     {
         let mut tried: Vec<String> = Vec::new();
+        let mut last = None;
         loop {
-            let choice = self
-                .choose_except(region, &tried)
-                .map_err(OpenError::NoGateway)?;
+            let choice = match self.choose_except(region, &tried) {
+                Ok(choice) => choice,
+                Err(_) if tried.is_empty() && self.regions.contains_key(region) => Choice {
+                    region_used: region.to_string(),
+                    failed_over_from: None,
+                },
+                Err(error) => return Err(OpenError::NoGateway { error, last }),
+            };
             match open(choice.region_used.clone()).await {
                 Ok(t) => return Ok((choice, t)),
                 Err(Attempt::Refused(e)) => return Err(OpenError::Session(e)),
-                Err(Attempt::Unreachable(_)) => {
+                Err(Attempt::Unreachable(e)) => {
                     self.connect_failed(&choice.region_used);
                     tried.push(choice.region_used);
+                    last = Some(e);
                 }
             }
         }

@@ -325,11 +325,58 @@ async fn open_with_failover_tries_each_region_once_then_reports_gg004() {
         .open_with_failover("us", attempt(&OUTCOME, log.clone()))
         .await
         .unwrap_err();
-    let OpenError::NoGateway(e) = err else {
+    let OpenError::NoGateway { error, last } = err else {
         panic!("expected NoGateway")
     };
-    assert_eq!(e.tried, ["us", "eu"]);
+    assert_eq!(error.tried, ["us", "eu"]);
+    assert_eq!(last, Some("refused"), "the last gateway's answer is kept");
     assert_eq!(*log.lock().unwrap(), ["us", "eu"]);
+}
+
+#[tokio::test]
+async fn open_with_failover_tries_a_region_marked_down_once_when_nothing_is_up() {
+    static OUTCOME: [(&str, Result<u32, Attempt<&str>>); 1] = [("apac", Ok(7))];
+    let h = Health::new(&regions(), None);
+    h.connect_failed("apac");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (choice, n) = h
+        .open_with_failover("apac", attempt(&OUTCOME, log.clone()))
+        .await
+        .unwrap();
+    assert_eq!((choice, n), (used("apac", None), 7));
+    assert!(
+        !h.is_up("apac"),
+        "one connection does not bring it back: the prober does"
+    );
+    // Still down: the gateway's own answer comes back, tried once.
+    static DOWN: [(&str, Result<u32, Attempt<&str>>); 1] =
+        [("apac", Err(Attempt::Unreachable("28P01 for geogate")))];
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let err = h
+        .open_with_failover("apac", attempt(&DOWN, log.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        OpenError::NoGateway {
+            last: Some("28P01 for geogate"),
+            ..
+        }
+    ));
+    assert_eq!(*log.lock().unwrap(), ["apac"]);
+}
+
+#[tokio::test]
+async fn open_with_failover_for_an_unknown_region_tries_nothing() {
+    static OUTCOME: [(&str, Result<u32, Attempt<&str>>); 0] = [];
+    let h = Health::new(&regions(), None);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let err = h
+        .open_with_failover("mars", attempt(&OUTCOME, log.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::NoGateway { last: None, .. }));
+    assert!(log.lock().unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::{CancelTarget, Gateway, StartupParams, Upstream, tls};
 use crate::config::SslMode;
+use crate::route::Attempt;
 use crate::wire::stream::PgStream;
 
 /// Default limit on connect + TLS + auth when the URL sets no `connect_timeout`.
@@ -74,6 +75,23 @@ impl UpstreamError {
             }
         }
     }
+}
+
+/// Opens a connection as [`super::Upstream::connect`] does, sorting a
+/// failure for `Health::open_with_failover`: a health signal is
+/// [`Attempt::Unreachable`] (the region is marked down, the next candidate
+/// tried), anything else [`Attempt::Refused`] (this client's own problem).
+pub async fn connect_attempt(
+    gw: &Gateway,
+    client: &StartupParams,
+) -> Result<Upstream, Attempt<UpstreamError>> {
+    connect(gw, client).await.map_err(|e| {
+        if e.is_health_signal(gw) {
+            Attempt::Unreachable(e)
+        } else {
+            Attempt::Refused(e)
+        }
+    })
 }
 
 pub(super) async fn connect(

@@ -158,9 +158,15 @@ mod tests {
             assert!(!server("53300").is_health_signal(gw), "full, not down");
             assert!(!server("42501").is_health_signal(gw));
         }
-        assert!(server("28P01").is_health_signal(&pinned), "geogate's own login");
+        assert!(
+            server("28P01").is_health_signal(&pinned),
+            "geogate's own login"
+        );
         assert!(!server("28P01").is_health_signal(&open), "one user's login");
         assert!(server("3D000").is_health_signal(&pinned));
-        assert!(!server("3D000").is_health_signal(&open), "the client's database");
+        assert!(
+            !server("3D000").is_health_signal(&open),
+            "the client's database"
+        );
     }
 }
