@@ -556,7 +556,7 @@ async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_mar
         valid_sessions.load(Ordering::Relaxed),
         valid_statements.load(Ordering::Relaxed),
         failures.len(),
-        failovers(&m),
+        failovers(&m) as u64,
     );
     assert!(
         failures.is_empty(),
