@@ -45,7 +45,7 @@ impl Default for ProberConfig {
     fn default() -> Self {
         ProberConfig {
             interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
         }
     }
 }
