@@ -1148,3 +1148,71 @@ async fn protocol_versions_are_negotiated_as_postgresql_does() {
         .unwrap();
     assert_eq!(raw.next().await.map(|m| m.0), Some(b'R'));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateways_error_ending_one_session_changes_no_regions_state() {
+    let regions = Regions::new(
+        "chaos_one",
+        vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
+    );
+    let proxy = start_proxy(&regions.config("127.0.0.1:0", "")).await;
+    let db = regions.db.clone();
+    let eu_port = i32::from(regions.cluster("eu").port());
+    // One eu row, so that a function in the target list runs once.
+    regions.cluster("eu").psql(&db, "INSERT INTO events VALUES (1, 'eu')");
+    let bystander = connect(proxy.port, &db).await;
+    let served_by = "SELECT inet_server_port(), count(*) FROM events WHERE region = 'eu'";
+    wait_until("eu confirmed up by the prober", || async {
+        upstream_up(&metrics(proxy.metrics).await, "eu") == Some(1.0)
+    })
+    .await;
+
+    // The bytes: an unknown message type (z) and a Sync after login.
+    let mut raw = Raw::login(proxy.port, &db).await;
+    let mut bytes = message(b'z', &[]);
+    bytes.extend_from_slice(&SYNC);
+    raw.s.write_all(&bytes).await.unwrap();
+    let mut codes = Vec::new();
+    while let Some((tag, body)) = raw.next().await {
+        if tag == b'E' {
+            codes.push(sqlstate(&body));
+        }
+    }
+    assert_eq!(
+        codes,
+        ["08P01"],
+        "a protocol violation, then the connection closes"
+    );
+
+    // One backend terminated: the gateway says FATAL 57P01 to that session only.
+    let victim = connect(proxy.port, &db).await;
+    let killed = victim
+        .simple_query(
+            "SELECT pg_terminate_backend(pg_backend_pid()) FROM events WHERE region = 'eu'",
+        )
+        .await;
+    assert!(killed.is_err(), "the terminated session sees its error");
+    wait_until("the terminated session is over", || {
+        let closed = victim.is_closed();
+        async move { closed }
+    })
+    .await;
+
+    let m = metrics(proxy.metrics).await;
+    let row = bystander
+        .query_one(served_by, &[])
+        .await
+        .expect("bystander unaffected");
+    println!(
+        "one session: unknown message type answered {codes:?}; after it and a terminated backend: eu up = {:?}, failovers = {}",
+        upstream_up(&m, "eu"),
+        failovers(&m) as u64
+    );
+    assert_eq!(upstream_up(&m, "eu"), Some(1.0), "eu stays up");
+    assert_eq!(failovers(&m), 0.0, "nothing failed over");
+    assert_eq!(
+        row.get::<_, i32>(0),
+        eu_port,
+        "eu statements still served by eu"
+    );
+}
