@@ -1159,7 +1159,9 @@ async fn a_gateways_error_ending_one_session_changes_no_regions_state() {
     let db = regions.db.clone();
     let eu_port = i32::from(regions.cluster("eu").port());
     // One eu row, so that a function in the target list runs once.
-    regions.cluster("eu").psql(&db, "INSERT INTO events VALUES (1, 'eu')");
+    regions
+        .cluster("eu")
+        .psql(&db, "INSERT INTO events VALUES (1, 'eu')");
     let bystander = connect(proxy.port, &db).await;
     let served_by = "SELECT inet_server_port(), count(*) FROM events WHERE region = 'eu'";
     wait_until("eu confirmed up by the prober", || async {
