@@ -664,6 +664,12 @@ async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_wri
         };
         new_sessions.push((started.duration_since(killed_at), outcome));
     }
+    // The sidecar stays ready while its fallback serves the local region.
+    wait_until("eu reported down", || async {
+        upstream_up(&metrics(proxy.metrics).await, "eu") == Some(0.0)
+    })
+    .await;
+    let ready_while_eu_down = http_get(proxy.metrics, "/readyz").await;
     // For the figures only: when the first new session is served, if none
     // of the ten above was (bounded; asserted below, not here).
     let mut first_served = new_sessions
@@ -714,7 +720,8 @@ async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_wri
     let first_ok = first_served.map(|t| format!("{t:?}"));
     println!(
         "kill: {} acknowledged writes ({} after the kill), {} in doubt, {} lost, {} doubled; \
-         new sessions right after the kill: {}/{} served; first new session served {} after the kill",
+         new sessions right after the kill: {}/{} served; first new session served {} after the kill; \
+         /readyz while eu is down: {:?}",
         acked.len(),
         after_kill_acked.load(Ordering::Relaxed),
         in_doubt.load(Ordering::Relaxed),
@@ -723,9 +730,15 @@ async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_wri
         new_sessions.iter().filter(|(_, o)| o.is_ok()).count(),
         new_sessions.len(),
         first_ok.unwrap_or_else(|| "never".into()),
+        ready_while_eu_down,
     );
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
     assert!(doubled.is_empty(), "writes stored twice: {doubled:?}");
+    assert_eq!(
+        ready_while_eu_down,
+        Some((200, "ready\n".to_string())),
+        "/readyz while eu is down and us serves it"
+    );
     for (at, outcome) in &new_sessions {
         assert_eq!(
             outcome.as_ref().map_err(Clone::clone),
