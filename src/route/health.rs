@@ -119,7 +119,8 @@ struct Streak {
 struct RegionHealth {
     up: AtomicBool,
     fallback: Vec<String>,
-    /// A std mutex: held for a few instructions, never across an `.await`.
+    /// A std mutex: held for a count and a flag change (and the observer's
+    /// non-blocking call), never across an `.await`.
     streak: Mutex<Streak>,
 }
 
@@ -246,25 +247,22 @@ impl Health {
         let Some(r) = self.regions.get(region) else {
             return false;
         };
-        let flip = {
-            let mut s = r.streak.lock().unwrap_or_else(|e| e.into_inner());
-            let up = r.up.load(Ordering::SeqCst);
-            if ok {
-                s.failures = 0;
-                s.successes = s.successes.saturating_add(1);
-                s.confirmed = true;
-                !up && s.successes >= self.thresholds.successes_up
-            } else {
-                s.successes = 0;
-                s.failures = s.failures.saturating_add(1);
-                up && (!s.confirmed || s.failures >= self.thresholds.failures_down)
-            }
+        // Held while the flag changes, so that a session's signal cannot
+        // slip between the count and the flip (a region brought back just
+        // after a session saw it fail).
+        let mut s = r.streak.lock().unwrap_or_else(|e| e.into_inner());
+        let up = r.up.load(Ordering::SeqCst);
+        let flip = if ok {
+            s.failures = 0;
+            s.successes = s.successes.saturating_add(1);
+            s.confirmed = true;
+            !up && s.successes >= self.thresholds.successes_up
+        } else {
+            s.successes = 0;
+            s.failures = s.failures.saturating_add(1);
+            up && (!s.confirmed || s.failures >= self.thresholds.failures_down)
         };
-        match (flip, ok) {
-            (false, _) => false,
-            (true, true) => self.set(region, true, Signal::Probe),
-            (true, false) => self.set(region, false, Signal::Probe),
-        }
+        flip && self.set(region, ok, Signal::Probe)
     }
 
     /// Marks a region's gateway down (tests, operators). Prefer the signal
@@ -416,11 +414,12 @@ impl Health {
     }
 
     fn down(&self, region: &str, signal: Signal) -> bool {
-        if let Some(r) = self.regions.get(region) {
-            // A region marked down must earn `successes_up` probes to return.
-            let mut s = r.streak.lock().unwrap_or_else(|e| e.into_inner());
-            s.successes = 0;
-        }
+        let Some(r) = self.regions.get(region) else {
+            return false;
+        };
+        // A region marked down must earn `successes_up` probes to return.
+        let mut s = r.streak.lock().unwrap_or_else(|e| e.into_inner());
+        s.successes = 0;
         self.set(region, false, signal)
     }
 
