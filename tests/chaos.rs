@@ -1227,3 +1227,51 @@ async fn a_gateways_error_ending_one_session_changes_no_regions_state() {
         "eu statements still served by eu"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_answers_but_would_refuse_every_session_is_reported_down_by_the_probe() {
+    // us's PostgreSQL runs and answers any SSLRequest, but the database its
+    // URL pins does not exist: every session would get 3D000. No client
+    // goes there; the probe alone must find out.
+    let regions = Regions::new(
+        "chaos_probe",
+        vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
+    );
+    let broken = regions.config("127.0.0.1:0", "").replace(
+        &format!("{}/{}?", regions.cluster("us").port(), regions.db),
+        &format!("{}/no_such_database?", regions.cluster("us").port()),
+    );
+    assert_ne!(
+        broken,
+        regions.config("127.0.0.1:0", ""),
+        "us's URL rewritten"
+    );
+    let proxy = start_proxy(&broken).await;
+    wait_until("us reported down by the probe", || async {
+        upstream_up(&metrics(proxy.metrics).await, "us") == Some(0.0)
+    })
+    .await;
+    let m = metrics(proxy.metrics).await;
+    assert_eq!(upstream_up(&m, "eu"), Some(1.0), "eu's probes pass");
+    assert_eq!(
+        http_get(proxy.metrics, "/readyz").await.map(|r| r.0),
+        Some(200),
+        "the local region is up"
+    );
+    // Statements for us are served by its fallback meanwhile.
+    let c = connect(proxy.port, &regions.db).await;
+    let row = c
+        .query_one(
+            "SELECT inet_server_port(), count(*) FROM events WHERE region = 'us'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i32>(0),
+        i32::from(regions.cluster("eu").port())
+    );
+    println!(
+        "probe: a gateway refusing every session (3D000) reported down with no client involved; its statements served by the fallback"
+    );
+}
