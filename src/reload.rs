@@ -84,6 +84,10 @@ pub const RESTART_ONLY: &[&str] = &[
     "proxy.startup_timeout",
     "proxy.shutdown_grace",
     "proxy.worker_threads",
+    "proxy.probe_interval",
+    "proxy.probe_timeout",
+    "proxy.probe_failures_down",
+    "proxy.probe_successes_up",
     "regions",
 ];
 
@@ -109,6 +113,11 @@ pub fn keep_restart_only(new: &mut Config, start: &Config) -> Vec<&'static str> 
     keep!(startup_timeout, "proxy.startup_timeout");
     keep!(shutdown_grace, "proxy.shutdown_grace");
     keep!(worker_threads, "proxy.worker_threads");
+    // The prober and the region health are built once, at start.
+    keep!(probe_interval, "proxy.probe_interval");
+    keep!(probe_timeout, "proxy.probe_timeout");
+    keep!(probe_failures_down, "proxy.probe_failures_down");
+    keep!(probe_successes_up, "proxy.probe_successes_up");
     if new.regions != start.regions {
         changed.push("regions");
         new.regions = start.regions.clone();

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::metrics::http::{HttpState, Readiness};
 use crate::metrics::{self, HealthObserver, Metrics};
 use crate::reload::{Live, LiveHandle, Reloader, spawn_tenant_cache};
-use crate::route::{Health, Probe, ProberConfig, Router, spawn_prober};
+use crate::route::{Health, ProberConfig, Router, Thresholds, spawn_prober};
 use crate::session::cancel::CancelRegistry;
 use crate::session::{self, Phase, Shared};
 use crate::upstream::{Gateway, GatewayProbe};
@@ -88,14 +88,20 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
     let readiness = Arc::new(Readiness::new(config.tenants.is_some()));
     readiness.set_config_loaded(true);
     let observer = HealthObserver::new(metrics.clone(), readiness.clone(), &local_region);
-    let health = Health::new(&config.regions, Some(Arc::new(observer)));
+    let thresholds = Thresholds {
+        failures_down: config.proxy.probe_failures_down,
+        successes_up: config.proxy.probe_successes_up,
+    };
+    let health = Health::with_thresholds(&config.regions, thresholds, Some(Arc::new(observer)));
+    readiness.follow_health(health.clone(), &local_region);
+    // The first round runs at once; an unconfirmed region goes down on its
+    // first failed probe, so `/readyz` tells the truth within a probe.
     spawn_prober(
         health.clone(),
         Arc::new(GatewayProbe::new(gateways.clone())),
-        ProberConfig::default(),
+        ProberConfig::from_config(&config.proxy),
         stopped(phase_rx.clone()),
     );
-    probe_local_gateway(&gateways[&local_region], health.clone());
 
     let (tenants, tenants_retire) = match &config.tenants {
         None => (None, None),
@@ -165,19 +171,6 @@ pub(crate) async fn stopped(mut phase: watch::Receiver<Phase>) {
             return;
         }
     }
-}
-
-/// Marks the local gateway down at start if it does not answer, so that
-/// `/readyz` tells the truth before the first client arrives.
-fn probe_local_gateway(gateway: &Gateway, health: Arc<Health>) {
-    let probe = GatewayProbe::new(BTreeMap::from([(gateway.region.clone(), gateway.clone())]));
-    let region = gateway.region.clone();
-    tokio::spawn(async move {
-        let up = tokio::time::timeout(Duration::from_secs(2), probe.probe(&region)).await;
-        if !matches!(up, Ok(true)) {
-            health.mark_down(&region);
-        }
-    });
 }
 
 impl Bound {

@@ -1713,7 +1713,9 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
     s.cross_region_txn();
     s.run(&sc, "ROLLBACK", Expect::Served(Global, None, "us"))
         .await;
-    expect_gauges(&mut s, &[], 0.0, 1.0);
+    // The prober logs in to every region: sa's and af's dead gateways are
+    // down on every sidecar, whether or not a statement went there.
+    expect_gauges(&mut s, &["sa", "af"], 0.0, 1.0);
 
     // mode = "observe": everything goes unchanged to the local gateway and
     // is counted as enforce would decide it, scatters with cause `observe`.
@@ -1738,7 +1740,23 @@ async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus()
         Expect::WouldReject(RejectReason::NoRegion, "users"),
     )
     .await;
-    expect_gauges(&mut o, &[], 3.0, 1.0);
+    expect_gauges(&mut o, &["sa", "af"], 3.0, 1.0);
+    for proxy in [&main, &observe, &strict] {
+        let addr = proxy.metrics;
+        wait_for(
+            "sa and af probed down",
+            Duration::from_secs(30),
+            || async move {
+                let expo = parse_exposition(&get(addr, "/metrics").await.1);
+                ["sa", "af"].iter().all(|r| {
+                    expo.samples
+                        .get(&key("geogate_upstream_up", &[("region", r)]))
+                        == Some(&0.0)
+                })
+            },
+        )
+        .await;
+    }
 
     let (status, body) = get(main.metrics, "/metrics").await;
     assert_eq!(status, 200);

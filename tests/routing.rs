@@ -149,18 +149,56 @@ allow_scatter = true
 /// geogate running in-process on a free port.
 struct Proxy {
     port: u16,
+    /// The metrics listener, when the config sets `metrics_listen`.
+    metrics: Option<std::net::SocketAddr>,
     _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Proxy {
+    /// `geogate_upstream_up{region}` as /metrics reports it now.
+    async fn upstream_up(&self, region: &str) -> Option<i64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics.expect("metrics_listen is configured");
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: geogate\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        let prefix = format!("geogate_upstream_up{{region=\"{region}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Waits (bounded) until geogate reports `region`'s gateway up or down.
+    async fn wait_upstream_up(&self, region: &str, up: bool) {
+        let want = i64::from(up);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.upstream_up(region).await != Some(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "geogate_upstream_up{{region={region}}} never became {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 async fn start_proxy(config: &str) -> Proxy {
     let config = geogate::config::Config::parse(config).expect("test config is valid");
     let bound = geogate::server::bind(config).await.expect("bind");
     let port = bound.local_addr().port();
+    let metrics = bound.metrics_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(bound.run_until(async move {
         let _ = stopped.await;
     }));
-    Proxy { port, _stop: stop }
+    Proxy {
+        port,
+        metrics,
+        _stop: stop,
+    }
 }
 
 async fn connect(proxy: &Proxy, user: &str, password: &str, db: &str) -> Client {
@@ -540,6 +578,19 @@ async fn warn_and_observe_forward_what_enforce_rejects() {
     assert_eq!(n, 0);
 }
 
+/// The first column of the first row of a simple query, as a port number.
+async fn simple_port(c: &Client, sql: &str) -> i32 {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+            _ => None,
+        })
+        .expect("one row")
+}
+
 /// Drives a connection's message stream without the futures crate.
 mod futures_poll {
     use std::future::poll_fn;
@@ -576,7 +627,7 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
             ("apac", Cluster::shared("apac")),
         ],
     );
-    let proxy = start_proxy(&geo.config("")).await;
+    let proxy = start_proxy(&geo.config(r#"metrics_listen = "127.0.0.1:0""#)).await;
     let c = connect(&proxy, "app", "app-secret", &geo.db).await;
     let us_tenant = TENANTS[1].0;
     let insert = |email: &str| {
@@ -585,13 +636,19 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
         )
     };
     let served_by = "SELECT inet_server_port() FROM users WHERE region = 'us' LIMIT 1";
-    c.execute(&insert("before@us"), &[]).await.unwrap();
-    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    // Simple queries before the stop: a prepared statement's Close + Sync,
+    // sent by tokio-postgres when the statement drops, could still be on its
+    // way to us when it dies, and a session owed an answer by a dead gateway
+    // is lost with it (what this test pins is an idle session failing over).
+    c.simple_query(&insert("before@us")).await.unwrap();
+    let port = simple_port(&c, served_by).await;
     assert_eq!(port, i32::from(us.port()));
 
     us.stop();
-    // Let the session see its idle us connection close.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until geogate knows: the session's idle us connection closing or
+    // the prober's failed startups mark us down (no fixed sleep: either
+    // may take a while on a loaded machine).
+    proxy.wait_upstream_up("us", false).await;
     // The same session goes on: us statements are served by us's fallback (eu).
     c.execute(&insert("during@us"), &[]).await.unwrap();
     assert_eq!(
@@ -607,19 +664,11 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
     );
 
     us.start();
-    // The prober sees us answer again (it probes every second); traffic returns.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
-        if port == i32::from(us.port()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "traffic did not return to us"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The prober logs in to us again (twice in a row, a second apart);
+    // then traffic returns.
+    proxy.wait_upstream_up("us", true).await;
+    let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
+    assert_eq!(port, i32::from(us.port()), "traffic returned to us");
     c.execute(&insert("after@us"), &[]).await.unwrap();
     // No committed write was lost: both us writes are in us.
     let emails = geo.direct(

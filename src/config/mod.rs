@@ -145,6 +145,14 @@ pub struct ProxyConfig {
     pub tls_key: Option<PathBuf>,
     /// `allow` (default) or `require`: whether plain-text clients are accepted.
     pub tls_mode: TlsMode,
+    /// Time between rounds of the gateway prober (startup + `SELECT 1` on every region).
+    pub probe_interval: Duration,
+    /// A probe not done by then counts as failed.
+    pub probe_timeout: Duration,
+    /// Failed probes in a row before an up region is marked down.
+    pub probe_failures_down: u32,
+    /// Successful probes in a row before a down region is marked up again.
+    pub probe_successes_up: u32,
 }
 
 /// `[regions.NAME]`: one regional gateway.

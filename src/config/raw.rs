@@ -44,6 +44,10 @@ struct RawProxy {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_mode: Option<String>,
+    probe_interval: Option<String>,
+    probe_timeout: Option<String>,
+    probe_failures_down: Option<i64>,
+    probe_successes_up: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -262,6 +266,18 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
         p.shutdown_grace.as_deref(),
         Duration::from_secs(30),
     );
+    let probe_interval = c.duration(
+        "proxy.probe_interval",
+        p.probe_interval.as_deref(),
+        Duration::from_secs(1),
+    );
+    let probe_timeout = c.duration(
+        "proxy.probe_timeout",
+        p.probe_timeout.as_deref(),
+        Duration::from_secs(2),
+    );
+    let probe_failures_down = c.positive("proxy.probe_failures_down", p.probe_failures_down, 2);
+    let probe_successes_up = c.positive("proxy.probe_successes_up", p.probe_successes_up, 2);
     if p.tls_cert.is_some() != p.tls_key.is_some() {
         c.bad(
             "proxy.tls_cert",
@@ -515,6 +531,10 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
             tls_cert: p.tls_cert,
             tls_key: p.tls_key,
             tls_mode,
+            probe_interval,
+            probe_timeout,
+            probe_failures_down: u32::try_from(probe_failures_down).unwrap_or(u32::MAX),
+            probe_successes_up: u32::try_from(probe_successes_up).unwrap_or(u32::MAX),
         },
         regions,
         tenants,

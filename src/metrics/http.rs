@@ -9,8 +9,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::{DecisionLabel, Metrics, StatementFilter};
+use crate::route::Health;
 
 /// Most concurrent connections to the metrics listener.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -38,8 +39,9 @@ pub const DEFAULT_STATEMENTS_LIMIT: usize = 500;
 /// What `/readyz` checks. The rest of the program flips these; all start false.
 ///
 /// Ready when the config is loaded, the tenant cache has loaded once (only
-/// if `[tenants]` is configured), the local gateway is reachable, and the
-/// process is not draining for shutdown.
+/// if `[tenants]` is configured), the local region is served (its gateway
+/// or a fallback that serves it is up), and the process is not draining
+/// for shutdown.
 #[derive(Debug)]
 pub struct Readiness {
     config_loaded: AtomicBool,
@@ -47,6 +49,11 @@ pub struct Readiness {
     tenants_loaded: AtomicBool,
     local_gateway_up: AtomicBool,
     draining: AtomicBool,
+    /// Once set, the region health that answers "is the local region
+    /// served?" (local gateway or a fallback), instead of the local
+    /// gateway's flag alone: a sidecar whose fallback serves new sessions
+    /// must stay in load balancing.
+    served: OnceLock<(Arc<Health>, String)>,
 }
 
 impl Readiness {
@@ -58,7 +65,15 @@ impl Readiness {
             tenants_loaded: AtomicBool::new(false),
             local_gateway_up: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            served: OnceLock::new(),
         }
+    }
+
+    /// Answers the gateway condition from `health`: ready while
+    /// `local_region` or one of its fallbacks is up. Set once (later calls
+    /// are ignored).
+    pub fn follow_health(&self, health: Arc<Health>, local_region: &str) {
+        let _ = self.served.set((health, local_region.to_owned()));
     }
 
     /// Config parsed and validated.
@@ -93,8 +108,19 @@ impl Readiness {
         if self.tenants_required && !self.tenants_loaded.load(Ordering::Relaxed) {
             return Err("tenant cache not loaded");
         }
-        if !self.local_gateway_up.load(Ordering::Relaxed) {
-            return Err("local gateway unreachable");
+        match self.served.get() {
+            Some((health, local)) if !health.serves(local) => {
+                return Err(if health.has_fallback(local) {
+                    "local gateway and its fallbacks unreachable"
+                } else {
+                    "local gateway unreachable"
+                });
+            }
+            Some(_) => {}
+            None if !self.local_gateway_up.load(Ordering::Relaxed) => {
+                return Err("local gateway unreachable");
+            }
+            None => {}
         }
         Ok(())
     }
@@ -288,6 +314,44 @@ mod tests {
         assert_eq!(r.check(), Ok(()));
         r.set_draining(true);
         assert_eq!(r.check(), Err("draining"));
+    }
+
+    #[test]
+    fn readiness_following_health_stays_ready_while_a_fallback_serves_the_local_region() {
+        let config = crate::config::Config::parse(
+            r#"
+            [proxy]
+            listen = "127.0.0.1:6432"
+            local_region = "eu"
+            [regions.eu]
+            gateway = "postgres://g@127.0.0.1:5433/app"
+            fallback = ["us"]
+            [regions.us]
+            gateway = "postgres://g@127.0.0.1:5434/app"
+            [regions.apac]
+            gateway = "postgres://g@127.0.0.1:5435/app"
+            [[users]]
+            name = "app"
+            password = "x"
+            "#,
+        )
+        .expect("test config is valid");
+        let health = Health::new(&config.regions, None);
+        let r = Readiness::new(false);
+        r.set_config_loaded(true);
+        r.follow_health(health.clone(), "eu");
+        assert_eq!(r.check(), Ok(()));
+        health.connect_failed("eu");
+        assert_eq!(r.check(), Ok(()), "us serves eu");
+        health.connect_failed("apac");
+        assert_eq!(r.check(), Ok(()), "apac serves nothing of eu");
+        health.connect_failed("us");
+        assert_eq!(
+            r.check(),
+            Err("local gateway and its fallbacks unreachable")
+        );
+        health.mark_up("us");
+        assert_eq!(r.check(), Ok(()));
     }
 
     #[test]

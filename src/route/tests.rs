@@ -147,9 +147,14 @@ fn unknown_region_is_no_gateway_and_marks_are_ignored() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn prober_brings_a_region_back_when_it_answers() {
+async fn prober_brings_a_region_back_after_consecutive_successes() {
     let h = Health::new(&regions(), None);
     let probe = Arc::new(TestProbe::default());
+    probe
+        .answering
+        .lock()
+        .unwrap()
+        .extend(["us".to_string(), "apac".to_string()]);
     let config = ProberConfig {
         interval: Duration::from_secs(1),
         timeout: Duration::from_millis(500),
@@ -159,25 +164,219 @@ async fn prober_brings_a_region_back_when_it_answers() {
         let _ = stopped.await;
     });
 
-    h.mark_down("eu");
+    h.connect_failed("eu");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!h.is_up("eu"), "does not answer yet");
     assert_eq!(h.choose("eu"), Ok(used("us", Some("eu"))));
-    let probes_while_down = probe.probes.load(Ordering::SeqCst);
-    assert!(probes_while_down >= 2, "probed every interval");
+    assert!(
+        probe.probes.load(Ordering::SeqCst) >= 6,
+        "every region probed every interval"
+    );
 
     probe.answering.lock().unwrap().insert("eu".into());
+    tokio::time::sleep(config.interval).await;
+    assert!(
+        !h.is_up("eu"),
+        "one success is not enough (successes_up = 2)"
+    );
     tokio::time::sleep(config.interval).await;
     assert!(h.is_up("eu"));
     assert_eq!(h.choose("eu"), Ok(used("eu", None)), "traffic returns");
 
-    // Up regions are not probed.
-    let after = probe.probes.load(Ordering::SeqCst);
-    tokio::time::sleep(config.interval * 3).await;
-    assert_eq!(probe.probes.load(Ordering::SeqCst), after);
-
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn prober_marks_a_confirmed_region_down_after_consecutive_failures_only() {
+    let h = Health::new(&regions(), None);
+    let probe = Arc::new(TestProbe::default());
+    probe.answering.lock().unwrap().extend([
+        "eu".to_string(),
+        "us".to_string(),
+        "apac".to_string(),
+    ]);
+    let config = ProberConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_millis(500),
+    };
+    let task = spawn_prober(h.clone(), probe.clone(), config, std::future::pending());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    probe.answering.lock().unwrap().remove("us");
+    tokio::time::sleep(config.interval).await;
+    assert!(
+        h.is_up("us"),
+        "one failed probe is not enough (failures_down = 2)"
+    );
+    tokio::time::sleep(config.interval).await;
+    assert!(!h.is_up("us"));
+    assert!(h.is_up("eu") && h.is_up("apac"), "others untouched");
+    task.abort();
+}
+
+#[test]
+fn an_unconfirmed_region_goes_down_on_its_first_failed_probe() {
+    let h = Health::new(&regions(), None);
+    assert!(
+        h.probe_result("apac", false),
+        "never answered: down at once"
+    );
+    assert!(!h.probe_result("apac", true));
+    assert!(h.probe_result("apac", true), "back after two successes");
+    assert!(
+        !h.probe_result("apac", false),
+        "confirmed now: needs two failures"
+    );
+    assert!(h.probe_result("apac", false));
+}
+
+#[test]
+fn a_session_signal_marks_down_at_once_and_the_region_must_earn_its_return() {
+    let thresholds = Thresholds {
+        failures_down: 3,
+        successes_up: 3,
+    };
+    let h = Health::with_thresholds(&regions(), thresholds, None);
+    assert!(!h.probe_result("us", true), "already up");
+    assert!(h.connection_lost("us"));
+    assert!(
+        !h.connection_lost("us"),
+        "second signal is not a transition"
+    );
+    assert!(!h.probe_result("us", true));
+    assert!(!h.probe_result("us", true));
+    assert!(h.probe_result("us", true), "third success in a row");
+    assert!(h.connect_failed("us"));
+    assert!(
+        !h.probe_result("us", true),
+        "streak restarted by the signal"
+    );
+}
+
+#[test]
+fn readiness_question_is_whether_the_region_or_a_fallback_is_up() {
+    let h = Health::new(&regions(), None);
+    h.connect_failed("apac");
+    assert!(!h.serves("apac"), "apac has no fallback");
+    h.connect_failed("eu");
+    assert!(h.serves("eu"), "us serves eu");
+    h.connect_failed("us");
+    assert!(!h.serves("eu"), "apac is down too");
+    assert!(!h.serves("mars"));
+}
+
+/// A connection attempt that fails per region as the test says.
+fn attempt(
+    outcome: &'static [(&'static str, Result<u32, Attempt<&'static str>>)],
+    log: Arc<Mutex<Vec<String>>>,
+) -> impl FnMut(String) -> std::future::Ready<Result<u32, Attempt<&'static str>>> {
+    move |region: String| {
+        log.lock().unwrap().push(region.clone());
+        let (_, r) = outcome.iter().find(|(r, _)| *r == region).unwrap();
+        std::future::ready(match r {
+            Ok(n) => Ok(*n),
+            Err(Attempt::Unreachable(e)) => Err(Attempt::Unreachable(*e)),
+            Err(Attempt::Refused(e)) => Err(Attempt::Refused(*e)),
+        })
+    }
+}
+
+#[tokio::test]
+async fn open_with_failover_skips_unreachable_regions_and_marks_them_down() {
+    static OUTCOME: [(&str, Result<u32, Attempt<&str>>); 3] = [
+        ("eu", Err(Attempt::Unreachable("refused"))),
+        ("us", Err(Attempt::Unreachable("timeout"))),
+        ("apac", Ok(3)),
+    ];
+    let h = Health::new(&regions(), None);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (choice, n) = h
+        .open_with_failover("eu", attempt(&OUTCOME, log.clone()))
+        .await
+        .unwrap();
+    assert_eq!((choice, n), (used("apac", Some("eu")), 3));
+    assert_eq!(*log.lock().unwrap(), ["eu", "us", "apac"]);
+    assert_eq!(h.down_regions(), ["eu", "us"]);
+}
+
+#[tokio::test]
+async fn open_with_failover_ends_on_a_refusal_without_marking_anything() {
+    static OUTCOME: [(&str, Result<u32, Attempt<&str>>); 1] =
+        [("eu", Err(Attempt::Refused("28P01 for this user")))];
+    let h = Health::new(&regions(), None);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let err = h
+        .open_with_failover("eu", attempt(&OUTCOME, log.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::Session("28P01 for this user")));
+    assert!(h.down_regions().is_empty());
+}
+
+#[tokio::test]
+async fn open_with_failover_tries_each_region_once_then_reports_gg004() {
+    static OUTCOME: [(&str, Result<u32, Attempt<&str>>); 2] = [
+        ("us", Err(Attempt::Unreachable("refused"))),
+        ("eu", Err(Attempt::Unreachable("refused"))),
+    ];
+    let h = Health::new(&regions(), None);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let err = h
+        .open_with_failover("us", attempt(&OUTCOME, log.clone()))
+        .await
+        .unwrap_err();
+    let OpenError::NoGateway { error, last } = err else {
+        panic!("expected NoGateway")
+    };
+    assert_eq!(error.tried, ["us", "eu"]);
+    assert_eq!(last, Some("refused"), "the last gateway's answer is kept");
+    assert_eq!(*log.lock().unwrap(), ["us", "eu"]);
+}
+
+#[tokio::test]
+async fn open_with_failover_tries_a_region_marked_down_once_when_nothing_is_up() {
+    static OUTCOME: [(&str, Result<u32, Attempt<&str>>); 1] = [("apac", Ok(7))];
+    let h = Health::new(&regions(), None);
+    h.connect_failed("apac");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (choice, n) = h
+        .open_with_failover("apac", attempt(&OUTCOME, log.clone()))
+        .await
+        .unwrap();
+    assert_eq!((choice, n), (used("apac", None), 7));
+    assert!(
+        !h.is_up("apac"),
+        "one connection does not bring it back: the prober does"
+    );
+    // Still down: the gateway's own answer comes back, tried once.
+    static DOWN: [(&str, Result<u32, Attempt<&str>>); 1] =
+        [("apac", Err(Attempt::Unreachable("28P01 for geogate")))];
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let err = h
+        .open_with_failover("apac", attempt(&DOWN, log.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        OpenError::NoGateway {
+            last: Some("28P01 for geogate"),
+            ..
+        }
+    ));
+    assert_eq!(*log.lock().unwrap(), ["apac"]);
+}
+
+#[tokio::test]
+async fn open_with_failover_for_an_unknown_region_tries_nothing() {
+    static OUTCOME: [(&str, Result<u32, Attempt<&str>>); 0] = [];
+    let h = Health::new(&regions(), None);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let err = h
+        .open_with_failover("mars", attempt(&OUTCOME, log.clone()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpenError::NoGateway { last: None, .. }));
+    assert!(log.lock().unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -192,7 +391,7 @@ async fn a_hanging_probe_counts_as_failed_and_does_not_stop_the_prober() {
     tokio::time::sleep(config.interval * 3).await;
     assert!(!h.is_up("us"));
     *probe.hang.lock().unwrap() = false;
-    tokio::time::sleep(config.interval * 2 + config.timeout).await;
+    tokio::time::sleep((config.interval + config.timeout) * 3).await;
     assert!(h.is_up("us"));
     task.abort();
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::{CancelTarget, Gateway, StartupParams, Upstream, tls};
 use crate::config::SslMode;
+use crate::route::Attempt;
 use crate::wire::stream::PgStream;
 
 /// Default limit on connect + TLS + auth when the URL sets no `connect_timeout`.
@@ -47,6 +48,50 @@ pub enum UpstreamError {
     /// The gateway asked for something geogate cannot do or broke the protocol.
     #[error("{0}")]
     Protocol(String),
+}
+
+impl UpstreamError {
+    /// Whether this failure to open a connection to `gateway` says the region
+    /// is unusable for every session (a health signal, see
+    /// `Health::connect_failed`), rather than refusing this one client.
+    ///
+    /// Signals: no TCP or TLS, a timeout, a broken handshake, `57P03` (the
+    /// server is starting up, shutting down or in recovery), and a refused
+    /// login (`28xxx`) or missing database (`3D000`) when the URL pins the
+    /// user or database, so that every session would get the same answer.
+    /// Not signals: a client's own user or database refused (URL pins
+    /// neither), `53300` (the gateway is full: this session waits its turn,
+    /// the probe sees it if it lasts), any other ErrorResponse.
+    pub fn is_health_signal(&self, gateway: &super::Gateway) -> bool {
+        match self {
+            UpstreamError::Io(_)
+            | UpstreamError::Timeout
+            | UpstreamError::TlsRefused
+            | UpstreamError::Protocol(_) => true,
+            UpstreamError::Server { code, .. } => {
+                code == "57P03"
+                    || (code.starts_with("28") && gateway.url.user.is_some())
+                    || (code == "3D000" && gateway.url.database.is_some())
+            }
+        }
+    }
+}
+
+/// Opens a connection as [`super::Upstream::connect`] does, sorting a
+/// failure for `Health::open_with_failover`: a health signal is
+/// [`Attempt::Unreachable`] (the region is marked down, the next candidate
+/// tried), anything else [`Attempt::Refused`] (this client's own problem).
+pub async fn connect_attempt(
+    gw: &Gateway,
+    client: &StartupParams,
+) -> Result<Upstream, Attempt<UpstreamError>> {
+    connect(gw, client).await.map_err(|e| {
+        if e.is_health_signal(gw) {
+            Attempt::Unreachable(e)
+        } else {
+            Attempt::Refused(e)
+        }
+    })
 }
 
 pub(super) async fn connect(

@@ -16,9 +16,9 @@ use rustls::ClientConfig;
 use crate::config::{GatewayUrl, RegionConfig};
 use crate::wire::stream::{PgReader, PgWriter};
 
-pub use connect::{UpstreamError, send_cancel};
+pub use connect::{UpstreamError, connect_attempt, send_cancel};
 pub use directory::GatewayDirectory;
-pub use probe::GatewayProbe;
+pub use probe::{GatewayProbe, PROBE_APPLICATION_NAME, probe_gateway};
 pub use query::TextRow;
 
 /// A region's gateway, ready to be connected to.
