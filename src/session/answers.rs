@@ -245,6 +245,35 @@ impl Answers {
             .any(|e| matches!(&e.source, Source::Upstream(r) if **r == *region))
     }
 
+    /// An upstream that owes only CloseComplete and ReadyForQuery answers
+    /// (a statement closed, a batch that ran nothing) was lost: geogate
+    /// gives those answers itself, as nothing of the client's data was at
+    /// stake (a closed statement is gone with its connection anyway).
+    /// `false`, changing nothing, when it owed anything else.
+    pub fn answer_for_lost(&mut self, region: &str) -> bool {
+        let owed = |e: &Expect| matches!(&e.source, Source::Upstream(r) if **r == *region);
+        if self.partial.is_some() && self.front_upstream().is_some_and(|r| **r == *region) {
+            return false;
+        }
+        if !self
+            .queue
+            .iter()
+            .filter(|e| owed(e))
+            .all(|e| matches!(e.answer, Answer::Close | Answer::Ready))
+        {
+            return false;
+        }
+        for e in self.queue.iter_mut().filter(|e| owed(e)) {
+            let own = match (e.answer, e.fate) {
+                (_, Fate::Swallow | Fate::Abort) => Own::Raw(BytesMut::new()),
+                (Answer::Close, _) => Own::Raw(BytesMut::from(&b"3\0\0\0\x04"[..])),
+                _ => Own::Ready,
+            };
+            e.source = Source::Own(own);
+        }
+        true
+    }
+
     /// The upstream the front answer comes from (what the shell reads next).
     pub fn front_upstream(&self) -> Option<&Arc<str>> {
         match self.queue.front().map(|e| &e.source) {

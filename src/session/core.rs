@@ -1366,10 +1366,9 @@ impl Core {
         let Some(link) = self.links.get(region) else {
             return (Loss::Idle, false);
         };
-        let busy = self.answers.owed_by(region)
-            || link.open_batch
-            || self.client.txn == Txn::Open(region.clone())
-            || self.batch_pin.as_ref() == Some(region);
+        let in_txn =
+            self.client.txn == Txn::Open(region.clone()) || self.batch_pin.as_ref() == Some(region);
+        let busy = in_txn || self.answers.owed_by(region) && !self.answers.answer_for_lost(region);
         if busy {
             let signal = !link.said_fatal;
             let error = signal.then(|| ClientError::upstream_lost(region));

@@ -20,6 +20,7 @@ use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
 use crate::logging::ClientInfo;
 use crate::reload::Live;
+use crate::route::{Attempt, OpenError};
 use crate::upstream::{CancelTarget, StartupParams, Upstream, UpstreamError};
 use crate::wire::stream::{PgReader, PgWriter};
 use crate::wire::{ClientError, FrameError, peek_frame};
@@ -57,8 +58,9 @@ impl Shared {
     }
 
     /// Opens an upstream connection to `region` for a client. A failure to
-    /// connect or authenticate is a health signal; the gateway refusing
-    /// this one client (an unknown database…) is not.
+    /// connect or authenticate as the gateway URL says is a health signal
+    /// (the region is marked down, placement then fails over); the gateway
+    /// refusing this one client (an unknown database…) is not.
     async fn connect(
         &self,
         region: &Arc<str>,
@@ -68,42 +70,63 @@ impl Shared {
             .gateways
             .get(region)
             .ok_or_else(|| UpstreamError::Protocol(format!("region {region} is not configured")))?;
-        let r = Upstream::connect(gw, params).await;
-        match &r {
-            Ok(_) => self.metrics.add_upstream_connections(region, 1),
-            Err(UpstreamError::Server { .. }) => {}
-            Err(e) => {
-                tracing::warn!(region = %region, error = %e, "gateway unreachable; region marked down");
-                self.health.mark_down(region);
+        match crate::upstream::connect_attempt(gw, params).await {
+            Ok(up) => {
+                self.metrics.add_upstream_connections(region, 1);
+                Ok(up)
+            }
+            Err(Attempt::Refused(e)) => Err(e),
+            Err(Attempt::Unreachable(e)) => {
+                self.health.connect_failed(region);
+                Err(e)
             }
         }
-        r
     }
 }
 
 /// Opens a new session's first upstream: the local region, or a fallback
-/// serving it while it is down.
+/// serving it while it is down (startup needs no local gateway).
 pub(super) async fn open_first(
     shared: &Arc<Shared>,
     params: &StartupParams,
 ) -> Result<(Arc<str>, Upstream), SessionError> {
-    let placement = Health(&shared.health, shared);
-    let mut last = None;
-    for _ in 0..=shared.gateways.len() {
-        let region = placement.choose(&shared.local_region).map_err(|e| {
-            SessionError::Client(ClientError {
-                severity: "FATAL",
-                ..e
-            })
-        })?;
-        match shared.connect(&region, params).await {
-            Ok(up) => return Ok((region, up)),
-            Err(e @ UpstreamError::Server { .. }) => return Err(upstream_error(&region, e)),
-            Err(e) => last = Some((region, e)),
+    let local = shared.local_region.clone();
+    let opened = shared
+        .health
+        .open_with_failover(&local, |r| {
+            let gw = shared.gateways.get(r.as_str()).cloned();
+            async move {
+                match gw {
+                    Some(gw) => crate::upstream::connect_attempt(&gw, params).await,
+                    None => Err(Attempt::Refused(UpstreamError::Protocol(format!(
+                        "region {r} is not configured"
+                    )))),
+                }
+            }
+        })
+        .await;
+    match opened {
+        Ok((choice, up)) => {
+            let region = shared.region_name(&choice.region_used);
+            shared.metrics.add_upstream_connections(&region, 1);
+            Ok((region, up))
         }
+        Err(OpenError::Session(e)) => Err(upstream_error(&local, e)),
+        // A gateway's own answer (28P01 for geogate's pinned credentials,
+        // 57P03 while starting) says more than GG004.
+        Err(OpenError::NoGateway {
+            last: Some(e @ UpstreamError::Server { .. }),
+            ..
+        }) => Err(upstream_error(&local, e)),
+        Err(OpenError::NoGateway { error, .. }) => Err(SessionError::Client(ClientError::fatal(
+            "GG004",
+            format!(
+                "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
+                error.region,
+                error.tried.join(", ")
+            ),
+        ))),
     }
-    let (region, e) = last.expect("tried at least once");
-    Err(upstream_error(&region, e))
 }
 
 /// The sockets of one upstream connection.
@@ -606,8 +629,7 @@ impl Session {
     fn lose_upstream(&mut self, region: &Arc<str>) -> Option<End> {
         let (loss, signal) = self.core.link_lost(region);
         if signal {
-            tracing::warn!(region = %region, "gateway connection lost without a reason; region marked down");
-            self.shared.health.mark_down(region);
+            self.shared.health.connection_lost(region);
         }
         match loss {
             Loss::Idle => {

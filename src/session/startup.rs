@@ -135,10 +135,12 @@ async fn read_startup(
                 minor,
                 params,
             } => {
-                if major != 3 {
-                    return Err(SessionError::Client(ClientError::not_supported(format!(
-                        "unsupported frontend protocol {major}.{minor}"
-                    ))));
+                // Major 3 only; a newer minor or `_pq_.` options are
+                // answered with NegotiateProtocolVersion, as PostgreSQL does.
+                crate::wire::startup::check_version(major, minor).map_err(SessionError::Client)?;
+                if let Some(m) = crate::wire::startup::negotiation(minor, &params) {
+                    stream.write_all(&m).await?;
+                    stream.flush().await?;
                 }
                 let Some(user) = params.get("user").cloned().filter(|u| !u.is_empty()) else {
                     return Err(SessionError::Client(ClientError::fatal(

@@ -739,3 +739,23 @@ async fn a_begin_with_its_describe_in_one_batch_is_answered_in_order() {
         "the gateway's ParseComplete, then geogate's answers"
     );
 }
+
+#[tokio::test]
+async fn a_lost_upstream_that_owed_only_a_close_is_answered_by_geogate() {
+    // tokio-postgres drops a statement: Close + Sync, while the gateway dies.
+    let mut h = H::new("").await;
+    h.client(&[parse("s", "SELECT 1"), describe_statement("s"), sync()])
+        .await;
+    h.reply(
+        "eu",
+        &[empty(b'1'), frame(b't', b"\0\0"), empty(b'n'), ready(b'I')],
+    );
+    h.read();
+    h.sent("eu");
+    h.client(&[frame(b'C', b"Ss\0"), sync()]).await;
+    assert_eq!(h.sent("eu"), "CS");
+    let (loss, signal) = h.core.link_lost(&"eu".into());
+    assert_eq!(loss, super::core::Loss::Idle);
+    assert!(!signal, "an idle loss is told by the next connection");
+    assert_eq!(h.read(), "3ZI");
+}
