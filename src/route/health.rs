@@ -109,10 +109,6 @@ impl Default for Thresholds {
 struct Streak {
     failures: u32,
     successes: u32,
-    /// A probe has answered once: until then the region is up on trust
-    /// only, and the first failed probe is enough to mark it down (so a
-    /// sidecar started next to a dead gateway is not ready for a moment).
-    confirmed: bool,
 }
 
 #[derive(Debug)]
@@ -240,9 +236,10 @@ impl Health {
 
     /// Health signal from the prober: `ok` when a startup and `SELECT 1`
     /// succeeded. Flips the region after `failures_down` failures or
-    /// `successes_up` successes in a row (an unconfirmed region, never
-    /// probed successfully, goes down on its first failure). Returns whether
-    /// the region changed state.
+    /// `successes_up` successes in a row, also before its first answer: a
+    /// probe slowed by a busy machine must not take a healthy region down
+    /// (its statements would get `GG004`). Returns whether the region
+    /// changed state.
     pub fn probe_result(&self, region: &str, ok: bool) -> bool {
         let Some(r) = self.regions.get(region) else {
             return false;
@@ -255,12 +252,11 @@ impl Health {
         let flip = if ok {
             s.failures = 0;
             s.successes = s.successes.saturating_add(1);
-            s.confirmed = true;
             !up && s.successes >= self.thresholds.successes_up
         } else {
             s.successes = 0;
             s.failures = s.failures.saturating_add(1);
-            up && (!s.confirmed || s.failures >= self.thresholds.failures_down)
+            up && s.failures >= self.thresholds.failures_down
         };
         flip && self.set(region, ok, Signal::Probe)
     }
@@ -429,7 +425,10 @@ impl Health {
         };
         let changed = r.up.swap(up, Ordering::SeqCst) != up;
         if changed {
-            let reason = signal.as_str();
+            let reason = match (up, signal) {
+                (true, Signal::Probe) => "probe succeeded",
+                _ => signal.as_str(),
+            };
             if up {
                 tracing::info!(region, reason, "gateway is up again");
             } else if r.fallback.is_empty() {
