@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod cancel;
 pub mod check;
 pub mod config;
 pub mod logging;
@@ -18,6 +19,7 @@ pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod shared;
 pub mod tenants;
 pub mod upstream;
 pub mod wire;

@@ -15,7 +15,7 @@
 //! changes nothing and every problem is logged.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -25,53 +25,11 @@ use crate::config::{Config, ConfigError, TenantsConfig};
 use crate::metrics::http::Readiness;
 use crate::metrics::{Metrics, mode_label};
 use crate::route::Router;
-use crate::session::{Phase, Shared};
+use crate::shared::{Live, Phase, Shared};
 use crate::tenants::TenantCache;
 use crate::upstream::{Gateway, GatewayDirectory};
 use crate::wire::auth::UserDirectory;
 use crate::wire::tls::{ServerTlsError, acceptor};
-
-/// Everything a reload swaps, as one value.
-pub struct Live {
-    /// Counts reloads: 0 at start.
-    pub generation: u64,
-    /// The config in force (restart-only keys keep their start values).
-    pub config: Arc<Config>,
-    /// The per-statement decision point built from `config`.
-    pub router: Arc<Router>,
-    /// Client credentials (`[[users]]`), for new connections.
-    pub users: UserDirectory,
-    /// Client TLS, when `proxy.tls_cert`/`tls_key` are set.
-    pub tls: Option<TlsAcceptor>,
-}
-
-/// The current [`Live`], swappable while sessions read it.
-pub struct LiveHandle {
-    // A std RwLock: readers hold it for one Arc clone, never across an
-    // await, and it is written once per reload.
-    current: RwLock<Arc<Live>>,
-}
-
-impl LiveHandle {
-    /// A handle holding `live`.
-    pub fn new(live: Live) -> LiveHandle {
-        LiveHandle {
-            current: RwLock::new(Arc::new(live)),
-        }
-    }
-
-    /// The config in force now.
-    pub fn load(&self) -> Arc<Live> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn store(&self, live: Arc<Live>) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = live;
-    }
-}
 
 /// Keys read only at start: sockets bound, gateways and their pools,
 /// runtime and limits sized once.
@@ -364,7 +322,7 @@ pub(crate) fn spawn_tenant_cache(
         let phase = phase.clone();
         async move {
             tokio::select! {
-                _ = crate::server::stopped(phase) => {}
+                _ = crate::shared::stopped(phase) => {}
                 _ = retire_rx => {}
             }
             let _ = done_tx.send(true);

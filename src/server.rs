@@ -11,13 +11,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics::http::{HttpState, Readiness};
 use crate::metrics::{self, HealthObserver, Metrics};
-use crate::reload::{Live, LiveHandle, Reloader, spawn_tenant_cache};
+use crate::reload::{Reloader, spawn_tenant_cache};
 use crate::route::{Health, ProberConfig, Router, Thresholds, spawn_prober};
-use crate::session::cancel::CancelRegistry;
-use crate::session::{self, Phase, Shared};
+use crate::session;
+use crate::shared::{Live, LiveHandle, stopped};
+use crate::shared::{Phase, Shared};
 use crate::upstream::{Gateway, GatewayProbe};
 use crate::wire::ClientError;
 use crate::wire::auth::UserDirectory;
@@ -162,15 +164,6 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
         readiness,
         reloader,
     })
-}
-
-/// Resolves once the server leaves [`Phase::Running`] (or is gone).
-pub(crate) async fn stopped(mut phase: watch::Receiver<Phase>) {
-    while *phase.borrow_and_update() == Phase::Running {
-        if phase.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 impl Bound {

@@ -10,7 +10,6 @@
 //! sockets, decisions, upstream connections), [`cancel`] (cancel keys).
 
 pub mod answers;
-pub mod cancel;
 pub mod client;
 pub mod core;
 pub mod message;
@@ -19,7 +18,6 @@ mod startup;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
@@ -29,48 +27,11 @@ use pgwire::messages::response::ReadyForQuery;
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::reload::LiveHandle;
-use crate::upstream::{Gateway, UpstreamError};
+pub use crate::shared::{Phase, Shared};
+use crate::upstream::UpstreamError;
 use crate::wire::ClientError;
 use crate::wire::stream::PgStream;
-use cancel::CancelRegistry;
-
-/// Where the server is in its life; sessions watch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Serving.
-    Running,
-    /// SIGTERM: finish open transactions, then close.
-    Draining,
-    /// Grace period over: close now.
-    Closing,
-}
-
-/// What every session shares.
-pub struct Shared {
-    /// What a reload can change (config, router, users, client TLS): read
-    /// once per statement, see [`crate::reload`].
-    pub live: LiveHandle,
-    /// The configuration the server started with: the keys that need a
-    /// restart (listen addresses, regions, limits) are read from here.
-    pub config: Arc<Config>,
-    /// Metrics (one registry for the process's life).
-    pub metrics: Arc<Metrics>,
-    /// Gateways by region.
-    pub gateways: BTreeMap<Arc<str>, Gateway>,
-    /// The local region's name.
-    pub local_region: Arc<str>,
-    /// Cancel keys.
-    pub cancels: Arc<CancelRegistry>,
-    /// Gateway health, for failover.
-    pub health: Arc<crate::route::Health>,
-    /// Server phase.
-    pub phase: watch::Receiver<Phase>,
-}
 
 /// Why a session ended abnormally.
 #[derive(Debug, thiserror::Error)]

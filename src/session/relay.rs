@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 
-use super::cancel::CancelGuard;
 use super::core::{Core, Flow, Loss, Need, Placement, Record};
 use super::message::Frontend;
 use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
+use crate::cancel::CancelGuard;
 use crate::logging::ClientInfo;
-use crate::reload::Live;
 use crate::route::{Attempt, OpenError};
+use crate::shared::Live;
 use crate::upstream::{CancelTarget, StartupParams, Upstream, UpstreamError};
 use crate::wire::stream::{PgReader, PgWriter};
 use crate::wire::{ClientError, FrameError, peek_frame};

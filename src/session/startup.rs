@@ -9,9 +9,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsStream;
 
 use super::SessionError;
-use super::cancel::CancelRegistry;
+use crate::cancel::CancelRegistry;
 use crate::config::{AuthMethod, TlsMode};
-use crate::reload::Live;
+use crate::shared::Live;
 use crate::upstream::StartupParams;
 use crate::wire::auth::{UserDirectory, md5_expected};
 use crate::wire::scram::{MECHANISM, ScramError, ScramServer};
