@@ -16,7 +16,9 @@ pub use decision::{
 };
 pub use mode::{Effect, apply_mode};
 
-use crate::analyze::{Alt, Analysis, ParamText, Params, StatementAnalysis, TableRef, Val};
+use crate::analyze::{
+    Alt, Analysis, Exec, ParamText, Params, StatementAnalysis, TableRef, Val, canonical_tenant,
+};
 use crate::config::{Config, OnMissingRegion, OnParseError, UnlistedTables};
 use crate::rewrite::quote_literal;
 
@@ -214,6 +216,9 @@ fn decide_one(
     let Some(st) = analysis.statements.get(i) else {
         return Decision::global();
     };
+    if let Some(exec) = &st.exec {
+        return decide_execute(exec, &st.template.fingerprint, tenants, settings);
+    }
     let t = &st.template;
     let mut d = Decision {
         outcome: Outcome::Global,
@@ -227,9 +232,9 @@ fn decide_one(
         moves: Vec::new(),
         parse_error: t.parse_error.is_some(),
     };
-    if t.parse_error.is_some() {
+    if let Some(why) = &t.parse_error {
         if settings.on_parse_error == OnParseError::Reject {
-            d.outcome = Outcome::Reject(Rejection::parse_error(&t.fingerprint));
+            d.outcome = Outcome::Reject(Rejection::not_analysed(&t.fingerprint, why));
         }
         return d;
     }
@@ -243,7 +248,21 @@ fn decide_one(
     if refs.is_empty() {
         return d;
     }
-    let hint = analysis.allow_scatter_hint;
+    // The hint applies to the statement it belongs to only.
+    let hint = st.hint;
+    // COPY FROM / IMPORT INTO a regional table: the rows carry their
+    // region when the column list holds the partition column.
+    if let Some((r, has_region)) = t.facts.copy_in {
+        d.outcome = if has_region {
+            Outcome::Scatter {
+                regions: settings.regions.iter().cloned().collect(),
+                cause: ScatterCause::MultiRegion,
+            }
+        } else {
+            Outcome::Reject(Rejection::copy_without_region(&refs[r]))
+        };
+        return d;
+    }
 
     // 1. Explicit region predicates.
     let mut sets: Vec<Set> = Vec::with_capacity(refs.len());
@@ -280,10 +299,13 @@ fn decide_one(
         }
     }
     // Tenants in several regions cannot be served by one injected region:
-    // those references stay unconstrained.
+    // the statement scatters over those regions (multi_region).
     let rewriting = rewrite_regions.len() == 1;
-    if rewriting {
-        for (c, s) in cand_sets {
+    for (c, s) in cand_sets {
+        // Rows an INSERT adds carry no region unless one is injected: an
+        // INSERT for tenants of several regions stays unconstrained.
+        let inserting = matches!(refs[c].inject, Some((_, crate::analyze::At::InsertRows)));
+        if !s.is_empty() && (rewriting || !inserting) {
             sets[c] = Some(s);
         }
     }
@@ -299,7 +321,16 @@ fn decide_one(
         if r.on_missing_region == OnMissingRegion::Allow || settings.allow_scatter || hint {
             scatter_allowed = true;
         } else {
-            d.outcome = Outcome::Reject(Rejection::no_region(r));
+            // In a join, name the confined reference whose region would
+            // carry over (`u.region = d.region`).
+            let partner = refs
+                .iter()
+                .enumerate()
+                .find(|(k, o)| {
+                    *k != ri && sets[*k].is_some() && o.partition_column == r.partition_column
+                })
+                .map(|(_, o)| o);
+            d.outcome = Outcome::Reject(Rejection::no_region_in_join(r, partner));
             return d;
         }
     }
@@ -350,6 +381,54 @@ fn decide_one(
         }
     };
     d
+}
+
+/// EXECUTE of a SQL prepared statement: decided as the prepared statement
+/// with the arguments as its parameters. Its text cannot be rewritten (it
+/// lives on the server), so a statement that would need a rewrite is
+/// refused like one naming no region.
+fn decide_execute(
+    exec: &Exec,
+    fingerprint: &str,
+    tenants: &dyn TenantLookup,
+    settings: &Settings,
+) -> Decision {
+    match exec {
+        Exec::Unknown => {
+            let mut d = Decision::global();
+            d.parse_error = true;
+            d.outcome = Outcome::Reject(Rejection::not_analysed(
+                fingerprint,
+                "EXECUTE of a prepared statement this session has not prepared through geogate",
+            ));
+            d
+        }
+        Exec::Known { analysis, values } => {
+            let p = Params {
+                values,
+                formats: &[],
+                types: &[],
+            };
+            let mut d = decide(analysis, &p, tenants, settings);
+            if let Outcome::Rewrite { .. } = d.outcome {
+                let st = analysis.statements.first();
+                let r = st.and_then(|s| {
+                    s.template
+                        .candidates
+                        .first()
+                        .map(|&c| &s.template.facts.refs[c])
+                });
+                d.outcome = match r {
+                    Some(r) => Outcome::Reject(Rejection::no_region(r)),
+                    None => Outcome::Reject(Rejection::not_analysed(
+                        fingerprint,
+                        "EXECUTE needs a rewrite",
+                    )),
+                };
+            }
+            d
+        }
+    }
 }
 
 fn rewrite_outcome(
@@ -484,7 +563,7 @@ fn tenant_set(
                     Err(()) => return Err(Bad::UnknownRegion),
                 },
                 Alt::Tenant(v) => match analysis.value(i, v, params) {
-                    ParamText::Text(t) => match tenants.region_of(&t) {
+                    ParamText::Text(t) => match tenants.region_of(&canonical_tenant(&t)) {
                         TenantAnswer::Found(reg) if settings.regions.contains(&*reg) => {
                             s.insert(reg.to_string());
                         }
