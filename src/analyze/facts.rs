@@ -84,6 +84,11 @@ pub struct TableRef {
     /// for rows no predicate can name (MERGE's inserted rows): no column
     /// expression resolves to it, so only its own facts confine it.
     opaque: bool,
+    /// Some confiner is a plain equality `region = <one value>`: the
+    /// planner derives the same equality for the references its region
+    /// column equals (and prunes their partitions); an IN list, `= ANY`
+    /// or an OR confines the reference but is not carried over.
+    pub(crate) eq_region: bool,
 }
 
 impl TableRef {
@@ -124,9 +129,13 @@ pub struct MoveFact {
 pub struct Facts {
     /// Regional references, in walk order.
     pub refs: Vec<TableRef>,
-    /// Region-column equalities `(from, to)`: `to` is confined wherever
-    /// `from` is.
+    /// Region-column equalities `(from, to)` of one scope: `to` is
+    /// confined wherever `from` is confined by an equality.
     pub(crate) edges: Vec<(usize, usize)>,
+    /// Correlations `(outer, inner)`: a subquery's reference equated with
+    /// an enclosing reference's region column is pruned at run time to
+    /// the outer rows' regions.
+    pub(crate) corr: Vec<(usize, usize)>,
     /// Every table named (normalised), CTE names excluded.
     pub tables: BTreeSet<String>,
     /// Tables not listed in the config.
@@ -472,6 +481,7 @@ impl<'c> Collector<'c> {
                     },
                     qualifier,
                     opaque,
+                    eq_region: false,
                 });
                 Some(self.facts.refs.len() - 1)
             }
@@ -850,7 +860,10 @@ impl<'c> Collector<'c> {
             self.facts.edges.push((a, b));
             self.facts.edges.push((b, a));
         }
-        self.facts.edges.extend(pf.directed);
+        self.facts.corr.extend(pf.directed);
+        for r in pf.eq {
+            self.facts.refs[r].eq_region = true;
+        }
     }
 
     /// Like `apply`, but only `targets` may be confined (an outer join's
@@ -879,7 +892,12 @@ impl<'c> Collector<'c> {
         }
         for (a, b) in pf.directed {
             if targets.contains(&b) {
-                self.facts.edges.push((a, b));
+                self.facts.corr.push((a, b));
+            }
+        }
+        for r in pf.eq {
+            if targets.contains(&r) {
+                self.facts.refs[r].eq_region = true;
             }
         }
     }
@@ -998,6 +1016,7 @@ impl<'c> Collector<'c> {
                     out.per.extend(p.per);
                     out.edges.extend(p.edges);
                     out.directed.extend(p.directed);
+                    out.eq.extend(p.eq);
                 }
             }
             Expr::BinaryOp {
@@ -1057,6 +1076,7 @@ impl<'c> Collector<'c> {
                         out.per.extend(p.per);
                         out.edges.extend(p.edges);
                         out.directed.extend(p.directed);
+                        out.eq.extend(p.eq);
                     }
                 } else {
                     out = self.eq(left, right, members, names);
@@ -1074,6 +1094,10 @@ impl<'c> Collector<'c> {
                         .map(|x| val(x).map(|v| alt(c.partition, v)))
                         .collect();
                     if let Some(alts) = vals.filter(|a| !a.is_empty()) {
+                        // PostgreSQL reads a one-element IN as `=`.
+                        if alts.len() == 1 && c.partition {
+                            out.eq.push(c.r);
+                        }
                         out.per.push((c.r, alts));
                     }
                 }
@@ -1121,11 +1145,17 @@ impl<'c> Collector<'c> {
             }
             (Some(c), None) if !c.outer => {
                 if let Some(v) = val(right) {
+                    if c.partition {
+                        out.eq.push(c.r);
+                    }
                     out.per.push((c.r, vec![alt(c.partition, v)]));
                 }
             }
             (None, Some(c)) if !c.outer => {
                 if let Some(v) = val(left) {
+                    if c.partition {
+                        out.eq.push(c.r);
+                    }
                     out.per.push((c.r, vec![alt(c.partition, v)]));
                 }
             }
@@ -1158,6 +1188,8 @@ struct Pf {
     edges: Vec<(usize, usize)>,
     /// Equalities from an enclosing scope's reference inwards.
     directed: Vec<(usize, usize)>,
+    /// References with a plain `region = <one value>` conjunct.
+    eq: Vec<usize>,
 }
 
 impl Pf {
@@ -1222,5 +1254,6 @@ pub(crate) fn unconstrained_ref(name: &str, rt: &crate::config::RegionalTable) -
         key: String::from("\u{0}opaque"),
         qualifier,
         opaque: true,
+        eq_region: false,
     }
 }

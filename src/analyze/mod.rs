@@ -848,19 +848,35 @@ fn redact_parse_error(msg: &str) -> String {
 }
 
 /// References statically confined by an explicit region predicate, also
-/// through region equalities.
+/// through region equalities (from equality-confined references only, as
+/// the planner derives them) and correlations.
 pub(crate) fn statically_confined(facts: &Facts) -> Vec<bool> {
     let mut c: Vec<bool> = facts.refs.iter().map(|r| r.has_region_confiner()).collect();
-    propagate(&mut c, &facts.edges);
+    let mut carriable: Vec<bool> = facts.refs.iter().map(|r| r.eq_region).collect();
+    propagate(&mut c, &mut carriable, &facts.edges, &facts.corr);
     c
 }
 
-/// Sets `to` wherever `from` is set, along edges, to a fixpoint.
-pub(crate) fn propagate(c: &mut [bool], edges: &[(usize, usize)]) {
+/// Sets `to` wherever `from` is set, along equality edges from carriable
+/// references (the target becomes carriable) and along correlations, to
+/// a fixpoint.
+pub(crate) fn propagate(
+    c: &mut [bool],
+    carriable: &mut [bool],
+    edges: &[(usize, usize)],
+    corr: &[(usize, usize)],
+) {
     let mut changed = true;
     while changed {
         changed = false;
         for &(a, b) in edges {
+            if c[a] && carriable[a] && !(c[b] && carriable[b]) {
+                c[b] = true;
+                carriable[b] = true;
+                changed = true;
+            }
+        }
+        for &(a, b) in corr {
             if c[a] && !c[b] {
                 c[b] = true;
                 changed = true;

@@ -310,7 +310,14 @@ fn decide_one(
         }
     }
     // 3. Carry along region equalities.
-    carry(&mut sets, &t.facts.edges);
+    let mut carriable: Vec<bool> = refs.iter().map(|r| r.eq_region).collect();
+    if rewriting {
+        // The rewrite injects `q.region = r`: an equality.
+        for &c in &t.candidates {
+            carriable[c] = true;
+        }
+    }
+    carry(&mut sets, &mut carriable, &t.facts.edges, &t.facts.corr);
 
     // 4. Unconstrained references: scatter if allowed, else reject.
     let mut scatter_allowed = false;
@@ -461,12 +468,26 @@ fn rewrite_outcome(
     }
 }
 
-/// Sets `to` to the intersection with `from`'s set, along edges.
-fn carry(sets: &mut [Set], edges: &[(usize, usize)]) {
+/// Sets `to` to the intersection with `from`'s set: along equality edges
+/// from references confined by an equality (the planner derives the
+/// equality and prunes `to`), and along correlations (pruned at run time).
+fn carry(
+    sets: &mut [Set],
+    carriable: &mut [bool],
+    edges: &[(usize, usize)],
+    corr: &[(usize, usize)],
+) {
     // Iterate to a fixpoint on the sets themselves (small n).
-    for _ in 0..sets.len().max(1) {
+    for _ in 0..sets.len().max(1) + 1 {
         let mut changed = false;
-        for &(a, b) in edges {
+        let all = edges
+            .iter()
+            .map(|e| (*e, true))
+            .chain(corr.iter().map(|e| (*e, false)));
+        for ((a, b), equality) in all {
+            if equality && !carriable[a] {
+                continue;
+            }
             let Some(sa) = sets[a].clone() else { continue };
             let next = match &sets[b] {
                 None => Some(sa),
@@ -475,6 +496,10 @@ fn carry(sets: &mut [Set], edges: &[(usize, usize)]) {
                     if x.len() == sb.len() { None } else { Some(x) }
                 }
             };
+            if equality && !carriable[b] {
+                carriable[b] = true;
+                changed = true;
+            }
             if let Some(n) = next {
                 sets[b] = Some(n);
                 changed = true;
