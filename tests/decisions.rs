@@ -431,3 +431,109 @@ fn rewritten_sql_runs_on_postgres_and_returns_the_rows_of_that_region() {
         }
     }
 }
+
+/// Issue 10: what depends on the session (standard_conforming_strings,
+/// SQL-level prepared statements) and what bounds the parser.
+#[test]
+fn session_context_and_limits_are_decided_safely() {
+    use geogate::analyze::SqlContext;
+    let w = World::new();
+    let settings = Settings::from_config(&w.cfg, None);
+    let decide_in = |sql: &str, ctx: &SqlContext| {
+        let a = w.analyzer.analyze_in(sql, ctx);
+        show(&decide(&a, &Params::NONE, &w.tenants, &settings))
+    };
+    // standard_conforming_strings = off: the backslash escapes the quote,
+    // so `OR true` is code and `$$eu$$` is inside a string.
+    let trick =
+        "SELECT * FROM users WHERE name = 'x\\' AND region = $$eu$$ AND name = ' OR true --'";
+    let on = SqlContext::default();
+    let mut off = SqlContext::default();
+    assert!(off.observe_parameter("standard_conforming_strings", "off"));
+    assert_eq!(decide_in(trick, &on), "route eu");
+    assert_eq!(decide_in(trick, &off), "reject GG001 no_region users");
+    assert_eq!(
+        decide_in("SELECT * FROM users WHERE region = U&'\\0065u'", &off),
+        "reject GG006 parse_error -"
+    );
+    // SET / RESET standard_conforming_strings are recorded.
+    let mut ctx = SqlContext::default();
+    ctx.record(&w.analyzer.analyze("SET standard_conforming_strings = off"));
+    assert!(!ctx.standard_conforming_strings());
+    ctx.record(&w.analyzer.analyze("RESET ALL"));
+    assert!(ctx.standard_conforming_strings());
+
+    // SQL-level PREPARE / EXECUTE / DEALLOCATE.
+    let mut ctx = SqlContext::default();
+    let prep = "PREPARE p(text) AS SELECT * FROM users WHERE region = $1";
+    assert_eq!(decide_in(prep, &ctx), "global");
+    ctx.record(&w.analyzer.analyze(prep));
+    assert_eq!(decide_in("EXECUTE p('us')", &ctx), "route us");
+    assert_eq!(
+        decide_in("EXECUTE p('mars')", &ctx),
+        "reject GG003 unknown_region users"
+    );
+    assert_eq!(
+        decide_in("EXECUTE p(lower('US'))", &ctx),
+        "reject GG003 unknown_region users"
+    );
+    assert_eq!(
+        decide_in("EXECUTE q('us')", &ctx),
+        "reject GG006 parse_error -"
+    );
+    ctx.record(&w.analyzer.analyze(
+        "PREPARE t(int) AS SELECT * FROM users WHERE tenant_id = $1; PREPARE \"Del\" AS DELETE FROM users",
+    ));
+    assert_eq!(
+        decide_in("EXECUTE t(2)", &ctx),
+        "reject GG001 no_region users"
+    );
+    assert_eq!(
+        decide_in("EXECUTE \"Del\"", &ctx),
+        "reject GG001 no_region users"
+    );
+    assert_eq!(
+        decide_in("EXPLAIN ANALYZE EXECUTE p('us')", &ctx),
+        "reject GG006 parse_error -"
+    );
+    ctx.record(&w.analyzer.analyze("DEALLOCATE p"));
+    assert_eq!(
+        decide_in("EXECUTE p('us')", &ctx),
+        "reject GG006 parse_error -"
+    );
+    ctx.record(&w.analyzer.analyze("DISCARD ALL"));
+    assert_eq!(ctx.prepared_len(), 0);
+
+    // Deep nesting and huge OR lists never fall through to forwarding.
+    let mut nested = String::from("SELECT * FROM users WHERE region = 'eu'");
+    for _ in 0..25 {
+        nested = format!("SELECT * FROM ({nested}) s");
+    }
+    let d = w.decide(&nested, None, &[]);
+    assert_ne!(show(&d), "global", "{nested}");
+    for n in [500, 1000, 5000] {
+        let mut sql = String::from("DELETE FROM users WHERE region = 'eu' AND id = 0");
+        for i in 0..n {
+            sql.push_str(&format!(" OR id = {i}"));
+        }
+        let got = show(&w.decide(&sql, None, &[]));
+        assert!(got.starts_with("reject"), "{n} ORs: {got}");
+    }
+    // The same in a long AND list confined to one region stays routed.
+    let mut sql = String::from("SELECT * FROM users WHERE region = 'eu'");
+    for i in 0..500 {
+        sql.push_str(&format!(" AND id <> {i}"));
+    }
+    assert_eq!(show(&w.decide(&sql, None, &[])), "route eu");
+
+    // A join rejection names the alias and the predicate that fixes it.
+    let d = w.decide(
+        "SELECT * FROM users u JOIN documents d ON d.owner = u.id WHERE u.region = 'eu'",
+        None,
+        &[],
+    );
+    let Outcome::Reject(r) = &d.outcome else {
+        panic!("{}", show(&d))
+    };
+    assert!(r.message.contains("d.region = u.region"), "{}", r.message);
+}

@@ -552,6 +552,11 @@ impl Analyzer {
         let mut stmts = match parsed {
             Ok(s) => s,
             Err(e) => {
+                if !mentions && self.config.proxy.unlisted_tables == UnlistedTables::Global {
+                    // Names no regional table: global whether or not the
+                    // prescan skipped the parse (`check` parses it).
+                    return Ok(global(fingerprint));
+                }
                 if kind == StatementKind::Ddl && !lex::looks_like_query(&text, scs) {
                     // DDL the parser does not know (CockroachDB zone
                     // configs, …) reads no rows.

@@ -151,7 +151,16 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
                 .enumerate()
                 .map(|(i, d)| match &d.outcome {
                     Outcome::Rewrite { sql, .. } => sql.clone(),
-                    _ => analysis.statement_text(i).trim().to_string(),
+                    _ => {
+                        // A trailing `--` comment would swallow the `;`
+                        // that joins the next statement: end its line.
+                        let text = analysis.statement_text(i).trim();
+                        if text.contains("--") {
+                            format!("{text}\n")
+                        } else {
+                            text.to_string()
+                        }
+                    }
                 })
                 .collect();
             Outcome::Rewrite {
