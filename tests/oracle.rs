@@ -586,7 +586,7 @@ impl Gen {
     }
 
     /// A FROM item; pushes what it brings into scope.
-    fn from_item(&mut self, scope: &mut Vec<Item>, depth: usize) -> String {
+    fn item(&mut self, scope: &mut Vec<Item>, depth: usize) -> String {
         let t = self.table();
         let a = self.alias();
         let k = self.rng.below(if depth > 1 { 8 } else { 11 });
@@ -611,7 +611,7 @@ impl Gen {
             8 | 9 => {
                 // A derived table.
                 let mut inner = Vec::new();
-                let from = self.from_item(&mut inner, depth + 1);
+                let from = self.item(&mut inner, depth + 1);
                 let p = self.pred(&inner, &[], depth + 1);
                 let first = inner.first().map(|i| i.alias.clone()).unwrap_or_default();
                 scope.push(Item {
@@ -647,10 +647,10 @@ impl Gen {
     /// FROM with joins; returns the text and the items in scope.
     fn from(&mut self, depth: usize, outer: &[Item]) -> (String, Vec<Item>) {
         let mut scope = Vec::new();
-        let mut s = self.from_item(&mut scope, depth);
+        let mut s = self.item(&mut scope, depth);
         for _ in 0..self.rng.below(3) {
             let before = scope.len();
-            let item = self.from_item(&mut scope, depth);
+            let item = self.item(&mut scope, depth);
             let new: Vec<Item> = scope[before..].to_vec();
             match self.rng.below(7) {
                 0 => s.push_str(&format!(", {item}")),
@@ -830,7 +830,7 @@ impl Gen {
         let mut scope = vec![it];
         let from = if self.rng.chance(25) {
             let mut extra = Vec::new();
-            let f = self.from_item(&mut extra, 1);
+            let f = self.item(&mut extra, 1);
             scope.extend(extra);
             format!(" FROM {f}")
         } else {
@@ -849,7 +849,7 @@ impl Gen {
         }];
         let using = if self.rng.chance(25) {
             let mut extra = Vec::new();
-            let f = self.from_item(&mut extra, 1);
+            let f = self.item(&mut extra, 1);
             scope.extend(extra);
             format!(" USING {f}")
         } else {
@@ -912,10 +912,10 @@ impl Gen {
                 let q = self.select(1);
                 q.replacen(" FROM ", " INTO TEMP y FROM ", 1)
             }
-            _ => format!(
-                "WITH d AS ({}) SELECT * FROM d",
-                format!("{} RETURNING *", self.delete())
-            ),
+            _ => {
+                let del = self.delete();
+                format!("WITH d AS ({del} RETURNING *) SELECT * FROM d")
+            }
         }
     }
 
@@ -949,7 +949,7 @@ async fn postgres_executor_confirms_every_route_rewrite_and_global() {
     let seed: u64 = std::env::var("GEOGATE_ORACLE_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5EED_0F_0AC1E);
+        .unwrap_or(0x05EE_D0F0_AC1E);
     let c = common::Cluster::shared("oracle");
     let db = c.create_db("oracle");
     c.psql(&db, &seed_sql());

@@ -158,10 +158,8 @@ impl SqlContext {
                         None => {}
                     }
                 }
-                StatementKind::Discard => {
-                    if word(1).as_deref() == Some("all") {
-                        self.deallocate_all();
-                    }
+                StatementKind::Discard if word(1).as_deref() == Some("all") => {
+                    self.deallocate_all();
                 }
                 StatementKind::Set | StatementKind::SetLocal => {
                     // SET [SESSION|LOCAL] standard_conforming_strings {=|TO} v
