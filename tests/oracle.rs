@@ -652,7 +652,16 @@ impl Gen {
             let before = scope.len();
             let item = self.item(&mut scope, depth);
             let new: Vec<Item> = scope[before..].to_vec();
-            match self.rng.below(7) {
+            match self.rng.below(10) {
+                7 => s.push_str(&format!(" NATURAL JOIN {item}")),
+                8 => {
+                    let p = self.pred(&scope, outer, depth + 1);
+                    s.push_str(&format!(" RIGHT JOIN {item} ON {p}"));
+                }
+                9 => {
+                    let p = self.pred(&scope, outer, depth + 1);
+                    s.push_str(&format!(" FULL JOIN {item} ON {p}"));
+                }
                 0 => s.push_str(&format!(", {item}")),
                 1 => s.push_str(&format!(" JOIN {item} USING (region)")),
                 2 => {
@@ -692,9 +701,23 @@ impl Gen {
 
     fn select(&mut self, depth: usize) -> String {
         let (from, scope) = self.from(depth, &[]);
-        let proj = match self.rng.below(4) {
+        let proj = match self.rng.below(6) {
             0 => "count(*)".to_string(),
             1 => format!("{}.id", scope[0].alias),
+            2 => {
+                // A scalar subquery in the select list (correlated).
+                let t = self.table();
+                let a = self.alias();
+                let inner = Item {
+                    alias: a.clone(),
+                    table: Some(t),
+                };
+                let p = self.pred(std::slice::from_ref(&inner), &scope, depth + 1);
+                format!(
+                    "{}.id, (SELECT count(*) FROM {} {a} WHERE {p}) AS n",
+                    scope[0].alias, t.name
+                )
+            }
             _ => "*".to_string(),
         };
         let mut s = format!("SELECT {proj} FROM {from}");
@@ -738,6 +761,20 @@ impl Gen {
                 format!("WITH {name} AS ({body}) {main}")
             }
             11 => format!("TABLE {}", self.table().name),
+            5 => {
+                // WITH RECURSIVE over a regional table.
+                let t = self.table();
+                let a = self.alias();
+                let it = Item {
+                    alias: a.clone(),
+                    table: Some(t),
+                };
+                let p = self.pred(std::slice::from_ref(&it), &[], depth + 1);
+                format!(
+                    "WITH RECURSIVE r(id, n) AS (SELECT {a}.id, 0 FROM {} {a} WHERE {p} UNION ALL SELECT r.id, r.n + 1 FROM r WHERE r.n < 2) SELECT * FROM r",
+                    t.name
+                )
+            }
             _ => self.select(depth),
         }
     }
