@@ -717,17 +717,31 @@ impl<'c> Collector<'c> {
         let mut names = Vec::new();
         let target = self.add_factor(&m.table, None, &mut members, &mut pending);
         factor_names(&m.table, &mut names);
-        self.add_factor(&m.source, None, &mut members, &mut pending);
+        let source = self.add_factor(&m.source, None, &mut members, &mut pending);
         factor_names(&m.source, &mut names);
+        // MERGE joins target and source: an inner join with only WHEN
+        // MATCHED clauses; `WHEN NOT MATCHED [BY TARGET]` keeps every
+        // source row (the ON clause does not filter the source), `WHEN NOT
+        // MATCHED BY SOURCE` every target row (it does not filter the
+        // target). The ON clause confines only the sides it filters.
         let by_source = m
             .clauses
             .iter()
             .any(|c| c.clause_kind == MergeClauseKind::NotMatchedBySource);
-        if by_source {
-            self.apply_restricted(&m.on, &members, &names, &[]);
-        } else {
-            self.apply(&m.on, &members, &names);
+        let by_target = m.clauses.iter().any(|c| {
+            matches!(
+                c.clause_kind,
+                MergeClauseKind::NotMatched | MergeClauseKind::NotMatchedByTarget
+            )
+        });
+        let mut filtered = Vec::new();
+        if !by_source {
+            filtered.extend(target.iter().copied());
         }
+        if !by_target {
+            filtered.extend(source.iter().copied());
+        }
+        self.apply_restricted(&m.on, &members, &names, &filtered);
         let Some(&t) = target.first() else {
             return Frame { members, names };
         };
