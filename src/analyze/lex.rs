@@ -708,30 +708,49 @@ pub(crate) fn looks_like_query(sql: &str, scs: bool) -> bool {
 }
 
 /// Whether the body of a string or dollar-quoted string (a DO block's
-/// code) names one of `names`.
+/// code) names one of `names`, also in strings nested in that code.
 pub(crate) fn strings_mention_any(
     sql: &str,
     names: &std::collections::HashSet<String>,
     scs: bool,
 ) -> bool {
+    strings_mention_depth(sql, names, scs, 0)
+}
+
+fn strings_mention_depth(
+    sql: &str,
+    names: &std::collections::HashSet<String>,
+    scs: bool,
+    depth: usize,
+) -> bool {
+    if depth > 8 {
+        // Deeper than any real DO block nests quotes: assume it does.
+        return true;
+    }
     significant(sql, scs).any(|t| {
         let text = &sql[t.start..t.end];
-        match t.kind {
+        let body: String = match t.kind {
             Tok::DollarString => {
                 let tag_len = text[1..].find('$').map_or(text.len(), |i| i + 2);
-                let body = text
-                    .get(tag_len..text.len().saturating_sub(tag_len))
-                    .unwrap_or(text);
-                // A body may hold strings and dollar quotes of its own.
-                mentions_any(body, names, true) || strings_mention_any(body, names, true)
+                if text.len() >= 2 * tag_len {
+                    text[tag_len..text.len() - tag_len].to_string()
+                } else {
+                    text.get(tag_len..).unwrap_or("").to_string()
+                }
             }
             Tok::String => {
-                let body = text.trim_start_matches(|c: char| c.is_ascii_alphabetic() || c == '&');
-                let body = body.trim_matches('\'').replace("''", "'");
-                mentions_any(&body, names, true) || strings_mention_any(&body, names, true)
+                let start = text.find('\'').map_or(text.len(), |i| i + 1);
+                let inner = &text[start..];
+                let inner = inner.strip_suffix('\'').unwrap_or(inner);
+                inner.replace("''", "'")
             }
-            _ => false,
-        }
+            _ => return false,
+        };
+        // Every shorter body ends the recursion; an empty one names nothing.
+        !body.is_empty()
+            && body.len() < text.len()
+            && (mentions_any(&body, names, true)
+                || strings_mention_depth(&body, names, true, depth + 1))
     })
 }
 
@@ -917,6 +936,25 @@ mod tests {
                 .undecidable
                 .is_some()
         );
+    }
+
+    #[test]
+    fn do_bodies_are_searched_without_endless_recursion() {
+        let names: std::collections::HashSet<String> = ["users".to_string()].into();
+        assert!(!strings_mention_any("DO $\u{fffd} END $$", &names, true));
+        assert!(!strings_mention_any("DO $$", &names, true));
+        assert!(strings_mention_any(
+            "DO $$ BEGIN DELETE FROM users; END $$",
+            &names,
+            true
+        ));
+        assert!(strings_mention_any(
+            "DO $a$ BEGIN EXECUTE 'DELETE FROM ' || 'users'; END $a$",
+            &names,
+            true
+        ));
+        let deep = format!("DO {}", "'".repeat(4096));
+        let _ = strings_mention_any(&deep, &names, true);
     }
 
     #[test]
