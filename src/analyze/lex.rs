@@ -323,10 +323,6 @@ pub(crate) struct Scan {
     /// The text with liftable literals replaced by `$LIFT_BASE+i`, comments
     /// dropped and spaces collapsed: the cache key and the text parsed.
     pub shape: String,
-    /// The text with comments dropped and spaces collapsed, literals kept
-    /// (parsed when the shape does not parse). Never the raw text: the
-    /// parser's own tokenizer must not decide where comments end.
-    pub plain: String,
     /// Byte ranges (in the scanned text) of the lifted literals, by slot.
     pub lits: Vec<Range<usize>>,
     /// Whether a comment is exactly `/*+ geogate:allow_scatter */`.
@@ -359,7 +355,6 @@ pub(crate) fn is_hint(comment: &str) -> bool {
 pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
     let mut sc = Scan {
         shape: String::with_capacity(sql.len()),
-        plain: String::with_capacity(sql.len()),
         ..Scan::default()
     };
     let mut prev: Option<Token> = None;
@@ -385,7 +380,6 @@ pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
         }
         if pending_space && !sc.shape.is_empty() {
             sc.shape.push(' ');
-            sc.plain.push(' ');
         }
         pending_space = false;
         // The text the parser sees for this token: with
@@ -431,7 +425,6 @@ pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
             }
             _ => text.into(),
         };
-        sc.plain.push_str(&as_parsed);
         match t.kind {
             Tok::String | Tok::Number if liftable(sql, prev) => {
                 let slot = lit_base + sc.lits.len();
@@ -464,6 +457,41 @@ pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
         prev = Some(t);
     }
     sc
+}
+
+/// The text with comments dropped and spaces collapsed, literals kept
+/// (written as the parser must read them): what is parsed when the shape
+/// does not parse. Never the raw text: the parser's own tokenizer must not
+/// decide where comments end.
+pub(crate) fn plain(sql: &str, scs: bool) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut pending_space = false;
+    for t in Lexer::with_scs(sql, scs) {
+        let text = &sql[t.start..t.end];
+        if matches!(t.kind, Tok::Space | Tok::Comment) {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && !out.is_empty() {
+            out.push(' ');
+        }
+        pending_space = false;
+        let b = text.as_bytes();
+        if t.kind == Tok::String && !scs && text.contains('\\') && b[0] == b'\'' {
+            out.push('E');
+            out.push_str(text);
+        } else if t.kind == Tok::String
+            && !scs
+            && text.contains('\\')
+            && matches!(b[0], b'n' | b'N')
+        {
+            out.push('E');
+            out.push_str(&text[1..]);
+        } else {
+            out.push_str(text);
+        }
+    }
+    out
 }
 
 /// Appends a number in decimal without the formatting machinery (hot path).

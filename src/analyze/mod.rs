@@ -423,7 +423,7 @@ impl Analyzer {
             match self.cache.get(&key(&sc.shape)) {
                 Some(Entry::Template(t)) => return (t, true),
                 Some(Entry::Raw) => {
-                    if let Some(Entry::Template(t)) = self.cache.get(&key(&raw_key(&sc.plain))) {
+                    if let Some(Entry::Template(t)) = self.cache.get(&key(&raw_key(text))) {
                         return (t, false);
                     }
                 }
@@ -433,7 +433,7 @@ impl Analyzer {
         let lifted = !sc.lits.is_empty() && !sc.huge_param;
         let (tpl, from_shape) = match self.build(text, &sc.shape, sc, scs) {
             Ok(t) => (t, true),
-            Err(e) if lifted => match self.build(text, &sc.plain, sc, scs) {
+            Err(e) if lifted => match self.build(text, &lex::plain(text, scs), sc, scs) {
                 // The shape did not parse (a literal where the grammar
                 // wants a constant, e.g. varchar(10)): use the plain text.
                 Ok(t) => (t, false),
@@ -448,7 +448,7 @@ impl Analyzer {
             } else {
                 self.cache.put(key(&sc.shape), Entry::Raw);
                 self.cache
-                    .put(key(&raw_key(&sc.plain)), Entry::Template(tpl.clone()));
+                    .put(key(&raw_key(text)), Entry::Template(tpl.clone()));
             }
         }
         (tpl, from_shape && !sc.huge_param)
