@@ -760,11 +760,14 @@ fn strings_mention_depth(
         let body: String = match t.kind {
             Tok::DollarString => {
                 let tag_len = text[1..].find('$').map_or(text.len(), |i| i + 2);
-                if text.len() >= 2 * tag_len {
-                    text[tag_len..text.len() - tag_len].to_string()
+                let tag = text.get(..tag_len).unwrap_or(text);
+                let closed = text.len() >= 2 * tag_len && text.ends_with(tag);
+                let body = if closed {
+                    text.get(tag_len..text.len() - tag_len)
                 } else {
-                    text.get(tag_len..).unwrap_or("").to_string()
-                }
+                    text.get(tag_len..)
+                };
+                body.unwrap_or("").to_string()
             }
             Tok::String => {
                 let start = text.find('\'').map_or(text.len(), |i| i + 1);
@@ -971,6 +974,12 @@ mod tests {
         let names: std::collections::HashSet<String> = ["users".to_string()].into();
         assert!(!strings_mention_any("DO $\u{fffd} END $$", &names, true));
         assert!(!strings_mention_any("DO $$", &names, true));
+        assert!(!strings_mention_any(
+            "DO $\u{fffd}\u{fffd}$ x\u{fffd}",
+            &names,
+            true
+        ));
+        assert!(strings_mention_any("DO $a$ users \u{fffd}", &names, true));
         assert!(strings_mention_any(
             "DO $$ BEGIN DELETE FROM users; END $$",
             &names,
