@@ -239,8 +239,29 @@ fn random_mutations_of_the_corpus_never_panic() {
         "WITH",
         "é",
         "\u{0}",
+        "DO $",
+        "$é$",
+        "\u{fffd}",
+        "\r",
+        "--",
+        "\\",
+        "E'\\",
+        "U&'",
+        " UESCAPE '!'",
+        "TRUNCATE ",
+        "LOCK TABLE ",
+        "EXECUTE p(",
+        "MERGE INTO users USING plans ON ",
+        "@",
+        "@{",
+        " FOR NO KEY UPDATE",
+        "IMPORT INTO ",
+        "REFRESH MATERIALIZED VIEW ",
+        " AS u(a, b)",
     ];
     let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut ctx_off = geogate::analyze::SqlContext::with_scs(false);
+    ctx_off.prepare("p", "SELECT * FROM users WHERE region = $1");
     let tenants = Directory::seed();
     let settings = Settings::from_config(&w.cfg, Some("app"));
     for round in 0..20_000 {
@@ -269,11 +290,13 @@ fn random_mutations_of_the_corpus_never_panic() {
             }
         }
         let sql: String = s.into_iter().collect();
-        let a = if round % 2 == 0 {
-            w.analyzer.analyze(&sql)
-        } else {
-            std::sync::Arc::new(w.analyzer.analyze_uncached(&sql))
+        let a = match round % 3 {
+            0 => w.analyzer.analyze(&sql),
+            1 => std::sync::Arc::new(w.analyzer.analyze_uncached(&sql)),
+            // standard_conforming_strings off, with prepared statements.
+            _ => w.analyzer.analyze_in(&sql, &ctx_off),
         };
+        ctx_off.clone().record(&a);
         let vals = [
             Some(Bytes::from_static(b"eu")),
             None,
