@@ -560,3 +560,19 @@ fn session_context_and_limits_are_decided_safely() {
     };
     assert!(r.message.contains("d.region = u.region"), "{}", r.message);
 }
+
+/// A prepared statement keeps the string rules it was prepared under.
+#[test]
+fn execute_reads_the_prepared_text_as_it_was_prepared() {
+    use geogate::analyze::SqlContext;
+    let w = World::new();
+    let settings = Settings::from_config(&w.cfg, None);
+    let mut ctx = SqlContext::default();
+    ctx.record(&w.analyzer.analyze("SET standard_conforming_strings = off"));
+    let prep = "PREPARE x AS SELECT * FROM users WHERE name = 'a\\' AND region = $$eu$$ AND name = ' OR true --'";
+    ctx.record(&w.analyzer.analyze_in(prep, &ctx));
+    ctx.record(&w.analyzer.analyze("SET standard_conforming_strings = on"));
+    let a = w.analyzer.analyze_in("EXECUTE x", &ctx);
+    let d = decide(&a, &Params::NONE, &w.tenants, &settings);
+    assert_eq!(show(&d), "reject GG001 no_region users");
+}

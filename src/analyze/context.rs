@@ -18,7 +18,9 @@ pub const MAX_PREPARED: usize = 1_000;
 #[derive(Debug, Clone)]
 pub struct SqlContext {
     scs: bool,
-    prepared: HashMap<String, Arc<str>>,
+    /// name → (body, the `standard_conforming_strings` it was prepared
+    /// under: PostgreSQL read its literals then).
+    prepared: HashMap<String, (Arc<str>, bool)>,
 }
 
 impl Default for SqlContext {
@@ -71,7 +73,13 @@ impl SqlContext {
     /// The text of a SQL prepared statement (name folded as PostgreSQL
     /// folds it: unquoted names in lower case).
     pub fn prepared(&self, name: &str) -> Option<&str> {
-        self.prepared.get(name).map(|s| &**s)
+        self.prepared.get(name).map(|(s, _)| &**s)
+    }
+
+    /// The `standard_conforming_strings` a prepared statement was
+    /// prepared under.
+    pub fn prepared_scs(&self, name: &str) -> Option<bool> {
+        self.prepared.get(name).map(|(_, scs)| *scs)
     }
 
     /// Number of remembered prepared statements.
@@ -84,7 +92,8 @@ impl SqlContext {
         if self.prepared.len() >= MAX_PREPARED && !self.prepared.contains_key(name) {
             return;
         }
-        self.prepared.insert(name.to_string(), body.into());
+        self.prepared
+            .insert(name.to_string(), (body.into(), self.scs));
     }
 
     /// Forgets one prepared statement (`DEALLOCATE name`).

@@ -375,7 +375,8 @@ impl Analyzer {
                     Some(body) => {
                         // A prepared statement cannot itself be an EXECUTE:
                         // its analysis sees no prepared statements.
-                        let inner_ctx = SqlContext::with_scs(scs);
+                        let inner_ctx =
+                            SqlContext::with_scs(ctx.prepared_scs(&call.name).unwrap_or(scs));
                         let analysis = Arc::new(self.analyze_inner(body, use_cache, &inner_ctx));
                         let values = call
                             .args
