@@ -576,3 +576,16 @@ fn execute_reads_the_prepared_text_as_it_was_prepared() {
     let d = decide(&a, &Params::NONE, &w.tenants, &settings);
     assert_eq!(show(&d), "reject GG001 no_region users");
 }
+
+/// A text whose parameter numbers leave none for the region is refused,
+/// never printed with an invalid `$n` (found by the fuzzer).
+#[test]
+fn huge_parameter_numbers_never_overflow_the_rewrite() {
+    let w = World::new();
+    let d = w.decide(
+        "SELECT * FROM users WHERE tenant_id = 2; SELECT $5555555555",
+        None,
+        &[],
+    );
+    assert!(show(&d).starts_with("reject"), "{}", show(&d));
+}

@@ -458,7 +458,16 @@ fn rewrite_outcome(
         return Outcome::Route { region };
     };
     let lit = |slot: usize| analysis.lit_text(i, slot);
-    let k = analysis.max_param() + 1;
+    let max = analysis.max_param();
+    if max >= 65_535 {
+        // No parameter number is left for the region (PostgreSQL allows
+        // 65535): refuse rather than print an invalid `$n`.
+        return Outcome::Reject(Rejection::not_analysed(
+            &st.template.fingerprint,
+            "parameter number above 65535",
+        ));
+    }
+    let k = max + 1;
     let parameterized = ParamRewrite {
         sql: tpl.render(&lit, &format!("${k}")),
         region_param: k,
