@@ -1,5 +1,5 @@
 //! `geogate check` / `geogate explain` run as the built binary: the CLI
-//! contract of DESIGN.md (field names, exit codes, psql-style splitting).
+//! contract of docs/design.md (field names, exit codes, psql-style splitting).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -124,7 +124,9 @@ fn jsonl_has_contract_fields_and_statements_split_as_psql_does() {
         rows[7]["rewritten"],
         "INSERT INTO users (id, tenant_id, region) VALUES (1, 8, 'apac')"
     );
-    assert!(rows[8]["parse_error"].is_string());
+    // `SELEC broken` names no regional table: global, as in the proxy
+    // (which does not parse such statements at all).
+    assert_eq!(rows[8]["decision"], "global");
     assert!(rows[3]["sql"].as_str().unwrap().starts_with("SELECT 'a;b'"));
     assert!(rows[1]["sql"].as_str().unwrap().contains("RETURN NEW;"));
 }
@@ -260,4 +262,36 @@ fn explain_shows_decision_references_and_both_rewrite_forms() {
         text.contains("AND u.region = $2   (region bound as $2)"),
         "{text}"
     );
+}
+
+/// `check` splits exactly as the proxy does: a line starting with a
+/// backslash inside a string literal is part of the statement (a psql
+/// meta-command only between statements).
+#[test]
+fn backslash_lines_inside_literals_are_statement_text_as_the_proxy_sees_it() {
+    let sql = "\\set x 1\nSELECT * FROM users WHERE region = 'eu' AND name = '\n\\' OR true OR name = '\n';\n\\echo done\nSELECT 1;\n";
+    let f = tmp("bs.sql", sql);
+    let out = geogate(
+        &[
+            "check",
+            "--config",
+            SEED,
+            "--format",
+            "jsonl",
+            f.to_str().unwrap(),
+        ],
+        None,
+    );
+    let rows = jsonl(&out);
+    let decisions: Vec<&str> = rows
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["reject", "global"], "{rows:?}");
+    assert_eq!(rows[0]["line"], 2);
+    // The proxy's analyzer on the statement's text decides the same.
+    let stmt = "SELECT * FROM users WHERE region = 'eu' AND name = '\n\\' OR true OR name = '\n'";
+    let out = geogate(&["explain", "--config", SEED, stmt], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("reject"), "{text}");
 }

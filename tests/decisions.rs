@@ -1,4 +1,4 @@
-//! The decision table: every rule of DESIGN.md "Decisions — contract" and
+//! The decision table: every rule of docs/design.md "Decisions" and
 //! its negative on the seed schema (tests/fixtures/seed.toml), plus the
 //! rewrite property and the rewritten SQL run on a real PostgreSQL.
 
@@ -110,1159 +110,7 @@ fn show(d: &Decision) -> String {
     s
 }
 
-/// (sql, user, bind params, expected)
-type Case = (
-    &'static str,
-    Option<&'static str>,
-    &'static [Option<&'static str>],
-    &'static str,
-);
-
-const CASES: &[Case] = &[
-    // --- global: no regional table -----------------------------------
-    ("SELECT 1", None, &[], "global"),
-    ("SELECT * FROM plans", None, &[], "global"),
-    ("SELECT * FROM plans WHERE id = 3", None, &[], "global"),
-    ("SELECT * FROM unknown_table", None, &[], "global"),
-    ("BEGIN", None, &[], "global"),
-    (
-        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
-        None,
-        &[],
-        "global",
-    ),
-    ("COMMIT", None, &[], "global"),
-    ("ROLLBACK", None, &[], "global"),
-    ("SAVEPOINT s1", None, &[], "global"),
-    ("RELEASE SAVEPOINT s1", None, &[], "global"),
-    ("SET search_path = public", None, &[], "global"),
-    ("SET LOCAL statement_timeout = '5s'", None, &[], "global"),
-    ("SHOW server_version", None, &[], "global"),
-    ("RESET ALL", None, &[], "global"),
-    ("DISCARD ALL", None, &[], "global"),
-    ("CREATE TABLE users_backup (id int)", None, &[], "global"),
-    (
-        "ALTER TABLE users ADD COLUMN nickname text",
-        None,
-        &[],
-        "global",
-    ),
-    ("CREATE INDEX ON users (tenant_id)", None, &[], "global"),
-    ("DROP TABLE IF EXISTS scratch", None, &[], "global"),
-    ("TRUNCATE plans", None, &[], "global"),
-    ("LISTEN news", None, &[], "global"),
-    ("SELECT 'users' AS word", None, &[], "global"),
-    (
-        "SELECT p.name FROM plans p JOIN unknown_table u ON u.plan_id = p.id",
-        None,
-        &[],
-        "global",
-    ),
-    ("SELECT users FROM plans", None, &[], "global"),
-    (
-        "WITH users AS (SELECT 1 AS id) SELECT * FROM users",
-        None,
-        &[],
-        "global",
-    ),
-    ("SELECT now()", None, &[], "global"),
-    // --- route: literal, reversed, cast, IN with one value, param ------
-    (
-        "SELECT * FROM users WHERE region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE 'us' = region",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users u WHERE u.region = 'apac'",
-        None,
-        &[],
-        "route apac",
-    ),
-    (
-        "SELECT * FROM users WHERE users.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM public.users WHERE users.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM PUBLIC.USERS WHERE REGION = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu'::region",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = CAST('us' AS region)",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users WHERE region IN ('eu')",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE (region = 'eu')",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' AND id = 7",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE id = 7 AND (region = 'us' AND name LIKE 'a%')",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users WHERE region = E'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = $1",
-        None,
-        &[Some("us")],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users WHERE region = $2 AND id = $1",
-        None,
-        &[Some("7"), Some("apac")],
-        "route apac",
-    ),
-    (
-        "SELECT * FROM users WHERE region = $1::region",
-        None,
-        &[Some("eu")],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' OR region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE (region = 'eu' AND id = 1) OR (region = 'eu' AND id = 2)",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' ORDER BY id LIMIT 10",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' FOR UPDATE",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT count(*) FROM users WHERE region = 'us' GROUP BY tenant_id HAVING count(*) > 1",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users JOIN plans ON plans.id = users.plan_id WHERE users.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' AND region IN ('eu', 'us')",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "/* app:login */ SELECT * FROM users WHERE region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' -- trailing",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "EXPLAIN SELECT * FROM users WHERE region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    // --- negative of route: predicates that do not confine -------------
-    (
-        "SELECT * FROM users WHERE region <> 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region NOT IN ('eu')",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' OR id = 1",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE NOT (region = 'eu')",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE lower(region) = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region = name",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region LIKE 'e%'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE other.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE id = 1",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users u WHERE users.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region IS NOT NULL",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region = ANY($1)",
-        None,
-        &[Some("{eu}")],
-        "reject GG001 no_region users",
-    ),
-    // --- unknown region (GG003) ---------------------------------------
-    (
-        "SELECT * FROM users WHERE region = 'mars'",
-        None,
-        &[],
-        "reject GG003 unknown_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region IN ('eu', 'mars')",
-        None,
-        &[],
-        "reject GG003 unknown_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region = $1",
-        None,
-        &[Some("moon")],
-        "reject GG003 unknown_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region = $1",
-        None,
-        &[None],
-        "reject GG003 unknown_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'EU'",
-        None,
-        &[],
-        "reject GG003 unknown_region users",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES (1, 'mars')",
-        None,
-        &[],
-        "reject GG003 unknown_region users",
-    ),
-    // --- scatter: several regions -------------------------------------
-    (
-        "SELECT * FROM users WHERE region IN ('eu', 'us')",
-        None,
-        &[],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' OR region = 'apac'",
-        None,
-        &[],
-        "scatter apac,eu multi_region",
-    ),
-    (
-        "SELECT * FROM users WHERE region IN ($1, $2)",
-        None,
-        &[Some("eu"), Some("us")],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "SELECT * FROM users WHERE region IN ($1, $2)",
-        None,
-        &[Some("eu"), Some("eu")],
-        "route eu",
-    ),
-    (
-        "SELECT id FROM users WHERE region = 'eu' UNION SELECT id FROM users WHERE region = 'us'",
-        None,
-        &[],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "SELECT id FROM users WHERE region = 'eu' UNION ALL SELECT id FROM users WHERE region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT id FROM users WHERE region = 'eu' INTERSECT SELECT id FROM documents WHERE region = 'us'",
-        None,
-        &[],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "SELECT id FROM users WHERE region = 'eu' EXCEPT SELECT user_id FROM documents",
-        None,
-        &[],
-        "reject GG001 no_region documents",
-    ),
-    (
-        "SELECT * FROM users u JOIN documents d ON d.owner = u.id WHERE u.region = 'eu' AND d.region = 'us'",
-        None,
-        &[],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' AND region = 'us'",
-        None,
-        &[],
-        "route eu",
-    ),
-    // --- joins and carrying ------------------------------------------
-    (
-        "SELECT * FROM users u JOIN documents d ON d.owner = u.id AND d.region = u.region WHERE u.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users u JOIN documents d ON d.region = u.region AND d.owner = u.id WHERE d.region = 'us'",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users u, documents d WHERE u.region = d.region AND u.region = 'apac'",
-        None,
-        &[],
-        "route apac",
-    ),
-    (
-        "SELECT * FROM users u JOIN documents d ON d.owner = u.id WHERE u.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region documents",
-    ),
-    (
-        "SELECT * FROM users u JOIN documents d ON d.owner = u.id AND d.region = 'eu' WHERE u.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users u INNER JOIN documents d USING (id) WHERE u.region = 'eu' AND d.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users u LEFT JOIN documents d ON d.owner = u.id AND d.region = u.region WHERE u.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users u LEFT JOIN documents d ON d.owner = u.id AND d.region = 'eu' WHERE u.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users u LEFT JOIN documents d ON d.owner = u.id AND u.region = 'eu' WHERE d.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users u LEFT JOIN documents d ON d.owner = u.id AND u.region = d.region WHERE d.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users u RIGHT JOIN documents d ON d.owner = u.id AND u.region = 'eu' WHERE d.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users u FULL JOIN documents d ON d.owner = u.id AND d.region = 'eu' WHERE u.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region documents",
-    ),
-    (
-        "SELECT * FROM users u CROSS JOIN plans p WHERE u.region = 'us'",
-        None,
-        &[],
-        "route us",
-    ),
-    // --- subqueries, CTEs, each reference on its own -------------------
-    (
-        "SELECT * FROM users WHERE region = 'eu' AND id IN (SELECT owner FROM documents WHERE region = 'eu')",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' AND id IN (SELECT owner FROM documents)",
-        None,
-        &[],
-        "reject GG001 no_region documents",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'eu' AND EXISTS (SELECT 1 FROM documents d WHERE d.region = 'us')",
-        None,
-        &[],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "SELECT * FROM (SELECT * FROM users WHERE region = 'apac') x",
-        None,
-        &[],
-        "route apac",
-    ),
-    (
-        "SELECT * FROM (SELECT * FROM users) x WHERE x.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "WITH u AS (SELECT * FROM users WHERE region = 'eu') SELECT * FROM u",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "WITH u AS (SELECT * FROM users) SELECT * FROM u WHERE region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3) SELECT * FROM t",
-        None,
-        &[],
-        "global",
-    ),
-    (
-        "SELECT (SELECT count(*) FROM documents d WHERE d.region = 'eu') FROM users WHERE region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users u WHERE u.region = 'eu' AND u.id = (SELECT max(id) FROM users WHERE region = 'eu')",
-        None,
-        &[],
-        "route eu",
-    ),
-    // --- tenant predicates: rewrite ------------------------------------
-    (
-        "SELECT * FROM users WHERE tenant_id = 1",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users WHERE (tenant_id = 1) AND users.region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = '2'",
-        None,
-        &[],
-        "rewrite us: SELECT * FROM users WHERE (tenant_id = '2') AND users.region = 'us'",
-    ),
-    (
-        "SELECT * FROM users u WHERE u.tenant_id = 3 AND u.active",
-        None,
-        &[],
-        "rewrite apac: SELECT * FROM users u WHERE (u.tenant_id = 3 AND u.active) AND u.region = 'apac'",
-    ),
-    (
-        "SELECT * FROM users WHERE 1 = tenant_id",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users WHERE (1 = tenant_id) AND users.region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id IN (1, 4)",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users WHERE (tenant_id IN (1, 4)) AND users.region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 1 OR tenant_id = 4",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users WHERE (tenant_id = 1 OR tenant_id = 4) AND users.region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 1 OR id = 5",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id IN (1, 2)",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid",
-        None,
-        &[],
-        "rewrite us: SELECT * FROM users WHERE (tenant_id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::UUID) AND users.region = 'us'",
-    ),
-    (
-        "SELECT * FROM tenants WHERE id = 2",
-        None,
-        &[],
-        "rewrite us: SELECT * FROM tenants WHERE (id = 2) AND tenants.region = 'us'",
-    ),
-    (
-        "SELECT name FROM public.users WHERE tenant_id = 1 ORDER BY name LIMIT 5",
-        None,
-        &[],
-        "rewrite eu: SELECT name FROM public.users WHERE (tenant_id = 1) AND users.region = 'eu' ORDER BY name LIMIT 5",
-    ),
-    (
-        "SELECT * FROM \"users\" WHERE tenant_id = 1",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM \"users\" WHERE (tenant_id = 1) AND \"users\".region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 1 AND region = 'us'",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 2 AND region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 5",
-        None,
-        &[],
-        "reject GG002 unknown_tenant users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 9",
-        None,
-        &[],
-        "reject GG003 unknown_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 666",
-        None,
-        &[],
-        "reject GG007 tenant_directory users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = $1",
-        None,
-        &[Some("2")],
-        "rewrite us: SELECT * FROM users WHERE (tenant_id = $1) AND users.region = 'us'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = $1",
-        None,
-        &[Some("5")],
-        "reject GG002 unknown_tenant users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = $1",
-        None,
-        &[None],
-        "reject GG002 unknown_tenant users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 1 AND id = 'x''y'",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users WHERE (tenant_id = 1 AND id = 'x''y') AND users.region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users u JOIN documents d ON d.owner = u.id AND d.region = u.region WHERE u.tenant_id = 2",
-        None,
-        &[],
-        "rewrite us: SELECT * FROM users u JOIN documents d ON d.owner = u.id AND d.region = u.region WHERE (u.tenant_id = 2) AND u.region = 'us'",
-    ),
-    (
-        "SELECT * FROM users u JOIN documents d ON d.owner = u.id WHERE u.tenant_id = 2 AND d.tenant_id = 2",
-        None,
-        &[],
-        "rewrite us: SELECT * FROM users u JOIN documents d ON d.owner = u.id WHERE (u.tenant_id = 2 AND d.tenant_id = 2) AND u.region = 'us' AND d.region = 'us'",
-    ),
-    (
-        "SELECT * FROM users u JOIN documents d ON d.owner = u.id WHERE u.tenant_id = 1 AND d.tenant_id = 2",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM users u LEFT JOIN documents d ON d.owner = u.id AND d.tenant_id = 1 WHERE u.region = 'eu'",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users u LEFT JOIN documents d ON (d.owner = u.id AND d.tenant_id = 1) AND d.region = 'eu' WHERE u.region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 1 AND id IN (SELECT owner FROM documents WHERE tenant_id = 1)",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users WHERE (tenant_id = 1 AND id IN (SELECT owner FROM documents WHERE (tenant_id = 1) AND documents.region = 'eu')) AND users.region = 'eu'",
-    ),
-    (
-        "WITH d AS (SELECT * FROM documents WHERE tenant_id = 3) SELECT * FROM d",
-        None,
-        &[],
-        "rewrite apac: WITH d AS (SELECT * FROM documents WHERE (tenant_id = 3) AND documents.region = 'apac') SELECT * FROM d",
-    ),
-    (
-        "SELECT id FROM users WHERE tenant_id = 1 UNION SELECT id FROM documents WHERE tenant_id = 4",
-        None,
-        &[],
-        "rewrite eu: SELECT id FROM users WHERE (tenant_id = 1) AND users.region = 'eu' UNION SELECT id FROM documents WHERE (tenant_id = 4) AND documents.region = 'eu'",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 1 /*+ geogate:allow_scatter */",
-        None,
-        &[],
-        "rewrite eu: SELECT * FROM users WHERE (tenant_id = 1) AND users.region = 'eu'",
-    ),
-    // tenant predicate on a reject table: no rewrite
-    (
-        "SELECT * FROM notifications WHERE tenant_id = 1",
-        None,
-        &[],
-        "reject GG001 no_region notifications",
-    ),
-    (
-        "SELECT * FROM notifications WHERE tenant_id = 1 AND region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM notifications",
-        None,
-        &[],
-        "reject GG001 no_region notifications",
-    ),
-    // --- scatter allowed ----------------------------------------------
-    (
-        "SELECT * FROM audit_log",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "SELECT * FROM audit_log WHERE region = 'us'",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT count(*) FROM audit_log WHERE actor = 'x'",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "SELECT * FROM users",
-        Some("ops"),
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "SELECT * FROM users",
-        Some("app"),
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "SELECT * FROM notifications WHERE tenant_id = 1",
-        Some("ops"),
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "/*+ geogate:allow_scatter */ SELECT * FROM users",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "SELECT * FROM users /*+ geogate:allow_scatter */ WHERE id = 1",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "SELECT '/*+ geogate:allow_scatter */' FROM users",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "-- geogate:allow_scatter\nSELECT * FROM users",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "SELECT * FROM users u JOIN audit_log a ON a.user_id = u.id WHERE u.region = 'eu'",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'mars'",
-        Some("ops"),
-        &[],
-        "reject GG003 unknown_region users",
-    ),
-    (
-        "SELECT * FROM users WHERE tenant_id = 5",
-        Some("ops"),
-        &[],
-        "reject GG002 unknown_tenant users",
-    ),
-    // --- INSERT ---------------------------------------------------------
-    (
-        "INSERT INTO users (id, region, name) VALUES (1, 'eu', 'a')",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES (1, 'eu'), (2, 'eu')",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES (1, 'eu'), (2, 'us')",
-        None,
-        &[],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES ($1, $2)",
-        None,
-        &[Some("1"), Some("apac")],
-        "route apac",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES (1, 'eu'::region) RETURNING id",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES (1, 'eu') ON CONFLICT (id, region) DO UPDATE SET name = excluded.name",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES (1, 'eu') ON CONFLICT DO NOTHING",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "INSERT INTO users (id, region) VALUES (1, DEFAULT)",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "INSERT INTO users (id, tenant_id, name) VALUES (1, 2, 'a')",
-        None,
-        &[],
-        "rewrite us: INSERT INTO users (id, tenant_id, name, region) VALUES (1, 2, 'a', 'us')",
-    ),
-    (
-        "INSERT INTO users (id, tenant_id) VALUES (1, 1), (2, 4) RETURNING id",
-        None,
-        &[],
-        "rewrite eu: INSERT INTO users (id, tenant_id, region) VALUES (1, 1, 'eu'), (2, 4, 'eu') RETURNING id",
-    ),
-    (
-        "INSERT INTO users (id, tenant_id) VALUES (1, 1), (2, 2)",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "INSERT INTO users (id, tenant_id) VALUES ($1, $2)",
-        None,
-        &[Some("9"), Some("3")],
-        "rewrite apac: INSERT INTO users (id, tenant_id, region) VALUES ($1, $2, 'apac')",
-    ),
-    (
-        "INSERT INTO users (id, tenant_id) VALUES (1, 7)",
-        None,
-        &[],
-        "reject GG002 unknown_tenant users",
-    ),
-    (
-        "INSERT INTO users (id, name) VALUES (1, 'a')",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "INSERT INTO users VALUES (1, 'eu')",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "INSERT INTO notifications (id, tenant_id) VALUES (1, 1)",
-        None,
-        &[],
-        "reject GG001 no_region notifications",
-    ),
-    (
-        "INSERT INTO notifications (id, region) VALUES (1, 'us')",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "INSERT INTO audit_log (id, actor) VALUES (1, 'x')",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    (
-        "INSERT INTO plans (id, name) VALUES (1, 'basic')",
-        None,
-        &[],
-        "global",
-    ),
-    (
-        "INSERT INTO users (id, region) SELECT id, 'eu' FROM plans",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "INSERT INTO users (id, region) SELECT id, region FROM users WHERE region = 'us'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "INSERT INTO users (id, tenant_id) SELECT id, 1 FROM plans",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "INSERT INTO documents (id, region) SELECT id, 'eu' FROM users WHERE region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "INSERT INTO documents (id, region) SELECT id, 'eu' FROM users WHERE region = 'us'",
-        None,
-        &[],
-        "scatter eu,us multi_region",
-    ),
-    (
-        "UPSERT INTO users (id, region) VALUES (1, 'us')",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "UPSERT INTO users (id, tenant_id) VALUES (1, 1)",
-        None,
-        &[],
-        "rewrite eu: UPSERT INTO users (id, tenant_id, region) VALUES (1, 1, 'eu')",
-    ),
-    // --- UPDATE ---------------------------------------------------------
-    (
-        "UPDATE users SET name = 'x' WHERE region = 'eu' AND id = 1",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "UPDATE users SET name = 'x' WHERE id = 1",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "UPDATE users SET name = 'x' WHERE tenant_id = 2 AND id = 1",
-        None,
-        &[],
-        "rewrite us: UPDATE users SET name = 'x' WHERE (tenant_id = 2 AND id = 1) AND users.region = 'us'",
-    ),
-    (
-        "UPDATE users u SET name = 'x' WHERE u.tenant_id = 1 RETURNING u.id",
-        None,
-        &[],
-        "rewrite eu: UPDATE users u SET name = 'x' WHERE (u.tenant_id = 1) AND u.region = 'eu' RETURNING u.id",
-    ),
-    (
-        "UPDATE users SET name = $1 WHERE region = $2",
-        None,
-        &[Some("x"), Some("apac")],
-        "route apac",
-    ),
-    (
-        "UPDATE users SET region = 'us' WHERE region = 'eu' AND id = 1",
-        None,
-        &[],
-        "route eu | move users eu->us",
-    ),
-    (
-        "UPDATE users SET region = $1 WHERE region = $2 AND id = $3",
-        None,
-        &[Some("apac"), Some("us"), Some("1")],
-        "route us | move users us->apac",
-    ),
-    (
-        "UPDATE users SET region = 'us' WHERE tenant_id = 1",
-        None,
-        &[],
-        "rewrite eu: UPDATE users SET region = 'us' WHERE (tenant_id = 1) AND users.region = 'eu' | move users eu->us",
-    ),
-    (
-        "UPDATE users SET region = 'us' WHERE id = 1",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "UPDATE documents d SET title = 'x' FROM users u WHERE d.owner = u.id AND u.region = 'eu' AND d.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "UPDATE documents d SET title = 'x' FROM users u WHERE d.owner = u.id AND u.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region documents",
-    ),
-    (
-        "UPDATE documents d SET title = 'x' FROM users u WHERE d.owner = u.id AND u.region = d.region AND u.region = 'us'",
-        None,
-        &[],
-        "route us",
-    ),
-    ("UPDATE plans SET name = 'x'", None, &[], "global"),
-    (
-        "UPDATE audit_log SET actor = 'x'",
-        None,
-        &[],
-        "scatter apac,eu,us allowed",
-    ),
-    // --- DELETE ---------------------------------------------------------
-    (
-        "DELETE FROM users WHERE region = 'apac' AND id = 1",
-        None,
-        &[],
-        "route apac",
-    ),
-    (
-        "DELETE FROM users WHERE id = 1",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "DELETE FROM users WHERE tenant_id = 3",
-        None,
-        &[],
-        "rewrite apac: DELETE FROM users WHERE (tenant_id = 3) AND users.region = 'apac'",
-    ),
-    (
-        "DELETE FROM documents d USING users u WHERE d.owner = u.id AND u.region = 'eu' AND d.region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "DELETE FROM documents d USING users u WHERE d.owner = u.id AND d.region = 'eu'",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "DELETE FROM documents WHERE region = 'us' RETURNING id",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "DELETE FROM notifications WHERE tenant_id = 1",
-        None,
-        &[],
-        "reject GG001 no_region notifications",
-    ),
-    // --- COPY, CockroachDB syntax, parse errors ------------------------
-    (
-        "COPY users TO STDOUT",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    ("COPY plans TO STDOUT", None, &[], "global"),
-    (
-        "SELECT * FROM users AS OF SYSTEM TIME follower_read_timestamp() WHERE region = 'eu'",
-        None,
-        &[],
-        "route eu",
-    ),
-    (
-        "SELECT * FROM users AS OF SYSTEM TIME '-10s' WHERE tenant_id = 1",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    ("SHOW RANGES FROM TABLE users", None, &[], "global"),
-    (
-        "ALTER PARTITION eu OF TABLE users CONFIGURE ZONE USING num_replicas = 3",
-        None,
-        &[],
-        "global",
-    ),
-    (
-        "SET CLUSTER SETTING kv.rangefeed.enabled = true",
-        None,
-        &[],
-        "global",
-    ),
-    (
-        "SELECT * FROM users@users_pkey WHERE region = 'eu'",
-        None,
-        &[],
-        "global",
-    ),
-    ("SELEC * FROM users", None, &[], "global"),
-    // --- multi-statement simple queries --------------------------------
-    ("SELECT 1; SELECT 2", None, &[], "global"),
-    (
-        "BEGIN; SELECT * FROM users WHERE region = 'us'; COMMIT",
-        None,
-        &[],
-        "route us",
-    ),
-    // One implicit transaction over two regions: a cross-region
-    // transaction, run in its first statement's region (or GG005 under
-    // on_cross_region_txn = "reject", which the session applies).
-    (
-        "SELECT * FROM users WHERE region = 'us'; SELECT * FROM users WHERE region = 'eu'",
-        None,
-        &[],
-        "route us",
-    ),
-    (
-        "SELECT * FROM users WHERE region = 'us'; SELECT * FROM users",
-        None,
-        &[],
-        "reject GG001 no_region users",
-    ),
-    (
-        "BEGIN; UPDATE users SET name = 'x' WHERE tenant_id = 2; COMMIT",
-        None,
-        &[],
-        "rewrite us: BEGIN;\nUPDATE users SET name = 'x' WHERE (tenant_id = 2) AND users.region = 'us';\nCOMMIT",
-    ),
-];
+include!("fixtures/decision_cases.rs");
 
 #[test]
 fn decision_table_on_seed_schema() {
@@ -1391,8 +239,29 @@ fn random_mutations_of_the_corpus_never_panic() {
         "WITH",
         "é",
         "\u{0}",
+        "DO $",
+        "$é$",
+        "\u{fffd}",
+        "\r",
+        "--",
+        "\\",
+        "E'\\",
+        "U&'",
+        " UESCAPE '!'",
+        "TRUNCATE ",
+        "LOCK TABLE ",
+        "EXECUTE p(",
+        "MERGE INTO users USING plans ON ",
+        "@",
+        "@{",
+        " FOR NO KEY UPDATE",
+        "IMPORT INTO ",
+        "REFRESH MATERIALIZED VIEW ",
+        " AS u(a, b)",
     ];
     let mut rng = Rng(0x9E3779B97F4A7C15);
+    let mut ctx_off = geogate::analyze::SqlContext::with_scs(false);
+    ctx_off.prepare("p", "SELECT * FROM users WHERE region = $1");
     let tenants = Directory::seed();
     let settings = Settings::from_config(&w.cfg, Some("app"));
     for round in 0..20_000 {
@@ -1421,11 +290,13 @@ fn random_mutations_of_the_corpus_never_panic() {
             }
         }
         let sql: String = s.into_iter().collect();
-        let a = if round % 2 == 0 {
-            w.analyzer.analyze(&sql)
-        } else {
-            std::sync::Arc::new(w.analyzer.analyze_uncached(&sql))
+        let a = match round % 3 {
+            0 => w.analyzer.analyze(&sql),
+            1 => std::sync::Arc::new(w.analyzer.analyze_uncached(&sql)),
+            // standard_conforming_strings off, with prepared statements.
+            _ => w.analyzer.analyze_in(&sql, &ctx_off),
         };
+        ctx_off.clone().record(&a);
         let vals = [
             Some(Bytes::from_static(b"eu")),
             None,
@@ -1582,4 +453,139 @@ fn rewritten_sql_runs_on_postgres_and_returns_the_rows_of_that_region() {
             );
         }
     }
+}
+
+/// Issue 10: what depends on the session (standard_conforming_strings,
+/// SQL-level prepared statements) and what bounds the parser.
+#[test]
+fn session_context_and_limits_are_decided_safely() {
+    use geogate::analyze::SqlContext;
+    let w = World::new();
+    let settings = Settings::from_config(&w.cfg, None);
+    let decide_in = |sql: &str, ctx: &SqlContext| {
+        let a = w.analyzer.analyze_in(sql, ctx);
+        show(&decide(&a, &Params::NONE, &w.tenants, &settings))
+    };
+    // standard_conforming_strings = off: the backslash escapes the quote,
+    // so `OR true` is code and `$$eu$$` is inside a string.
+    let trick =
+        "SELECT * FROM users WHERE name = 'x\\' AND region = $$eu$$ AND name = ' OR true --'";
+    let on = SqlContext::default();
+    let mut off = SqlContext::default();
+    assert!(off.observe_parameter("standard_conforming_strings", "off"));
+    assert_eq!(decide_in(trick, &on), "route eu");
+    assert_eq!(decide_in(trick, &off), "reject GG001 no_region users");
+    assert_eq!(
+        decide_in("SELECT * FROM users WHERE region = U&'\\0065u'", &off),
+        "reject GG006 parse_error -"
+    );
+    // SET / RESET standard_conforming_strings are recorded.
+    let mut ctx = SqlContext::default();
+    ctx.record(&w.analyzer.analyze("SET standard_conforming_strings = off"));
+    assert!(!ctx.standard_conforming_strings());
+    ctx.record(&w.analyzer.analyze("RESET ALL"));
+    assert!(ctx.standard_conforming_strings());
+
+    // SQL-level PREPARE / EXECUTE / DEALLOCATE.
+    let mut ctx = SqlContext::default();
+    let prep = "PREPARE p(text) AS SELECT * FROM users WHERE region = $1";
+    assert_eq!(decide_in(prep, &ctx), "global");
+    ctx.record(&w.analyzer.analyze(prep));
+    assert_eq!(decide_in("EXECUTE p('us')", &ctx), "route us");
+    assert_eq!(
+        decide_in("EXECUTE p('mars')", &ctx),
+        "reject GG003 unknown_region users"
+    );
+    assert_eq!(
+        decide_in("EXECUTE p(lower('US'))", &ctx),
+        "reject GG003 unknown_region users"
+    );
+    assert_eq!(
+        decide_in("EXECUTE q('us')", &ctx),
+        "reject GG006 parse_error -"
+    );
+    ctx.record(&w.analyzer.analyze(
+        "PREPARE t(int) AS SELECT * FROM users WHERE tenant_id = $1; PREPARE \"Del\" AS DELETE FROM users",
+    ));
+    assert_eq!(
+        decide_in("EXECUTE t(2)", &ctx),
+        "reject GG001 no_region users"
+    );
+    assert_eq!(
+        decide_in("EXECUTE \"Del\"", &ctx),
+        "reject GG001 no_region users"
+    );
+    assert_eq!(
+        decide_in("EXPLAIN ANALYZE EXECUTE p('us')", &ctx),
+        "reject GG006 parse_error -"
+    );
+    ctx.record(&w.analyzer.analyze("DEALLOCATE p"));
+    assert_eq!(
+        decide_in("EXECUTE p('us')", &ctx),
+        "reject GG006 parse_error -"
+    );
+    ctx.record(&w.analyzer.analyze("DISCARD ALL"));
+    assert_eq!(ctx.prepared_len(), 0);
+
+    // Deep nesting and huge OR lists never fall through to forwarding.
+    let mut nested = String::from("SELECT * FROM users WHERE region = 'eu'");
+    for _ in 0..25 {
+        nested = format!("SELECT * FROM ({nested}) s");
+    }
+    let d = w.decide(&nested, None, &[]);
+    assert_ne!(show(&d), "global", "{nested}");
+    for n in [500, 1000, 5000] {
+        let mut sql = String::from("DELETE FROM users WHERE region = 'eu' AND id = 0");
+        for i in 0..n {
+            sql.push_str(&format!(" OR id = {i}"));
+        }
+        let got = show(&w.decide(&sql, None, &[]));
+        assert!(got.starts_with("reject"), "{n} ORs: {got}");
+    }
+    // The same in a long AND list confined to one region stays routed.
+    let mut sql = String::from("SELECT * FROM users WHERE region = 'eu'");
+    for i in 0..500 {
+        sql.push_str(&format!(" AND id <> {i}"));
+    }
+    assert_eq!(show(&w.decide(&sql, None, &[])), "route eu");
+
+    // A join rejection names the alias and the predicate that fixes it.
+    let d = w.decide(
+        "SELECT * FROM users u JOIN documents d ON d.owner = u.id WHERE u.region = 'eu'",
+        None,
+        &[],
+    );
+    let Outcome::Reject(r) = &d.outcome else {
+        panic!("{}", show(&d))
+    };
+    assert!(r.message.contains("d.region = u.region"), "{}", r.message);
+}
+
+/// A prepared statement keeps the string rules it was prepared under.
+#[test]
+fn execute_reads_the_prepared_text_as_it_was_prepared() {
+    use geogate::analyze::SqlContext;
+    let w = World::new();
+    let settings = Settings::from_config(&w.cfg, None);
+    let mut ctx = SqlContext::default();
+    ctx.record(&w.analyzer.analyze("SET standard_conforming_strings = off"));
+    let prep = "PREPARE x AS SELECT * FROM users WHERE name = 'a\\' AND region = $$eu$$ AND name = ' OR true --'";
+    ctx.record(&w.analyzer.analyze_in(prep, &ctx));
+    ctx.record(&w.analyzer.analyze("SET standard_conforming_strings = on"));
+    let a = w.analyzer.analyze_in("EXECUTE x", &ctx);
+    let d = decide(&a, &Params::NONE, &w.tenants, &settings);
+    assert_eq!(show(&d), "reject GG001 no_region users");
+}
+
+/// A text whose parameter numbers leave none for the region is refused,
+/// never printed with an invalid `$n` (found by the fuzzer).
+#[test]
+fn huge_parameter_numbers_never_overflow_the_rewrite() {
+    let w = World::new();
+    let d = w.decide(
+        "SELECT * FROM users WHERE tenant_id = 2; SELECT $5555555555",
+        None,
+        &[],
+    );
+    assert!(show(&d).starts_with("reject"), "{}", show(&d));
 }

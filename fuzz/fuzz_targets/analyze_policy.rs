@@ -1,4 +1,6 @@
-//! analyze + policy on arbitrary text: nothing may panic.
+//! lexer + analyzer + rewriter + policy on arbitrary text, in both
+//! `standard_conforming_strings` settings and with SQL prepared
+//! statements: nothing may panic.
 //!
 //! `cargo +nightly fuzz run analyze_policy fuzz/corpus/analyze_policy`
 #![no_main]
@@ -7,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use geogate::analyze::{Analyzer, Params};
+use geogate::analyze::{Analyzer, Params, SqlContext};
 use geogate::config::Config;
 use geogate::policy::{Settings, decide};
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +18,7 @@ const SEED: &str = include_str!("../../tests/fixtures/seed.toml");
 
 struct World {
     analyzer: Analyzer,
+    contexts: [SqlContext; 2],
     settings: [Settings; 2],
     tenants: HashMap<String, String>,
 }
@@ -24,8 +27,16 @@ fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
         let cfg = Config::parse(SEED).expect("seed config");
+        let analyzer = Analyzer::new(&cfg);
+        let mut on = SqlContext::default();
+        on.record(&analyzer.analyze(
+            "PREPARE p(text) AS SELECT * FROM users WHERE region = $1; PREPARE t AS DELETE FROM users WHERE tenant_id = $1",
+        ));
+        let mut off = on.clone();
+        off.set_standard_conforming_strings(false);
         World {
-            analyzer: Analyzer::new(&cfg),
+            contexts: [on, off],
+            analyzer,
             settings: [
                 Settings::from_config(&cfg, Some("app")),
                 Settings::from_config(&cfg, Some("ops")),
@@ -44,11 +55,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let w = world();
     let sql = String::from_utf8_lossy(rest);
+    let ctx = &w.contexts[(flags >> 4 & 1) as usize];
     let a = if flags & 1 == 0 {
-        w.analyzer.analyze(&sql)
+        w.analyzer.analyze_in(&sql, ctx)
     } else {
         std::sync::Arc::new(w.analyzer.analyze_uncached(&sql))
     };
+    ctx.clone().record(&a);
     let vals = [
         Some(Bytes::from_static(b"eu")),
         None,

@@ -48,13 +48,23 @@ pub(crate) struct Token {
 pub(crate) struct Lexer<'a> {
     src: &'a [u8],
     pos: usize,
+    /// `standard_conforming_strings`: when off, `'…'` and `N'…'` strings
+    /// take backslash escapes, as PostgreSQL's scanner does.
+    scs: bool,
 }
 
 impl<'a> Lexer<'a> {
+    /// A lexer with `standard_conforming_strings = on` (PostgreSQL's default).
     pub fn new(src: &'a str) -> Self {
+        Lexer::with_scs(src, true)
+    }
+
+    /// A lexer for a session's `standard_conforming_strings` setting.
+    pub fn with_scs(src: &'a str, scs: bool) -> Self {
         Lexer {
             src: src.as_bytes(),
             pos: 0,
+            scs,
         }
     }
 
@@ -112,8 +122,10 @@ impl Iterator for Lexer<'_> {
                 (Tok::Space, i)
             }
             b'-' if c1 == b'-' => {
+                // PostgreSQL ends a `--` comment at a newline or a carriage
+                // return (scan.l: `comment ("--"{non_newline}*)`).
                 let mut i = start + 2;
-                while i < s.len() && s[i] != b'\n' {
+                while i < s.len() && s[i] != b'\n' && s[i] != b'\r' {
                     i += 1;
                 }
                 (Tok::Comment, i)
@@ -134,10 +146,16 @@ impl Iterator for Lexer<'_> {
                 }
                 (Tok::Comment, i.min(s.len()))
             }
-            b'\'' => (Tok::String, self.quoted_end(start + 1, b'\'', false)),
+            b'\'' => (Tok::String, self.quoted_end(start + 1, b'\'', !self.scs)),
             b'"' => (Tok::QuotedIdent, self.quoted_end(start + 1, b'"', false)),
             b'e' | b'E' if c1 == b'\'' => (Tok::String, self.quoted_end(start + 2, b'\'', true)),
-            b'b' | b'B' | b'x' | b'X' | b'n' | b'N' if c1 == b'\'' => {
+            // N'…' is an ordinary string after the NCHAR keyword: it
+            // follows standard_conforming_strings; B'…' and X'…' never
+            // take backslash escapes.
+            b'n' | b'N' if c1 == b'\'' => {
+                (Tok::String, self.quoted_end(start + 2, b'\'', !self.scs))
+            }
+            b'b' | b'B' | b'x' | b'X' if c1 == b'\'' => {
                 (Tok::String, self.quoted_end(start + 2, b'\'', false))
             }
             b'u' | b'U' if c1 == b'&' && self.at(start + 2) == b'\'' => {
@@ -234,7 +252,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Splits a text into statements at `;` outside quotes, comments and
 /// parentheses, as psql does. Segments holding only spaces and comments
 /// are dropped. Ranges exclude the `;`.
-pub(crate) fn split_statements(sql: &str) -> Vec<Range<usize>> {
+pub(crate) fn split_statements(sql: &str, scs: bool) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     if !sql.contains(';') {
         // One statement (the common case): no lexing needed here; a text
@@ -248,7 +266,7 @@ pub(crate) fn split_statements(sql: &str) -> Vec<Range<usize>> {
     let mut depth = 0usize;
     let mut seg_start = 0;
     let mut has_content = false;
-    for t in Lexer::new(sql) {
+    for t in Lexer::with_scs(sql, scs) {
         match t.kind {
             Tok::Open => depth += 1,
             Tok::Close => depth = depth.saturating_sub(1),
@@ -307,7 +325,7 @@ pub(crate) struct Scan {
     pub shape: String,
     /// Byte ranges (in the scanned text) of the lifted literals, by slot.
     pub lits: Vec<Range<usize>>,
-    /// Whether a comment holds `geogate:allow_scatter`.
+    /// Whether a comment is exactly `/*+ geogate:allow_scatter */`.
     pub hint: bool,
     /// Binary operators and AND/OR seen (a bound on expression depth).
     pub operators: usize,
@@ -315,19 +333,33 @@ pub(crate) struct Scan {
     pub max_param: u32,
     /// A placeholder at or above `REGION_MARK` was seen (lifting disabled).
     pub huge_param: bool,
+    /// Something the lexer cannot decide exactly as PostgreSQL would
+    /// (the statement is then refused when it names a regional table).
+    pub undecidable: Option<&'static str>,
+}
+
+/// Whether a comment is the scatter hint: exactly `/*+ geogate:allow_scatter */`
+/// (spaces around the name and its case do not matter; nothing else may be
+/// in the comment).
+pub(crate) fn is_hint(comment: &str) -> bool {
+    comment
+        .strip_prefix("/*+")
+        .and_then(|c| c.strip_suffix("*/"))
+        .is_some_and(|body| body.trim().eq_ignore_ascii_case("geogate:allow_scatter"))
 }
 
 /// Scans a statement: shape, lifted literals, hint, operator count.
 /// `lit_base` numbers the first lifted literal (slots continue across the
-/// statements of one text).
-pub(crate) fn scan(sql: &str, lit_base: usize) -> Scan {
+/// statements of one text). `scs` is the session's
+/// `standard_conforming_strings`.
+pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
     let mut sc = Scan {
         shape: String::with_capacity(sql.len()),
         ..Scan::default()
     };
     let mut prev: Option<Token> = None;
     let mut pending_space = false;
-    for t in Lexer::new(sql) {
+    for t in Lexer::with_scs(sql, scs) {
         let text = &sql[t.start..t.end];
         match t.kind {
             Tok::Space => {
@@ -335,8 +367,11 @@ pub(crate) fn scan(sql: &str, lit_base: usize) -> Scan {
                 continue;
             }
             Tok::Comment => {
-                if contains_ignore_case(text, "geogate:allow_scatter") {
+                if is_hint(text) {
                     sc.hint = true;
+                }
+                if text.starts_with("/*") && !(text.len() >= 4 && text.ends_with("*/")) {
+                    sc.undecidable = Some("unterminated comment");
                 }
                 pending_space = true;
                 continue;
@@ -347,6 +382,49 @@ pub(crate) fn scan(sql: &str, lit_base: usize) -> Scan {
             sc.shape.push(' ');
         }
         pending_space = false;
+        // The text the parser sees for this token: with
+        // standard_conforming_strings off a plain string with a backslash
+        // is written as the E'' string PostgreSQL reads it as.
+        let as_parsed: std::borrow::Cow<'_, str> = match t.kind {
+            Tok::String => {
+                let b = text.as_bytes();
+                if !text.ends_with('\'') || text.len() < 2 {
+                    sc.undecidable = Some("unterminated string");
+                }
+                if matches!(b[0], b'u' | b'U') {
+                    // U&'…' (with UESCAPE): PostgreSQL refuses it when
+                    // standard_conforming_strings is off; its escapes
+                    // are never decoded here.
+                    if !scs {
+                        sc.undecidable = Some("U& string with standard_conforming_strings off");
+                    }
+                    text.into()
+                } else if !scs && text.contains('\\') && b[0] == b'\'' {
+                    format!("E{text}").into()
+                } else if !scs && text.contains('\\') && matches!(b[0], b'n' | b'N') {
+                    format!("E{}", &text[1..]).into()
+                } else {
+                    text.into()
+                }
+            }
+            Tok::QuotedIdent => {
+                if !text.ends_with('"')
+                    || text.len() < 2
+                    || (text.len() < 4 && text.starts_with(['u', 'U']))
+                {
+                    sc.undecidable = Some("unterminated quoted identifier");
+                }
+                text.into()
+            }
+            Tok::DollarString => {
+                let tag_len = text[1..].find('$').map_or(text.len(), |i| i + 2);
+                if text.len() < 2 * tag_len || !text.ends_with(&text[..tag_len]) {
+                    sc.undecidable = Some("unterminated dollar-quoted string");
+                }
+                text.into()
+            }
+            _ => text.into(),
+        };
         match t.kind {
             Tok::String | Tok::Number if liftable(sql, prev) => {
                 let slot = lit_base + sc.lits.len();
@@ -374,11 +452,46 @@ pub(crate) fn scan(sql: &str, lit_base: usize) -> Scan {
                 }
                 sc.shape.push_str(text);
             }
-            _ => sc.shape.push_str(text),
+            _ => sc.shape.push_str(&as_parsed),
         }
         prev = Some(t);
     }
     sc
+}
+
+/// The text with comments dropped and spaces collapsed, literals kept
+/// (written as the parser must read them): what is parsed when the shape
+/// does not parse. Never the raw text: the parser's own tokenizer must not
+/// decide where comments end.
+pub(crate) fn plain(sql: &str, scs: bool) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut pending_space = false;
+    for t in Lexer::with_scs(sql, scs) {
+        let text = &sql[t.start..t.end];
+        if matches!(t.kind, Tok::Space | Tok::Comment) {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && !out.is_empty() {
+            out.push(' ');
+        }
+        pending_space = false;
+        let b = text.as_bytes();
+        if t.kind == Tok::String && !scs && text.contains('\\') && b[0] == b'\'' {
+            out.push('E');
+            out.push_str(text);
+        } else if t.kind == Tok::String
+            && !scs
+            && text.contains('\\')
+            && matches!(b[0], b'n' | b'N')
+        {
+            out.push('E');
+            out.push_str(&text[1..]);
+        } else {
+            out.push_str(text);
+        }
+    }
+    out
 }
 
 /// Appends a number in decimal without the formatting machinery (hot path).
@@ -409,15 +522,6 @@ fn liftable(sql: &str, prev: Option<Token>) -> bool {
             .any(|w| text.eq_ignore_ascii_case(w)),
         _ => false,
     }
-}
-
-/// Case-insensitive substring test (ASCII).
-pub(crate) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    if n.len() > h.len() {
-        return false;
-    }
-    h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// A fingerprint of a shape: every literal and lifted literal becomes `?`,
@@ -465,47 +569,101 @@ pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Decodes a string literal token (`'a''b'`, `E'a\'b'`) to its value;
-/// `None` for other tokens (numbers are returned as written).
-pub(crate) fn literal_value(tok: &str) -> Option<String> {
+/// Decodes a string literal token (`'a''b'`, `E'a\\'b'`, and with
+/// `standard_conforming_strings` off `'a\\'b'`) to its value; `None` for
+/// tokens it cannot decode exactly (`U&'…'`, `B'…'`, invalid escapes).
+/// Numbers are returned as written.
+pub(crate) fn literal_value(tok: &str, scs: bool) -> Option<String> {
     let b = tok.as_bytes();
     match b.first()? {
-        b'\'' => Some(unquote(&tok[1..], false)),
-        b'e' | b'E' if b.get(1) == Some(&b'\'') => Some(unquote(&tok[2..], true)),
+        b'\'' => unquote(&tok[1..], !scs),
+        b'n' | b'N' if b.get(1) == Some(&b'\'') => unquote(&tok[2..], !scs),
+        b'e' | b'E' if b.get(1) == Some(&b'\'') => unquote(&tok[2..], true),
         b'0'..=b'9' | b'.' => Some(tok.to_string()),
         _ => None,
     }
 }
 
-fn unquote(body: &str, backslash: bool) -> String {
-    let body = body.strip_suffix('\'').unwrap_or(body);
-    let mut out = String::with_capacity(body.len());
-    let mut chars = body.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\'' && chars.peek() == Some(&'\'') {
-            chars.next();
-            out.push('\'');
-        } else if backslash && c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('r') => out.push('\r'),
-                Some(o) => out.push(o),
-                None => {}
+/// The value of a quoted body (after the opening quote, with the closing
+/// one); with `backslash`, PostgreSQL's escape-string rules: `\b \f \n \r
+/// \t`, octal `\ooo`, hex `\xhh`, `\uXXXX`, `\UXXXXXXXX`, any other
+/// character stands for itself. The bytes must form UTF-8.
+fn unquote(body: &str, backslash: bool) -> Option<String> {
+    let body = body.strip_suffix('\'')?;
+    let b = body.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\'' {
+            // Inside a complete token a quote is always doubled.
+            if b.get(i + 1) != Some(&b'\'') {
+                return None;
+            }
+            out.push(b'\'');
+            i += 2;
+        } else if backslash && c == b'\\' {
+            let n = *b.get(i + 1)?;
+            i += 2;
+            match n {
+                b'b' => out.push(8),
+                b'f' => out.push(12),
+                b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b't' => out.push(b'\t'),
+                b'0'..=b'7' => {
+                    let mut v = u32::from(n - b'0');
+                    let mut k = 0;
+                    while k < 2 && matches!(b.get(i), Some(b'0'..=b'7')) {
+                        v = v * 8 + u32::from(b[i] - b'0');
+                        i += 1;
+                        k += 1;
+                    }
+                    out.push((v & 0xff) as u8);
+                }
+                b'x' if b.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                    let mut v = 0u32;
+                    let mut k = 0;
+                    while k < 2 && b.get(i).is_some_and(u8::is_ascii_hexdigit) {
+                        v = v * 16 + (b[i] as char).to_digit(16)?;
+                        i += 1;
+                        k += 1;
+                    }
+                    out.push(v as u8);
+                }
+                b'u' | b'U' => {
+                    let len = if n == b'u' { 4 } else { 8 };
+                    let hex = body.get(i..i + len)?;
+                    let v = u32::from_str_radix(hex, 16).ok()?;
+                    // Surrogate pairs and invalid code points: refuse.
+                    let ch = char::from_u32(v)?;
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    i += len;
+                }
+                other => out.push(other),
             }
         } else {
             out.push(c);
+            i += 1;
         }
     }
-    out
+    if out.contains(&0) {
+        return None;
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Whether any word or quoted identifier of `sql` is one of `names`
 /// (lower case). Conservative: `U&"…"` identifiers always match, since
 /// their escapes could spell any name.
-pub(crate) fn mentions_any(sql: &str, names: &std::collections::HashSet<String>) -> bool {
+pub(crate) fn mentions_any(
+    sql: &str,
+    names: &std::collections::HashSet<String>,
+    scs: bool,
+) -> bool {
     let mut buf = String::new();
-    for t in Lexer::new(sql) {
+    for t in Lexer::with_scs(sql, scs) {
         let text = &sql[t.start..t.end];
         let word = match t.kind {
             Tok::Word => text,
@@ -536,19 +694,206 @@ pub(crate) fn mentions_any(sql: &str, names: &std::collections::HashSet<String>)
     false
 }
 
+/// The significant tokens of a text (no spaces, no comments).
+fn significant(sql: &str, scs: bool) -> impl Iterator<Item = Token> + '_ {
+    Lexer::with_scs(sql, scs).filter(|t| !matches!(t.kind, Tok::Space | Tok::Comment))
+}
+
+/// Whether a word (unquoted, any case) occurs in the text's code.
+pub(crate) fn has_word(sql: &str, word: &str, scs: bool) -> bool {
+    significant(sql, scs)
+        .any(|t| t.kind == Tok::Word && sql[t.start..t.end].eq_ignore_ascii_case(word))
+}
+
+/// Whether word `a` is directly followed by word `b` somewhere.
+pub(crate) fn has_words(sql: &str, a: &str, b: &str, scs: bool) -> bool {
+    let toks: Vec<Token> = significant(sql, scs).collect();
+    toks.windows(2).any(|w| {
+        w[0].kind == Tok::Word
+            && w[1].kind == Tok::Word
+            && sql[w[0].start..w[0].end].eq_ignore_ascii_case(a)
+            && sql[w[1].start..w[1].end].eq_ignore_ascii_case(b)
+    })
+}
+
+/// Whether a statement the parser could not read may hold a query
+/// (`SELECT`, `VALUES`, `TABLE`, `WITH`, `EXECUTE` after `AS`, …): DDL
+/// that fails to parse is global only when it holds none.
+pub(crate) fn looks_like_query(sql: &str, scs: bool) -> bool {
+    ["select", "values", "execute", "returning"]
+        .iter()
+        .any(|w| has_word(sql, w, scs))
+        || has_words(sql, "as", "table", scs)
+        || has_words(sql, "as", "with", scs)
+        || significant(sql, scs)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| {
+                w[0].kind == Tok::Word
+                    && sql[w[0].start..w[0].end].eq_ignore_ascii_case("as")
+                    && w[1].kind == Tok::Open
+            })
+}
+
+/// Whether the body of a string or dollar-quoted string (a DO block's
+/// code) names one of `names`, also in strings nested in that code.
+pub(crate) fn strings_mention_any(
+    sql: &str,
+    names: &std::collections::HashSet<String>,
+    scs: bool,
+) -> bool {
+    strings_mention_depth(sql, names, scs, 0)
+}
+
+fn strings_mention_depth(
+    sql: &str,
+    names: &std::collections::HashSet<String>,
+    scs: bool,
+    depth: usize,
+) -> bool {
+    if depth > 8 {
+        // Deeper than any real DO block nests quotes: assume it does.
+        return true;
+    }
+    significant(sql, scs).any(|t| {
+        let text = &sql[t.start..t.end];
+        let body: String = match t.kind {
+            Tok::DollarString => {
+                let tag_len = text[1..].find('$').map_or(text.len(), |i| i + 2);
+                let tag = text.get(..tag_len).unwrap_or(text);
+                let closed = text.len() >= 2 * tag_len && text.ends_with(tag);
+                let body = if closed {
+                    text.get(tag_len..text.len() - tag_len)
+                } else {
+                    text.get(tag_len..)
+                };
+                body.unwrap_or("").to_string()
+            }
+            Tok::String => {
+                let start = text.find('\'').map_or(text.len(), |i| i + 1);
+                let inner = &text[start..];
+                let inner = inner.strip_suffix('\'').unwrap_or(inner);
+                inner.replace("''", "'")
+            }
+            _ => return false,
+        };
+        // Every shorter body ends the recursion; an empty one names nothing.
+        !body.is_empty()
+            && body.len() < text.len()
+            && (mentions_any(&body, names, true)
+                || strings_mention_depth(&body, names, true, depth + 1))
+    })
+}
+
+/// Folds a name token as PostgreSQL does (unquoted: lower case; quoted:
+/// as written, `""` → `"`); `None` for `U&"…"` (escapes not decoded).
+fn name_of(sql: &str, t: Token) -> Option<String> {
+    let text = &sql[t.start..t.end];
+    match t.kind {
+        Tok::Word => Some(text.to_lowercase()),
+        Tok::QuotedIdent if text.starts_with('"') => Some(
+            text.strip_prefix('"')?
+                .strip_suffix('"')?
+                .replace("\"\"", "\""),
+        ),
+        _ => None,
+    }
+}
+
+/// The table names of REFRESH MATERIALIZED VIEW, LOCK [TABLE] and IMPORT
+/// INTO (the last part of each, folded). A name that cannot be read
+/// (`U&"…"`) is `"\0?"`, which no table is called.
+pub(crate) fn table_names_after(sql: &str, verb: &str, scs: bool) -> Vec<String> {
+    const SKIP: &[&str] = &[
+        "refresh",
+        "materialized",
+        "view",
+        "concurrently",
+        "lock",
+        "table",
+        "only",
+        "import",
+        "into",
+    ];
+    const STOP: &[&str] = &[
+        "in",
+        "nowait",
+        "with",
+        "csv",
+        "avro",
+        "delimited",
+        "pgdump",
+        "mysqldump",
+        "parquet",
+    ];
+    let toks: Vec<Token> = significant(sql, scs).collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        let t = toks[i];
+        let text = &sql[t.start..t.end];
+        if t.kind == Tok::Word
+            && SKIP.iter().any(|w| text.eq_ignore_ascii_case(w))
+            && out.is_empty()
+        {
+            i += 1;
+            continue;
+        }
+        if t.kind == Tok::Word && STOP.iter().any(|w| text.eq_ignore_ascii_case(w)) {
+            break;
+        }
+        match t.kind {
+            Tok::Word | Tok::QuotedIdent => {
+                // The last part of a dotted name.
+                let mut last = name_of(sql, t).unwrap_or_else(|| "\u{0}?".into());
+                while toks.get(i + 1).is_some_and(|n| &sql[n.start..n.end] == ".")
+                    && let Some(n) = toks.get(i + 2)
+                {
+                    last = name_of(sql, *n).unwrap_or_else(|| "\u{0}?".into());
+                    i += 2;
+                }
+                out.push(last);
+                if verb != "lock" {
+                    break;
+                }
+            }
+            Tok::Punct if verb == "lock" && (text == "," || text == "*") => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The column list after the table name of `IMPORT INTO t (a, b)`.
+pub(crate) fn column_list_after_table(sql: &str, scs: bool) -> Vec<String> {
+    let toks: Vec<Token> = significant(sql, scs).collect();
+    let Some(open) = toks.iter().position(|t| t.kind == Tok::Open) else {
+        return Vec::new();
+    };
+    toks[open + 1..]
+        .iter()
+        .take_while(|t| t.kind != Tok::Close)
+        .filter_map(|t| name_of(sql, *t))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn split(sql: &str, scs: bool) -> Vec<&str> {
+        split_statements(sql, scs)
+            .into_iter()
+            .map(|r| sql[r].trim())
+            .collect()
+    }
+
     #[test]
     fn split_ignores_semicolons_in_strings_comments_dollar_quotes_and_parens() {
         let sql = "select ';'; -- a;b\n select $$x;y$$; /* c; */ select (1;2); ;  ";
-        let parts: Vec<&str> = split_statements(sql)
-            .into_iter()
-            .map(|r| sql[r].trim())
-            .collect();
         assert_eq!(
-            parts,
+            split(sql, true),
             vec![
                 "select ';'",
                 "-- a;b\n select $$x;y$$",
@@ -558,10 +903,103 @@ mod tests {
     }
 
     #[test]
+    fn dash_comments_end_at_carriage_return_as_in_postgres() {
+        let sql = "SELECT 1 --x\r; DELETE FROM users";
+        assert_eq!(split(sql, true), vec!["SELECT 1 --x", "DELETE FROM users"]);
+        let sc = scan(
+            "SELECT * FROM users WHERE region = 'eu' --x\rOR true",
+            0,
+            true,
+        );
+        assert!(sc.shape.ends_with("OR true"), "{}", sc.shape);
+    }
+
+    #[test]
+    fn nested_block_comments_hide_semicolons() {
+        let sql = "SELECT /* a /* b; */ c; */ 1; SELECT 2";
+        assert_eq!(split(sql, true).len(), 2);
+    }
+
+    #[test]
+    fn backslash_quotes_follow_standard_conforming_strings() {
+        let sql = "SELECT 'x\\'; DELETE FROM users; SELECT ''";
+        // on: the backslash is a character, the quote ends the string.
+        assert_eq!(split(sql, true).len(), 3);
+        // off: \' escapes the quote, everything is one string literal.
+        assert_eq!(split(sql, false).len(), 1);
+        assert_eq!(literal_value("'a\\'b'", false).as_deref(), Some("a'b"));
+        assert_eq!(literal_value("'a\\'", true).as_deref(), Some("a\\"));
+        let sc = scan(
+            "SELECT * FROM users WHERE email = 'x\\' AND region = $$eu$$ AND email = ' OR true",
+            0,
+            false,
+        );
+        assert!(sc.shape.contains("OR true"), "{}", sc.shape);
+        assert!(!sc.shape.contains("$$eu$$"), "{}", sc.shape);
+    }
+
+    #[test]
+    fn escape_strings_decode_octal_hex_and_unicode() {
+        assert_eq!(literal_value("E'\\145u'", true).as_deref(), Some("eu"));
+        assert_eq!(
+            literal_value("E'\\x65\\u0075'", true).as_deref(),
+            Some("eu")
+        );
+        assert_eq!(literal_value("E'\\000'", true), None);
+        assert_eq!(literal_value("U&'\\0065u'", true), None);
+    }
+
+    #[test]
+    fn u_and_strings_with_scs_off_are_undecidable() {
+        assert!(
+            scan("SELECT U&'x' FROM users", 0, false)
+                .undecidable
+                .is_some()
+        );
+        assert!(
+            scan("SELECT U&'x' FROM users", 0, true)
+                .undecidable
+                .is_none()
+        );
+        assert!(scan("SELECT 'x FROM users", 0, true).undecidable.is_some());
+        assert!(
+            scan("SELECT $a$ x FROM users", 0, true)
+                .undecidable
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn do_bodies_are_searched_without_endless_recursion() {
+        let names: std::collections::HashSet<String> = ["users".to_string()].into();
+        assert!(!strings_mention_any("DO $\u{fffd} END $$", &names, true));
+        assert!(!strings_mention_any("DO $$", &names, true));
+        assert!(!strings_mention_any(
+            "DO $\u{fffd}\u{fffd}$ x\u{fffd}",
+            &names,
+            true
+        ));
+        assert!(strings_mention_any("DO $a$ users \u{fffd}", &names, true));
+        assert!(strings_mention_any(
+            "DO $$ BEGIN DELETE FROM users; END $$",
+            &names,
+            true
+        ));
+        assert!(strings_mention_any(
+            "DO $a$ BEGIN EXECUTE 'DELETE FROM ' || 'users'; END $a$",
+            &names,
+            true
+        ));
+        let deep = format!("DO {}", "'".repeat(4096));
+        let _ = strings_mention_any(&deep, &names, true);
+    }
+
+    #[test]
     fn scan_lifts_operand_literals_but_not_typed_literals() {
         let sc = scan(
             "SELECT * FROM t WHERE a = 'x' AND d > DATE '2020-01-01' LIMIT 5",
             0,
+            true,
         );
         assert_eq!(
             sc.shape,
@@ -575,6 +1013,7 @@ mod tests {
         let sc = scan(
             "select * from t where a in ('x','y') and b = DATE 'secret' and c = $1",
             0,
+            true,
         );
         let fp = fingerprint(&sc.shape);
         assert_eq!(
@@ -584,25 +1023,24 @@ mod tests {
     }
 
     #[test]
-    fn hint_comment_is_found_case_insensitively() {
-        assert!(scan("/*+ GeoGate:Allow_Scatter */ select 1", 0).hint);
-        assert!(!scan("select '/*+ geogate:allow_scatter */'", 0).hint);
-    }
-
-    #[test]
-    fn literal_values_are_unescaped() {
-        assert_eq!(literal_value("'it''s'").as_deref(), Some("it's"));
-        assert_eq!(literal_value("E'a\\'b'").as_deref(), Some("a'b"));
-        assert_eq!(literal_value("42").as_deref(), Some("42"));
+    fn hint_is_exactly_the_hint_comment() {
+        assert!(scan("/*+ GeoGate:Allow_Scatter */ select 1", 0, true).hint);
+        assert!(scan("/*+geogate:allow_scatter*/ select 1", 0, true).hint);
+        assert!(!scan("select '/*+ geogate:allow_scatter */'", 0, true).hint);
+        assert!(!scan("/* geogate:allow_scatter=false */ select 1", 0, true).hint);
+        assert!(!scan("/*+ geogate:allow_scatter=false */ select 1", 0, true).hint);
+        assert!(!scan("-- geogate:allow_scatter\nselect 1", 0, true).hint);
     }
 
     #[test]
     fn mentions_any_matches_words_and_quoted_identifiers_only() {
         let names: std::collections::HashSet<String> = ["users".to_string()].into();
-        assert!(mentions_any("select * from public.Users", &names));
-        assert!(mentions_any("select * from \"USERS\"", &names));
-        assert!(mentions_any("select * from U&\"\\0075sers\"", &names));
-        assert!(!mentions_any("select * from users_archive", &names));
-        assert!(!mentions_any("select 1 -- users", &names));
+        assert!(mentions_any("select * from public.Users", &names, true));
+        assert!(mentions_any("select * from \"USERS\"", &names, true));
+        assert!(mentions_any("select * from \"users\"", &names, true));
+        assert!(mentions_any("select * from U&\"\\0075sers\"", &names, true));
+        assert!(!mentions_any("select * from users_archive", &names, true));
+        assert!(!mentions_any("select 1 -- users", &names, true));
+        assert!(mentions_any("select 1 -- x\rfrom users", &names, true));
     }
 }

@@ -8,6 +8,7 @@
 //! docs/analysis.md for the whole scheme.
 
 mod cache;
+mod context;
 mod facts;
 mod kind;
 pub(crate) mod lex;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+pub use context::SqlContext;
 pub use facts::{Alt, At, Facts, Scope, TableRef, Val};
 pub use kind::StatementKind;
 pub use params::{ParamText, Params};
@@ -56,7 +58,49 @@ pub struct StatementTemplate {
     pub(crate) rewrite: Option<crate::rewrite::Template>,
     /// The highest `$n` of the statement (0: none).
     pub max_param: u32,
+    /// For `EXECUTE name (args)`: the prepared statement's name and the
+    /// arguments (decided with the session's [`SqlContext`]).
+    pub(crate) execute: Option<ExecCall>,
 }
+
+/// `EXECUTE name (args)` as written.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecCall {
+    /// The prepared statement's name (folded).
+    pub name: String,
+    /// One entry per argument.
+    pub args: Vec<ExecArg>,
+}
+
+/// An argument of EXECUTE.
+#[derive(Debug, Clone)]
+pub(crate) enum ExecArg {
+    /// A literal or a parameter.
+    Val(Val),
+    /// `NULL`.
+    Null,
+    /// An expression geogate does not evaluate.
+    Unknown,
+}
+
+/// What an `EXECUTE` runs, found in the session's [`SqlContext`].
+#[derive(Debug, Clone)]
+pub enum Exec {
+    /// No prepared statement of that name is known: refused.
+    Unknown,
+    /// The prepared statement's analysis and the values of its `$n`
+    /// (`None`: NULL; values geogate cannot evaluate are a marker that is
+    /// no region and no tenant).
+    Known {
+        /// The prepared statement's analysis.
+        analysis: Arc<Analysis>,
+        /// `$1`, `$2`, … as text.
+        values: Vec<Option<bytes::Bytes>>,
+    },
+}
+
+/// The value an EXECUTE argument geogate cannot evaluate stands for.
+pub(crate) const UNKNOWN_ARG: &str = "\u{0}(an expression)";
 
 /// One statement of an analysed text.
 #[derive(Debug, Clone)]
@@ -67,6 +111,11 @@ pub struct StatementAnalysis {
     pub range: Range<usize>,
     /// Byte ranges of the lifted literals, by slot.
     lits: Vec<Range<usize>>,
+    /// Whether this statement carries the hint comment
+    /// `/*+ geogate:allow_scatter */` (it applies to this statement only).
+    pub hint: bool,
+    /// For EXECUTE: what it runs.
+    pub exec: Option<Exec>,
 }
 
 /// The analysis of a query text (one or several statements).
@@ -75,8 +124,11 @@ pub struct Analysis {
     sql: Box<str>,
     /// The statements, in order; empty for an empty query.
     pub statements: Vec<StatementAnalysis>,
-    /// Whether a comment holds `/*+ geogate:allow_scatter */`.
+    /// Whether some statement carries `/*+ geogate:allow_scatter */`
+    /// (the policy reads each statement's own [`StatementAnalysis::hint`]).
     pub allow_scatter_hint: bool,
+    /// The `standard_conforming_strings` the text was read with.
+    pub(crate) scs: bool,
 }
 
 impl Analysis {
@@ -164,7 +216,10 @@ impl Analysis {
     pub(crate) fn label(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
         match v {
             Val::Text(s) => ParamText::Text(s.clone()),
-            Val::Lit(slot) => match self.lit_text(i, *slot).and_then(lex::literal_value) {
+            Val::Lit(slot) => match self
+                .lit_text(i, *slot)
+                .and_then(|t| lex::literal_value(t, self.scs))
+            {
                 Some(s) => ParamText::Text(s),
                 None => ParamText::Unbound,
             },
@@ -177,13 +232,22 @@ impl Analysis {
     pub fn tenant_keys(&self, params: &Params<'_>) -> Vec<TenantKey> {
         let mut out = Vec::new();
         for (i, s) in self.statements.iter().enumerate() {
+            if let Some(Exec::Known { analysis, values }) = &s.exec {
+                let p = Params {
+                    values,
+                    formats: &[],
+                    types: &[],
+                };
+                out.extend(analysis.tenant_keys(&p));
+                continue;
+            }
             for &c in &s.template.candidates {
                 for conf in &s.template.facts.refs[c].confiners {
                     for a in conf {
                         if let Alt::Tenant(v) = a
                             && let ParamText::Text(t) = self.value(i, v, params)
                         {
-                            out.push(TenantKey(t));
+                            out.push(TenantKey(canonical_tenant(&t)));
                         }
                     }
                 }
@@ -242,18 +306,28 @@ impl Analyzer {
         self
     }
 
-    /// Analyses a query text. Never panics, whatever the input.
+    /// Analyses a query text with the default session context
+    /// (`standard_conforming_strings = on`, no SQL prepared statements).
+    /// Never panics, whatever the input.
     pub fn analyze(&self, sql: &str) -> Arc<Analysis> {
-        Arc::new(self.analyze_inner(sql, true))
+        Arc::new(self.analyze_inner(sql, true, &SqlContext::default()))
+    }
+
+    /// Analyses a query text in a session's context: its
+    /// `standard_conforming_strings` and its SQL-level prepared statements
+    /// (for EXECUTE). Never panics, whatever the input.
+    pub fn analyze_in(&self, sql: &str, ctx: &SqlContext) -> Arc<Analysis> {
+        Arc::new(self.analyze_inner(sql, true, ctx))
     }
 
     /// Like [`analyze`](Self::analyze) but never reads or fills the cache
     /// (for benchmarks of the cold path).
     pub fn analyze_uncached(&self, sql: &str) -> Analysis {
-        self.analyze_inner(sql, false)
+        self.analyze_inner(sql, false, &SqlContext::default())
     }
 
-    fn analyze_inner(&self, sql: &str, use_cache: bool) -> Analysis {
+    fn analyze_inner(&self, sql: &str, use_cache: bool, ctx: &SqlContext) -> Analysis {
+        let scs = ctx.standard_conforming_strings();
         if sql.len() > self.max_len {
             let tpl = StatementTemplate::failed(
                 StatementKind::of(&sql[..floor_char(sql, 200)]),
@@ -270,21 +344,24 @@ impl Analyzer {
                     template: Arc::new(tpl),
                     range: 0..sql.len(),
                     lits: Vec::new(),
+                    hint: false,
+                    exec: None,
                 }],
                 allow_scatter_hint: false,
+                scs,
             };
         }
         let mut statements = Vec::new();
-        let mut hint = false;
-        for range in lex::split_statements(sql) {
+        let mut any_hint = false;
+        for range in lex::split_statements(sql, scs) {
             let text = &sql[range.clone()];
-            let sc = lex::scan(text, 0);
-            hint |= sc.hint;
+            let sc = lex::scan(text, 0, scs);
             if sc.shape.is_empty() {
                 continue; // only comments
             }
-            let (template, lifted) = self.template(text, &sc, use_cache);
-            let lits = if lifted {
+            any_hint |= sc.hint;
+            let (template, lifted) = self.template(text, &sc, use_cache, scs);
+            let lits: Vec<Range<usize>> = if lifted {
                 sc.lits
                     .iter()
                     .map(|r| r.start + range.start..r.end + range.start)
@@ -292,32 +369,62 @@ impl Analyzer {
             } else {
                 Vec::new()
             };
+            let exec = template.execute.as_ref().map(|call| {
+                match ctx.prepared(&call.name) {
+                    None => Exec::Unknown,
+                    Some(body) => {
+                        // A prepared statement cannot itself be an EXECUTE:
+                        // its analysis sees no prepared statements.
+                        let inner_ctx =
+                            SqlContext::with_scs(ctx.prepared_scs(&call.name).unwrap_or(scs));
+                        let analysis = Arc::new(self.analyze_inner(body, use_cache, &inner_ctx));
+                        let values = call
+                            .args
+                            .iter()
+                            .map(|a| exec_value(a, sql, &lits, scs))
+                            .collect();
+                        Exec::Known { analysis, values }
+                    }
+                }
+            });
             statements.push(StatementAnalysis {
                 template,
                 range,
                 lits,
+                hint: sc.hint,
+                exec,
             });
         }
         Analysis {
             sql: sql.into(),
             statements,
-            allow_scatter_hint: hint,
+            allow_scatter_hint: any_hint,
+            scs,
         }
     }
 
     /// The template for a statement; `true` when it was built from the
-    /// shape (lifted literals apply), `false` from the raw text.
+    /// shape (lifted literals apply), `false` from the plain text.
     fn template(
         &self,
         text: &str,
         sc: &lex::Scan,
         use_cache: bool,
+        scs: bool,
     ) -> (Arc<StatementTemplate>, bool) {
+        // The same shape may read differently under the other setting.
+        let key = |k: &str| {
+            if scs {
+                k.to_string()
+            } else {
+                format!("\u{1}{k}")
+            }
+        };
         if use_cache {
-            match self.cache.get(&sc.shape) {
+            match self.cache.get(&key(&sc.shape)) {
                 Some(Entry::Template(t)) => return (t, true),
                 Some(Entry::Raw) => {
-                    if let Some(Entry::Template(t)) = self.cache.get(&raw_key(text)) {
+                    if let Some(Entry::Template(t)) = self.cache.get(&key(&raw_key(text))) {
                         return (t, false);
                     }
                 }
@@ -325,11 +432,11 @@ impl Analyzer {
             }
         }
         let lifted = !sc.lits.is_empty() && !sc.huge_param;
-        let (tpl, from_shape) = match self.build(&sc.shape, sc) {
+        let (tpl, from_shape) = match self.build(text, &sc.shape, sc, scs) {
             Ok(t) => (t, true),
-            Err(e) if lifted => match self.build(text, sc) {
+            Err(e) if lifted => match self.build(text, &lex::plain(text, scs), sc, scs) {
                 // The shape did not parse (a literal where the grammar
-                // wants a constant, e.g. varchar(10)): use the raw text.
+                // wants a constant, e.g. varchar(10)): use the plain text.
                 Ok(t) => (t, false),
                 Err(_) => (e, true),
             },
@@ -338,19 +445,27 @@ impl Analyzer {
         let tpl = Arc::new(tpl);
         if use_cache {
             if from_shape {
-                self.cache
-                    .put(sc.shape.clone(), Entry::Template(tpl.clone()));
+                self.cache.put(key(&sc.shape), Entry::Template(tpl.clone()));
             } else {
-                self.cache.put(sc.shape.clone(), Entry::Raw);
-                self.cache.put(raw_key(text), Entry::Template(tpl.clone()));
+                self.cache.put(key(&sc.shape), Entry::Raw);
+                self.cache
+                    .put(key(&raw_key(text)), Entry::Template(tpl.clone()));
             }
         }
         (tpl, from_shape && !sc.huge_param)
     }
 
-    /// Builds a template from a text; `Err` holds a parse-error template.
+    /// Builds a template for one statement: `raw` is its text (for the
+    /// lexical decisions), `text` the shape or plain text parsed. `Err`
+    /// holds a template that refuses the statement (GG006).
     #[allow(clippy::result_large_err)] // both arms are templates, built once per shape
-    fn build(&self, text: &str, sc: &lex::Scan) -> Result<StatementTemplate, StatementTemplate> {
+    fn build(
+        &self,
+        raw: &str,
+        text: &str,
+        sc: &lex::Scan,
+        scs: bool,
+    ) -> Result<StatementTemplate, StatementTemplate> {
         let kind = StatementKind::of(text);
         let fingerprint = lex::fingerprint(text);
         let global = |fp: String| StatementTemplate {
@@ -361,27 +476,75 @@ impl Analyzer {
             candidates: Vec::new(),
             rewrite: None,
             max_param: sc.max_param,
+            execute: None,
         };
-        if kind.is_control() || (self.prescan && !lex::mentions_any(text, &self.regional)) {
+        let fail = |fp: String, why: String| Err(StatementTemplate::failed(kind, fp, why));
+        let mentions = lex::mentions_any(raw, &self.regional, scs);
+        if let Some(why) = sc.undecidable
+            && mentions
+        {
+            return fail(fingerprint, why.to_string());
+        }
+        let words = lex::leading_words(text, 3);
+        let w0 = words.first().map(String::as_str).unwrap_or("");
+        match w0 {
+            // Statement kinds decided from their words alone.
+            "do" => {
+                return if lex::strings_mention_any(raw, &self.regional, scs) || mentions {
+                    fail(
+                        fingerprint,
+                        "a DO block names a regional table; geogate cannot analyse procedural code"
+                            .into(),
+                    )
+                } else {
+                    Ok(global(fingerprint))
+                };
+            }
+            "refresh" | "lock" | "import" => {
+                return self.by_words(w0, text, scs, kind, fingerprint, sc.max_param);
+            }
+            "prepare" if kind == StatementKind::Prepare => {
+                // PREPARE touches no rows; EXECUTE is decided with the
+                // session's prepared statements.
+                return Ok(global(fingerprint));
+            }
+            "explain" if lex::has_word(text, "execute", scs) => {
+                return fail(
+                    fingerprint,
+                    "EXPLAIN EXECUTE is not analysed; EXPLAIN the statement itself".into(),
+                );
+            }
+            "create" if lex::has_words(text, "as", "execute", scs) => {
+                return fail(
+                    fingerprint,
+                    "CREATE … AS EXECUTE is not analysed; use the statement itself".into(),
+                );
+            }
+            _ => {}
+        }
+        let parse_ddl = matches!(w0, "truncate" | "create");
+        if kind.is_control() && !parse_ddl {
+            return Ok(global(fingerprint));
+        }
+        let is_execute = kind == StatementKind::Execute;
+        if !is_execute && !mentions && (self.prescan || parse_ddl) {
             return Ok(global(fingerprint));
         }
         if sc.huge_param {
-            return Err(StatementTemplate::failed(
-                kind,
-                fingerprint,
-                "parameter number above 65535".into(),
-            ));
+            return fail(fingerprint, "parameter number above 65535".into());
         }
         if sc.operators > MAX_OPERATORS {
-            return Err(StatementTemplate::failed(
-                kind,
+            return fail(
                 fingerprint,
                 format!("statement has more than {MAX_OPERATORS} operators"),
-            ));
+            );
         }
         // CockroachDB syntax the parser does not know, recognised cheaply.
         let (text, upsert) = crdb::upsert_as_insert(text);
         let (text, aost) = crdb::strip_as_of_system_time(&text);
+        let (text, index_hint) = crdb::strip_index_hints(&text);
+        let (text, lock_strength) = crdb::weaken_lock_clauses(&text);
+        let index_hint = index_hint || lock_strength;
         let dialect = PostgreSqlDialect {};
         let parsed = Parser::new(&dialect)
             .with_recursion_limit(MAX_NESTING)
@@ -390,26 +553,99 @@ impl Analyzer {
         let mut stmts = match parsed {
             Ok(s) => s,
             Err(e) => {
-                return Err(StatementTemplate::failed(
-                    kind,
-                    fingerprint,
-                    redact_parse_error(&e.to_string()),
-                ));
+                if !mentions && self.config.proxy.unlisted_tables == UnlistedTables::Global {
+                    // Names no regional table: global whether or not the
+                    // prescan skipped the parse (`check` parses it).
+                    return Ok(global(fingerprint));
+                }
+                if kind == StatementKind::Ddl && !lex::looks_like_query(&text, scs) {
+                    // DDL the parser does not know (CockroachDB zone
+                    // configs, …) reads no rows.
+                    return Ok(global(fingerprint));
+                }
+                return fail(fingerprint, redact_parse_error(&e.to_string()));
             }
         };
+        if stmts.len() > 1 {
+            return fail(fingerprint, "several statements in one".into());
+        }
         let Some(stmt) = stmts.first_mut() else {
             return Ok(global(fingerprint));
         };
+        if let sqlparser::ast::Statement::Execute {
+            name: Some(name),
+            parameters,
+            using,
+            into,
+            immediate: false,
+            ..
+        } = &*stmt
+            && using.is_empty()
+            && into.is_empty()
+            && name.0.len() == 1
+            && let Some(id) = name.0[0].as_ident()
+        {
+            let args = parameters
+                .iter()
+                .map(|e| match e {
+                    sqlparser::ast::Expr::Value(v) if v.value == sqlparser::ast::Value::Null => {
+                        ExecArg::Null
+                    }
+                    e => facts::val(e).map_or(ExecArg::Unknown, ExecArg::Val),
+                })
+                .collect();
+            let mut t = global(fingerprint);
+            t.execute = Some(ExecCall {
+                name: facts::fold(id),
+                args,
+            });
+            return Ok(t);
+        }
+        if is_execute {
+            return fail(fingerprint, "EXECUTE form not analysed".into());
+        }
+        if !facts::is_analysed_statement(stmt) {
+            return if kind == StatementKind::Ddl || !mentions {
+                Ok(global(fingerprint))
+            } else {
+                fail(
+                    fingerprint,
+                    "statement kind not analysed by geogate names a regional table".into(),
+                )
+            };
+        }
+        if kind == StatementKind::Ddl
+            && !matches!(
+                stmt,
+                sqlparser::ast::Statement::Truncate(_)
+                    | sqlparser::ast::Statement::CreateTable(sqlparser::ast::CreateTable {
+                        query: Some(_),
+                        ..
+                    })
+                    | sqlparser::ast::Statement::CreateView(sqlparser::ast::CreateView {
+                        materialized: true,
+                        ..
+                    })
+            )
+        {
+            // Plain DDL (CREATE TABLE …, a view's definition) reads no rows.
+            return Ok(global(fingerprint));
+        }
         let mut facts = facts::collect(stmt, &self.config);
-        let candidates = if aost {
-            // The rewrite would print the statement without its AS OF
-            // SYSTEM TIME clause: never rewrite such statements.
+        if let Some(why) = facts.unhandled.take() {
+            return fail(fingerprint, why);
+        }
+        let rewritable = facts::is_rewritable_statement(stmt) && !aost && !index_hint;
+        let candidates = if rewritable {
+            rewrite_candidates(&facts)
+        } else {
+            // The rewrite would print the statement without its
+            // CockroachDB clauses, or the statement is not plain DML:
+            // never rewrite such statements.
             for r in &mut facts.refs {
                 r.inject = None;
             }
             Vec::new()
-        } else {
-            rewrite_candidates(&facts)
         };
         let rewrite = if candidates.is_empty() {
             None
@@ -429,8 +665,134 @@ impl Analyzer {
             candidates,
             rewrite,
             max_param: sc.max_param,
+            execute: None,
         })
     }
+
+    /// REFRESH MATERIALIZED VIEW, LOCK and IMPORT INTO, decided from their
+    /// words (the parser does not know all of them).
+    #[allow(clippy::result_large_err)]
+    fn by_words(
+        &self,
+        w0: &str,
+        text: &str,
+        scs: bool,
+        kind: StatementKind,
+        fingerprint: String,
+        max_param: u32,
+    ) -> Result<StatementTemplate, StatementTemplate> {
+        let names = lex::table_names_after(text, w0, scs);
+        let mut facts = Facts::default();
+        let mut copy_cols: Option<Vec<String>> = None;
+        if w0 == "import" {
+            copy_cols = Some(lex::column_list_after_table(text, scs));
+        }
+        for n in &names {
+            match self.config.table(n) {
+                Some(TableConfig::Regional(rt)) => {
+                    facts.tables.insert(n.to_lowercase());
+                    let r = facts::unconstrained_ref(n, rt);
+                    facts.refs.push(r);
+                    if let Some(cols) = &copy_cols {
+                        let has = cols.contains(&rt.partition_column);
+                        facts.copy_in = Some((facts.refs.len() - 1, has));
+                    }
+                }
+                Some(TableConfig::Global) => {
+                    facts.tables.insert(n.to_lowercase());
+                }
+                None => {
+                    facts.tables.insert(n.to_lowercase());
+                    facts.unlisted.insert(n.to_lowercase());
+                    if w0 == "refresh" {
+                        // What a materialized view reads is not in the
+                        // statement: list the view in [tables] to decide it.
+                        return Err(StatementTemplate::failed(
+                            kind,
+                            fingerprint,
+                            format!(
+                                "REFRESH of a materialized view not listed in [tables] ({}); list it as global or regional",
+                                n.to_lowercase()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if names.is_empty() && lex::mentions_any(text, &self.regional, scs) {
+            return Err(StatementTemplate::failed(
+                kind,
+                fingerprint,
+                format!("{} statement not understood", w0.to_uppercase()),
+            ));
+        }
+        Ok(StatementTemplate {
+            kind,
+            fingerprint,
+            facts,
+            parse_error: None,
+            candidates: Vec::new(),
+            rewrite: None,
+            max_param,
+            execute: None,
+        })
+    }
+}
+
+/// The Bind value of an EXECUTE argument.
+fn exec_value(a: &ExecArg, sql: &str, lits: &[Range<usize>], scs: bool) -> Option<bytes::Bytes> {
+    let unknown = || Some(bytes::Bytes::from_static(UNKNOWN_ARG.as_bytes()));
+    match a {
+        ExecArg::Null => None,
+        ExecArg::Unknown | ExecArg::Val(Val::Param(_)) => unknown(),
+        ExecArg::Val(Val::Text(t)) => Some(bytes::Bytes::from(t.clone())),
+        ExecArg::Val(Val::Lit(slot)) => match lits
+            .get(*slot)
+            .and_then(|r| sql.get(r.clone()))
+            .and_then(|t| lex::literal_value(t, scs))
+        {
+            Some(v) => Some(bytes::Bytes::from(v)),
+            None => unknown(),
+        },
+    }
+}
+
+/// A tenant id as the tenant directory writes it (`id::text`): a UUID in
+/// its canonical form (lower case, hyphenated; PostgreSQL accepts upper
+/// case, no hyphens and braces), an integer without sign or leading zeros.
+/// Anything else is kept as written.
+pub fn canonical_tenant(t: &str) -> String {
+    let s = t.trim();
+    let inner = s
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(s);
+    let hex: String = inner.chars().filter(|c| *c != '-').collect();
+    if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) && inner.len() <= 39 {
+        let h = hex.to_ascii_lowercase();
+        return format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        );
+    }
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if !digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let d = digits.trim_start_matches('0');
+        let d = if d.is_empty() { "0" } else { d };
+        return if neg && d != "0" {
+            format!("-{d}")
+        } else {
+            d.to_string()
+        };
+    }
+    t.to_string()
 }
 
 impl StatementTemplate {
@@ -443,6 +805,7 @@ impl StatementTemplate {
             candidates: Vec::new(),
             rewrite: None,
             max_param: 0,
+            execute: None,
         }
     }
 
@@ -491,19 +854,35 @@ fn redact_parse_error(msg: &str) -> String {
 }
 
 /// References statically confined by an explicit region predicate, also
-/// through region equalities.
+/// through region equalities (from equality-confined references only, as
+/// the planner derives them) and correlations.
 pub(crate) fn statically_confined(facts: &Facts) -> Vec<bool> {
     let mut c: Vec<bool> = facts.refs.iter().map(|r| r.has_region_confiner()).collect();
-    propagate(&mut c, &facts.edges);
+    let mut carriable: Vec<bool> = facts.refs.iter().map(|r| r.eq_region).collect();
+    propagate(&mut c, &mut carriable, &facts.edges, &facts.corr);
     c
 }
 
-/// Sets `to` wherever `from` is set, along edges, to a fixpoint.
-pub(crate) fn propagate(c: &mut [bool], edges: &[(usize, usize)]) {
+/// Sets `to` wherever `from` is set, along equality edges from carriable
+/// references (the target becomes carriable) and along correlations, to
+/// a fixpoint.
+pub(crate) fn propagate(
+    c: &mut [bool],
+    carriable: &mut [bool],
+    edges: &[(usize, usize)],
+    corr: &[(usize, usize)],
+) {
     let mut changed = true;
     while changed {
         changed = false;
         for &(a, b) in edges {
+            if c[a] && carriable[a] && !(c[b] && carriable[b]) {
+                c[b] = true;
+                carriable[b] = true;
+                changed = true;
+            }
+        }
+        for &(a, b) in corr {
             if c[a] && !c[b] {
                 c[b] = true;
                 changed = true;
@@ -551,6 +930,112 @@ mod crdb {
         } else {
             (text.to_string(), false)
         }
+    }
+
+    /// Removes CockroachDB index hints `table@index` / `table@{…}` where
+    /// a table name stands (after FROM, JOIN, UPDATE, INTO, USING, ONLY or
+    /// a comma, with no space around the `@`), for analysis only.
+    pub fn strip_index_hints(text: &str) -> (String, bool) {
+        if !text.contains('@') {
+            return (text.to_string(), false);
+        }
+        let toks: Vec<_> = Lexer::new(text).collect();
+        let sig = |t: &super::lex::Token| !matches!(t.kind, Tok::Space | Tok::Comment);
+        let mut cut: Vec<(usize, usize)> = Vec::new();
+        for i in 0..toks.len() {
+            let t = toks[i];
+            if t.kind != Tok::Punct || &text[t.start..t.end] != "@" || i == 0 {
+                continue;
+            }
+            let name = toks[i - 1];
+            if !matches!(name.kind, Tok::Word | Tok::QuotedIdent) || name.end != t.start {
+                continue;
+            }
+            // Walk back over a dotted name to the token before it.
+            let mut j = i - 1;
+            while j >= 2
+                && &text[toks[j - 1].start..toks[j - 1].end] == "."
+                && matches!(toks[j - 2].kind, Tok::Word | Tok::QuotedIdent)
+            {
+                j -= 2;
+            }
+            let before = toks[..j].iter().rev().find(|t| sig(t));
+            let table_position = before.is_some_and(|b| {
+                let w = &text[b.start..b.end];
+                [",", "from", "join", "update", "into", "using", "only"]
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k))
+            });
+            if !table_position {
+                continue;
+            }
+            let Some(next) = toks.get(i + 1) else {
+                continue;
+            };
+            if next.start != t.end {
+                continue;
+            }
+            let end = match next.kind {
+                Tok::Word | Tok::QuotedIdent => next.end,
+                Tok::Punct if &text[next.start..next.end] == "{" => {
+                    match toks[i + 1..].iter().find(|x| &text[x.start..x.end] == "}") {
+                        Some(close) => close.end,
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
+            cut.push((t.start, end));
+        }
+        if cut.is_empty() {
+            return (text.to_string(), false);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (a, b) in cut {
+            if a < at {
+                continue;
+            }
+            out.push_str(&text[at..a]);
+            out.push(' ');
+            at = b;
+        }
+        out.push_str(&text[at..]);
+        (out, true)
+    }
+
+    /// `FOR NO KEY UPDATE` / `FOR KEY SHARE` (PostgreSQL row locks the
+    /// parser does not know) read as `FOR UPDATE` / `FOR SHARE` for
+    /// analysis only: they lock the same rows.
+    pub fn weaken_lock_clauses(text: &str) -> (String, bool) {
+        let toks: Vec<_> = Lexer::new(text)
+            .filter(|t| !matches!(t.kind, Tok::Space | Tok::Comment))
+            .collect();
+        let word = |i: usize, w: &str| {
+            toks.get(i).is_some_and(|t| {
+                t.kind == Tok::Word && text[t.start..t.end].eq_ignore_ascii_case(w)
+            })
+        };
+        let mut cut = Vec::new();
+        for i in 0..toks.len() {
+            if word(i, "for") && word(i + 1, "no") && word(i + 2, "key") && word(i + 3, "update") {
+                cut.push((toks[i + 1].start, toks[i + 2].end));
+            } else if word(i, "for") && word(i + 1, "key") && word(i + 2, "share") {
+                cut.push((toks[i + 1].start, toks[i + 1].end));
+            }
+        }
+        if cut.is_empty() {
+            return (text.to_string(), false);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (a, b) in cut {
+            out.push_str(&text[at..a]);
+            out.push(' ');
+            at = b;
+        }
+        out.push_str(&text[at..]);
+        (out, true)
     }
 
     /// Puts the UPSERT back into a printed INSERT.

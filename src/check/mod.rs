@@ -16,7 +16,7 @@ use crate::analyze::{Analyzer, Params};
 use crate::config::Config;
 use crate::policy::{Decision, Settings, decide};
 
-/// Arguments of `geogate check` (DESIGN.md, "Commands — contract").
+/// Arguments of `geogate check` (docs/design.md, "Commands").
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The geogate config file.
@@ -252,7 +252,7 @@ fn read_input(file: Option<&PathBuf>) -> Result<(String, String), CheckError> {
 fn check_text(env: &Env, text: &str) -> Vec<Checked> {
     let cleaned = blank_meta_commands(text);
     let mut out = Vec::new();
-    for range in crate::analyze::lex::split_statements(&cleaned) {
+    for range in crate::analyze::lex::split_statements(&cleaned, true) {
         let stmt = &cleaned[range.clone()];
         // Number and show the statement from its first token, after any
         // leading comments (they are still analysed: hints live there).
@@ -283,19 +283,47 @@ fn check_text(env: &Env, text: &str) -> Vec<Checked> {
 }
 
 /// Replaces psql meta-command lines (`\set`, `\i`, …) with blank lines,
-/// keeping line numbers.
+/// keeping line numbers. A line counts as a meta-command only where the
+/// proxy's lexer is between statements (no statement text since the last
+/// `;`, not inside a string, identifier or comment), so the statements
+/// `check` decides are exactly those the proxy would see.
 fn blank_meta_commands(text: &str) -> String {
-    if !text.lines().any(|l| l.trim_start().starts_with('\\')) {
+    use crate::analyze::lex::{Lexer, Tok};
+    if !text.contains('\\') {
         return text.to_string();
     }
-    text.split('\n')
-        .map(|l| {
-            if l.trim_start().starts_with('\\') {
-                ""
-            } else {
-                l
+    let mut out = String::with_capacity(text.len());
+    let mut base = 0;
+    let mut in_statement = false;
+    let mut depth = 0usize;
+    'restart: while base < text.len() {
+        let rest = &text[base..];
+        for t in Lexer::new(rest) {
+            let (start, end) = (base + t.start, base + t.end);
+            let tok = &text[start..end];
+            if t.kind == Tok::Punct && tok == "\\" && !in_statement {
+                let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+                if text[line_start..start].trim().is_empty() {
+                    // A psql meta-command: psql reads it to the end of
+                    // the line; the proxy never sees it.
+                    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+                    base = line_end;
+                    continue 'restart;
+                }
             }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+            match t.kind {
+                Tok::Space | Tok::Comment => {}
+                Tok::Open => {
+                    depth += 1;
+                    in_statement = true;
+                }
+                Tok::Close => depth = depth.saturating_sub(1),
+                Tok::Semicolon if depth == 0 => in_statement = false,
+                _ => in_statement = true,
+            }
+            out.push_str(tok);
+        }
+        break;
+    }
+    out
 }

@@ -24,7 +24,7 @@ pub struct Decision {
     pub cross_region: bool,
 }
 
-/// The verdict of DESIGN.md "Decisions — contract".
+/// The verdict of docs/design.md, "Decisions".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Touches no regional table: the local (or the transaction's) gateway.
@@ -128,7 +128,7 @@ impl RejectReason {
         }
     }
 
-    /// The SQLSTATE of DESIGN.md "Errors — contract".
+    /// The SQLSTATE of docs/design.md, "Errors".
     pub fn sqlstate(self) -> &'static str {
         match self {
             RejectReason::NoRegion | RejectReason::UnlistedTable => "GG001",
@@ -181,6 +181,46 @@ impl Rejection {
         )
     }
 
+    /// No region for `r`; in a join, the predicate that carries the
+    /// region of `partner` to it.
+    pub(crate) fn no_region_in_join(r: &TableRef, partner: Option<&TableRef>) -> Rejection {
+        let (Some(p), false) = (partner, r.qualifier_name().is_empty()) else {
+            return Rejection::no_region(r);
+        };
+        let tenant = match &r.tenant_column {
+            Some(t) => format!(" or filter {}.{t}", r.qualifier_name()),
+            None => String::new(),
+        };
+        Rejection::new(
+            RejectReason::NoRegion,
+            Some(&r.table),
+            format!(
+                "geogate: {} ({}) has no predicate on {}; add \"{}.{} = {}.{}\"{}",
+                r.table,
+                r.qualifier_name(),
+                r.partition_column,
+                r.qualifier_name(),
+                r.partition_column,
+                p.qualifier_name(),
+                p.partition_column,
+                tenant
+            ),
+        )
+    }
+
+    /// COPY FROM (IMPORT INTO) a regional table without its partition
+    /// column: the rows would land wherever the default puts them.
+    pub(crate) fn copy_without_region(r: &TableRef) -> Rejection {
+        Rejection::new(
+            RejectReason::NoRegion,
+            Some(&r.table),
+            format!(
+                "geogate: COPY into {} without the {} column; list {} in the column list so every row carries its region",
+                r.table, r.partition_column, r.partition_column
+            ),
+        )
+    }
+
     pub(crate) fn unknown_region(r: &TableRef) -> Rejection {
         Rejection::new(
             RejectReason::UnknownRegion,
@@ -228,6 +268,20 @@ impl Rejection {
         )
     }
 
+    /// A statement geogate could not parse or fully analyse; `why` never
+    /// holds a literal value.
+    pub(crate) fn not_analysed(fingerprint: &str, why: &str) -> Rejection {
+        let fp: String = fingerprint.chars().take(80).collect();
+        Rejection::new(
+            RejectReason::ParseError,
+            None,
+            format!(
+                "geogate: statement could not be parsed or analysed ({why}) and proxy.on_parse_error = \"reject\" ({fp})"
+            ),
+        )
+    }
+
+    #[allow(dead_code)]
     pub(crate) fn parse_error(fingerprint: &str) -> Rejection {
         let fp: String = fingerprint.chars().take(80).collect();
         Rejection::new(

@@ -1,6 +1,6 @@
 //! Facts + tenant lookups + settings → decision. Pure.
 //!
-//! [`decide`] implements "Decisions — contract" of DESIGN.md for an
+//! [`decide`] implements "Decisions" of docs/design.md for an
 //! [`Analysis`]. It does no I/O: tenant regions come from a synchronous
 //! [`TenantLookup`] (the session resolves [`Analysis::tenant_keys`] through
 //! its async cache first). The mode (enforce / warn / observe) is applied by
@@ -16,7 +16,9 @@ pub use decision::{
 };
 pub use mode::{Effect, apply_mode};
 
-use crate::analyze::{Alt, Analysis, ParamText, Params, StatementAnalysis, TableRef, Val};
+use crate::analyze::{
+    Alt, Analysis, Exec, ParamText, Params, StatementAnalysis, TableRef, Val, canonical_tenant,
+};
 use crate::config::{Config, OnMissingRegion, OnParseError, UnlistedTables};
 use crate::rewrite::quote_literal;
 
@@ -164,7 +166,16 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
                 .enumerate()
                 .map(|(i, d)| match &d.outcome {
                     Outcome::Rewrite { sql, .. } => sql.clone(),
-                    _ => analysis.statement_text(i).trim().to_string(),
+                    _ => {
+                        // A trailing `--` comment would swallow the `;`
+                        // that joins the next statement: end its line.
+                        let text = analysis.statement_text(i).trim();
+                        if text.contains("--") {
+                            format!("{text}\n")
+                        } else {
+                            text.to_string()
+                        }
+                    }
                 })
                 .collect();
             Outcome::Rewrite {
@@ -230,6 +241,9 @@ fn decide_one(
     let Some(st) = analysis.statements.get(i) else {
         return Decision::global();
     };
+    if let Some(exec) = &st.exec {
+        return decide_execute(exec, &st.template.fingerprint, tenants, settings);
+    }
     let t = &st.template;
     let mut d = Decision {
         outcome: Outcome::Global,
@@ -244,9 +258,9 @@ fn decide_one(
         parse_error: t.parse_error.is_some(),
         cross_region: false,
     };
-    if t.parse_error.is_some() {
+    if let Some(why) = &t.parse_error {
         if settings.on_parse_error == OnParseError::Reject {
-            d.outcome = Outcome::Reject(Rejection::parse_error(&t.fingerprint));
+            d.outcome = Outcome::Reject(Rejection::not_analysed(&t.fingerprint, why));
         }
         return d;
     }
@@ -260,7 +274,21 @@ fn decide_one(
     if refs.is_empty() {
         return d;
     }
-    let hint = analysis.allow_scatter_hint;
+    // The hint applies to the statement it belongs to only.
+    let hint = st.hint;
+    // COPY FROM / IMPORT INTO a regional table: the rows carry their
+    // region when the column list holds the partition column.
+    if let Some((r, has_region)) = t.facts.copy_in {
+        d.outcome = if has_region {
+            Outcome::Scatter {
+                regions: settings.regions.iter().cloned().collect(),
+                cause: ScatterCause::MultiRegion,
+            }
+        } else {
+            Outcome::Reject(Rejection::copy_without_region(&refs[r]))
+        };
+        return d;
+    }
 
     // 1. Explicit region predicates.
     let mut sets: Vec<Set> = Vec::with_capacity(refs.len());
@@ -297,15 +325,25 @@ fn decide_one(
         }
     }
     // Tenants in several regions cannot be served by one injected region:
-    // those references stay unconstrained.
+    // the statement scatters over those regions (multi_region).
     let rewriting = rewrite_regions.len() == 1;
-    if rewriting {
-        for (c, s) in cand_sets {
+    for (c, s) in cand_sets {
+        // Rows an INSERT adds carry no region unless one is injected: an
+        // INSERT for tenants of several regions stays unconstrained.
+        let inserting = matches!(refs[c].inject, Some((_, crate::analyze::At::InsertRows)));
+        if !s.is_empty() && (rewriting || !inserting) {
             sets[c] = Some(s);
         }
     }
     // 3. Carry along region equalities.
-    carry(&mut sets, &t.facts.edges);
+    let mut carriable: Vec<bool> = refs.iter().map(|r| r.eq_region).collect();
+    if rewriting {
+        // The rewrite injects `q.region = r`: an equality.
+        for &c in &t.candidates {
+            carriable[c] = true;
+        }
+    }
+    carry(&mut sets, &mut carriable, &t.facts.edges, &t.facts.corr);
 
     // 4. Unconstrained references: scatter if allowed, else reject.
     let mut scatter_allowed = false;
@@ -316,7 +354,16 @@ fn decide_one(
         if r.on_missing_region == OnMissingRegion::Allow || settings.allow_scatter || hint {
             scatter_allowed = true;
         } else {
-            d.outcome = Outcome::Reject(Rejection::no_region(r));
+            // In a join, name the confined reference whose region would
+            // carry over (`u.region = d.region`).
+            let partner = refs
+                .iter()
+                .enumerate()
+                .find(|(k, o)| {
+                    *k != ri && sets[*k].is_some() && o.partition_column == r.partition_column
+                })
+                .map(|(_, o)| o);
+            d.outcome = Outcome::Reject(Rejection::no_region_in_join(r, partner));
             return d;
         }
     }
@@ -369,6 +416,54 @@ fn decide_one(
     d
 }
 
+/// EXECUTE of a SQL prepared statement: decided as the prepared statement
+/// with the arguments as its parameters. Its text cannot be rewritten (it
+/// lives on the server), so a statement that would need a rewrite is
+/// refused like one naming no region.
+fn decide_execute(
+    exec: &Exec,
+    fingerprint: &str,
+    tenants: &dyn TenantLookup,
+    settings: &Settings,
+) -> Decision {
+    match exec {
+        Exec::Unknown => {
+            let mut d = Decision::global();
+            d.parse_error = true;
+            d.outcome = Outcome::Reject(Rejection::not_analysed(
+                fingerprint,
+                "EXECUTE of a prepared statement this session has not prepared through geogate",
+            ));
+            d
+        }
+        Exec::Known { analysis, values } => {
+            let p = Params {
+                values,
+                formats: &[],
+                types: &[],
+            };
+            let mut d = decide(analysis, &p, tenants, settings);
+            if let Outcome::Rewrite { .. } = d.outcome {
+                let st = analysis.statements.first();
+                let r = st.and_then(|s| {
+                    s.template
+                        .candidates
+                        .first()
+                        .map(|&c| &s.template.facts.refs[c])
+                });
+                d.outcome = match r {
+                    Some(r) => Outcome::Reject(Rejection::no_region(r)),
+                    None => Outcome::Reject(Rejection::not_analysed(
+                        fingerprint,
+                        "EXECUTE needs a rewrite",
+                    )),
+                };
+            }
+            d
+        }
+    }
+}
+
 fn rewrite_outcome(
     analysis: &Analysis,
     i: usize,
@@ -380,7 +475,16 @@ fn rewrite_outcome(
         return Outcome::Route { region };
     };
     let lit = |slot: usize| analysis.lit_text(i, slot);
-    let k = analysis.max_param() + 1;
+    let max = analysis.max_param();
+    if max >= 65_535 {
+        // No parameter number is left for the region (PostgreSQL allows
+        // 65535): refuse rather than print an invalid `$n`.
+        return Outcome::Reject(Rejection::not_analysed(
+            &st.template.fingerprint,
+            "parameter number above 65535",
+        ));
+    }
+    let k = max + 1;
     let parameterized = ParamRewrite {
         sql: tpl.render(&lit, &format!("${k}")),
         region_param: k,
@@ -399,12 +503,26 @@ fn rewrite_outcome(
     }
 }
 
-/// Sets `to` to the intersection with `from`'s set, along edges.
-fn carry(sets: &mut [Set], edges: &[(usize, usize)]) {
+/// Sets `to` to the intersection with `from`'s set: along equality edges
+/// from references confined by an equality (the planner derives the
+/// equality and prunes `to`), and along correlations (pruned at run time).
+fn carry(
+    sets: &mut [Set],
+    carriable: &mut [bool],
+    edges: &[(usize, usize)],
+    corr: &[(usize, usize)],
+) {
     // Iterate to a fixpoint on the sets themselves (small n).
-    for _ in 0..sets.len().max(1) {
+    for _ in 0..sets.len().max(1) + 1 {
         let mut changed = false;
-        for &(a, b) in edges {
+        let all = edges
+            .iter()
+            .map(|e| (*e, true))
+            .chain(corr.iter().map(|e| (*e, false)));
+        for ((a, b), equality) in all {
+            if equality && !carriable[a] {
+                continue;
+            }
             let Some(sa) = sets[a].clone() else { continue };
             let next = match &sets[b] {
                 None => Some(sa),
@@ -413,6 +531,10 @@ fn carry(sets: &mut [Set], edges: &[(usize, usize)]) {
                     if x.len() == sb.len() { None } else { Some(x) }
                 }
             };
+            if equality && !carriable[b] {
+                carriable[b] = true;
+                changed = true;
+            }
             if let Some(n) = next {
                 sets[b] = Some(n);
                 changed = true;
@@ -501,7 +623,7 @@ fn tenant_set(
                     Err(()) => return Err(Bad::UnknownRegion),
                 },
                 Alt::Tenant(v) => match analysis.value(i, v, params) {
-                    ParamText::Text(t) => match tenants.region_of(&t) {
+                    ParamText::Text(t) => match tenants.region_of(&canonical_tenant(&t)) {
                         TenantAnswer::Found(reg) if settings.regions.contains(&*reg) => {
                             s.insert(reg.to_string());
                         }

@@ -1,5 +1,6 @@
 //! Region selection: which gateway serves a statement for a region, given
-//! which gateways are up (the seed's "Regional Outages").
+//! which gateways are up: a region's gateway may fail, and its statements
+//! then go to a fallback region allowed to serve it.
 //!
 //! [`Health`] holds an up/down flag per configured region, changed by health
 //! signals only: a session's new connection that cannot connect or log in

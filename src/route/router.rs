@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::analyze::{Analysis, Analyzer, Params, StatementKind};
+use crate::analyze::{Analysis, Analyzer, Params, SqlContext, StatementKind};
 use crate::config::{Config, Mode};
 use crate::logging::{ClientInfo, DecisionLog};
 use crate::metrics::{self, Metrics, StatementEvent};
@@ -99,7 +99,23 @@ impl Router {
     /// Decides one statement text with its Bind parameters (none for a
     /// simple query). Awaits tenant lookups on cache misses only.
     pub async fn plan(&self, sql: &str, params: &Params<'_>, settings: &Settings) -> Plan {
-        let analysis = self.analyzer.analyze(sql);
+        self.plan_in(sql, params, settings, &SqlContext::default())
+            .await
+    }
+
+    /// Like [`plan`](Self::plan), in a session's SQL context: its
+    /// `standard_conforming_strings` and its SQL-level prepared statements
+    /// (EXECUTE is decided as the statement it runs). The session keeps
+    /// the context up to date with [`SqlContext::record`] (after a text
+    /// ran) and [`SqlContext::observe_parameter`] (ParameterStatus).
+    pub async fn plan_in(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        settings: &Settings,
+        ctx: &SqlContext,
+    ) -> Plan {
+        let analysis = self.analyzer.analyze_in(sql, ctx);
         let keys = analysis.tenant_keys(params);
         let mut resolved = Vec::with_capacity(keys.len());
         for key in keys {

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::analyze::SqlContext;
+
 /// Transaction status, as the last ReadyForQuery reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TxnStatus {
@@ -135,9 +137,10 @@ pub struct ClientState {
     pub settings: Vec<(String, String)>,
     /// The transaction.
     pub txn: Txn,
-    /// `standard_conforming_strings` as the gateway last reported it
-    /// (`None`: not reported; PostgreSQL's default is on).
-    pub standard_conforming_strings: Option<bool>,
+    /// What the analyzer must know of this session to lex and decide as
+    /// PostgreSQL will: `standard_conforming_strings` (as the gateway last
+    /// reported it) and the SQL-level prepared statements (`PREPARE`).
+    pub sql: SqlContext,
     generations: u64,
 }
 

@@ -639,6 +639,7 @@ impl Core {
         link.unnamed = None;
         self.client.unnamed = None;
         self.client.on_statement(sql);
+        self.client.sql.record(&plan.analysis);
         let mut e = Expect::upstream(&region, Answer::Query, Fate::Forward);
         e.timing = Some(timing(plan, &region));
         if verify {
@@ -756,6 +757,7 @@ impl Core {
         );
         // A SET executed through Bind is replayed on new upstreams too.
         self.client.on_statement(&stmt.sql);
+        self.client.sql.record(&plan.analysis);
         self.note_statement(plan);
         Ok(Handled::go(Record::Served(region)))
     }
@@ -1312,7 +1314,7 @@ impl Core {
                     generation,
                     types,
                 } => self.client.learn_types(&name, generation, types),
-                Pumped::StandardStrings(on) => self.client.standard_conforming_strings = Some(on),
+                Pumped::StandardStrings(on) => self.client.sql.set_standard_conforming_strings(on),
                 Pumped::Fatal(region) => {
                     if let Some(l) = self.links.get_mut(&region) {
                         l.said_fatal = true;

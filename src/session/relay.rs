@@ -191,11 +191,9 @@ impl Session {
     ) -> Session {
         let on_cross = live.config.proxy.on_cross_region_txn;
         let mut core = Core::new(shared.local_region.clone(), region.clone(), on_cross);
-        core.client.standard_conforming_strings = upstream
-            .parameters
-            .iter()
-            .find(|(k, _)| k == "standard_conforming_strings")
-            .map(|(_, v)| v == "on");
+        for (k, v) in &upstream.parameters {
+            core.client.sql.observe_parameter(k, v);
+        }
         let mut conns = HashMap::new();
         let Upstream {
             reader,
@@ -437,7 +435,13 @@ impl Session {
                     formats,
                     types,
                 };
-                Some(self.live.router.plan(sql, &params, &self.settings).await)
+                let ctx = &self.core.client.sql;
+                Some(
+                    self.live
+                        .router
+                        .plan_in(sql, &params, &self.settings, ctx)
+                        .await,
+                )
             }
             None => None,
         };

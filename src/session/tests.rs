@@ -124,7 +124,8 @@ impl H {
                         formats,
                         types,
                     };
-                    Some(self.router.plan(sql, &params, &self.settings).await)
+                    let ctx = &self.core.client.sql;
+                    Some(self.router.plan_in(sql, &params, &self.settings, ctx).await)
                 }
                 None => None,
             };
@@ -850,4 +851,30 @@ async fn random_client_messages_and_gateway_answers_never_panic_the_core() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn standard_conforming_strings_reported_by_the_gateway_changes_how_statements_are_read() {
+    let mut h = H::new("").await;
+    h.client(&[query("SET standard_conforming_strings = off")])
+        .await;
+    assert_eq!(h.sent("eu"), "Q");
+    h.reply(
+        "eu",
+        &[
+            complete("SET"),
+            frame(b'S', b"standard_conforming_strings\0off\0"),
+            ready(b'I'),
+        ],
+    );
+    assert_eq!(h.read(), "CSZI");
+    assert!(!h.core.client.sql.standard_conforming_strings());
+    // With backslash escapes on, PostgreSQL reads this as one string
+    // literal then `OR true`: every region. geogate must not route it to eu.
+    let trick =
+        r"SELECT * FROM users WHERE email = 'x\' AND region = $$eu$$ AND email = ' OR true --'";
+    h.client(&[query(trick)]).await;
+    let out = h.read();
+    assert!(h.sent("eu").is_empty() || out.contains("E[GG"), "{out}");
+    assert!(out.starts_with("E[GG"), "refused, not routed: {out}");
 }
