@@ -1484,7 +1484,9 @@ async fn prom_scalar(prom: SocketAddr, expr: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_workload_is_counted_exactly_on_metrics_and_scraped_by_prometheus() {
     let geo = LiveGeo::new("obs_live");
-    let main = start_live(&geo.config("", "tenant_directory")).await;
+    // The main geogate opts into forwarding what cannot be parsed (the
+    // default refuses it), to count both paths.
+    let main = start_live(&geo.config("on_parse_error = \"forward\"", "tenant_directory")).await;
     let strict = start_live(&geo.config(
         "on_cross_region_txn = \"reject\"\non_parse_error = \"reject\"",
         "no_such_directory",

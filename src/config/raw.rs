@@ -231,7 +231,9 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
             ("forward", OnParseError::Forward),
             ("reject", OnParseError::Reject),
         ],
-        OnParseError::Forward,
+        // Fail closed: a statement naming a regional table that cannot be
+        // analysed is refused unless forwarding is chosen.
+        OnParseError::Reject,
     );
     let on_cross_region_txn = c.choice(
         "proxy.on_cross_region_txn",

@@ -122,6 +122,12 @@ pub struct Expect {
     pub describes: Option<(Arc<str>, u64)>,
     /// Observed when complete.
     pub timing: Option<Timing>,
+    /// For an Execute and a Sync: how many COPY FROM STDIN data streams the
+    /// client had ended on that upstream when it was sent. PostgreSQL
+    /// ignores a Sync received in copy-in mode: the Syncs sent after an
+    /// Execute that turns out to start a COPY, before its data ends, get
+    /// no answer.
+    pub copy_epoch: u64,
 }
 
 impl Expect {
@@ -134,6 +140,7 @@ impl Expect {
             skippable: true,
             describes: None,
             timing: None,
+            copy_epoch: 0,
         }
     }
 
@@ -146,6 +153,7 @@ impl Expect {
             skippable: true,
             describes: None,
             timing: None,
+            copy_epoch: 0,
         }
     }
 }
@@ -243,6 +251,26 @@ impl Answers {
         self.queue
             .iter()
             .any(|e| matches!(&e.source, Source::Upstream(r) if **r == *region))
+    }
+
+    /// An Execute for `region` is still unanswered (a COPY it started may
+    /// be running).
+    pub fn executing(&self, region: &str) -> bool {
+        self.queue.iter().any(|e| {
+            e.answer == Answer::Execute
+                && matches!(&e.source, Source::Upstream(r) if **r == *region)
+        })
+    }
+
+    /// An Execute started COPY FROM STDIN: the Syncs sent to `region` after
+    /// it and before its data ended are ignored by PostgreSQL.
+    fn drop_syncs_ignored_by_copy(&mut self, region: &Arc<str>, epoch: u64) {
+        self.queue.retain(|e| {
+            !(e.answer == Answer::Ready
+                && e.copy_epoch == epoch
+                && e.fate != Fate::Abort
+                && matches!(&e.source, Source::Upstream(r) if r == region))
+        });
     }
 
     /// An upstream that owes only CloseComplete and ReadyForQuery answers
@@ -426,6 +454,14 @@ impl Answers {
             if !matches!(&front.source, Source::Upstream(r) if r == region) {
                 break;
             }
+            if h.tag == b'G' && front.answer == Answer::Execute && self.partial.is_none() {
+                // Copy-in mode starts: the Syncs sent since are ignored.
+                let epoch = front.copy_epoch;
+                let front = self.queue.pop_front().expect("checked above");
+                self.drop_syncs_ignored_by_copy(region, epoch);
+                self.queue.push_front(front);
+            }
+            let front = self.queue.front().expect("checked above");
             let sink = match (front.fate, h.tag) {
                 // Notifications and settings reports are the client's,
                 // whoever asked for the answer around them.
@@ -465,6 +501,7 @@ impl Answers {
             let body = &frame[5..];
             let front = self.queue.front().expect("checked above");
             let answer = front.answer;
+
             let ends = answer.ended_by(h.tag) || (h.tag == b'E' && answer.extended());
             // What this frame tells the session, besides the bytes.
             let mut event = match h.tag {

@@ -56,6 +56,8 @@ pub struct Link {
     status: u8,
     /// It sent a FATAL error: its close is explained, not a health signal.
     said_fatal: bool,
+    /// COPY FROM STDIN data streams of an Execute the client ended here.
+    copy_ends: u64,
 }
 
 /// Where a portal's answers come from.
@@ -436,11 +438,19 @@ impl Core {
             Frontend::Bind(bind) => self.on_bind(frame, bind, plan, placement),
             Frontend::Sync => self.on_sync(frame, placement),
             Frontend::Flush => self.on_flush(frame, placement),
-            Frontend::Copy => {
+            Frontend::Copy { end } => {
                 // COPY data follows its statement to the upstream that runs
                 // it; outside COPY, PostgreSQL ignores it, and so do we.
+                let extended = *end && self.answers.executing(&self.current);
                 if let Some(l) = self.links.get_mut(&self.current) {
                     l.tx.extend_from_slice(frame);
+                    if extended {
+                        // The end of an Execute's COPY data: its batch
+                        // waits for the Sync that follows (the ones before
+                        // were ignored in copy-in mode).
+                        l.copy_ends += 1;
+                        l.open_batch = true;
+                    }
                 }
                 Ok(Handled::go(Record::Nothing))
             }
@@ -509,8 +519,9 @@ impl Core {
                 let l = self.links.get_mut(&region).expect("found above");
                 l.tx.extend_from_slice(frame);
                 l.open_batch = false;
-                self.answers
-                    .push(Expect::upstream(&region, Answer::Ready, fate));
+                let mut e = Expect::upstream(&region, Answer::Ready, fate);
+                e.copy_epoch = l.copy_ends;
+                self.answers.push(e);
             }
             None => {
                 let mut e = Expect::own(Own::Ready, Answer::Ready);
@@ -580,6 +591,7 @@ impl Core {
         self.release_held(&home);
         self.send(&home, frame);
         let mut e = Expect::upstream(&home, answer, self.verify_fate());
+        e.copy_epoch = self.links.get(&home).map_or(0, |l| l.copy_ends);
         if answer == Answer::Execute
             && let Some(Portal::Upstream(_, timing)) = self.portals.get_mut(portal)
         {

@@ -64,7 +64,10 @@ pub enum Frontend<'a> {
     /// `H`: send what is pending.
     Flush,
     /// `d`, `c`, `f`: COPY FROM STDIN data, done, fail.
-    Copy,
+    Copy {
+        /// CopyDone or CopyFail: the end of the data.
+        end: bool,
+    },
     /// `F`: the legacy function-call sub-protocol.
     FunctionCall,
     /// `X`: goodbye.
@@ -130,15 +133,15 @@ impl<'a> Frontend<'a> {
                 b'S' => Frontend::Sync,
                 b'H' => Frontend::Flush,
                 b'X' => Frontend::Terminate,
-                _ => Frontend::Copy,
+                _ => Frontend::Copy { end: true },
             },
             b'S' | b'H' | b'X' | b'c' => return Err(malformed("fixed-length")),
-            b'd' => Frontend::Copy,
+            b'd' => Frontend::Copy { end: false },
             b'f' => {
                 if body.last() != Some(&0) {
                     return Err(malformed("CopyFail"));
                 }
-                Frontend::Copy
+                Frontend::Copy { end: true }
             }
             b'F' => Frontend::FunctionCall,
             other => {
@@ -161,7 +164,7 @@ impl<'a> Frontend<'a> {
             Frontend::Close { .. } => "Close",
             Frontend::Sync => "Sync",
             Frontend::Flush => "Flush",
-            Frontend::Copy => "Copy",
+            Frontend::Copy { .. } => "Copy",
             Frontend::FunctionCall => "FunctionCall",
             Frontend::Terminate => "Terminate",
         }

@@ -826,6 +826,7 @@ async fn random_client_messages_and_gateway_answers_never_panic_the_core() {
                 6 => frame(b'C', format!("S{name}\0").as_bytes()),
                 7 => flush(),
                 8 => frame(b'd', b"1\t2\n"),
+                9 if rng.next(2) == 0 => frame(b'c', b""),
                 _ => sync(),
             };
             h.client(&[f]).await;
@@ -877,4 +878,34 @@ async fn standard_conforming_strings_reported_by_the_gateway_changes_how_stateme
     let out = h.read();
     assert!(h.sent("eu").is_empty() || out.contains("E[GG"), "{out}");
     assert!(out.starts_with("E[GG"), "refused, not routed: {out}");
+}
+
+#[tokio::test]
+async fn an_extended_copy_from_stdin_gets_one_ready_for_query_after_its_data() {
+    // tokio-postgres copy_in: Bind/Execute/Sync, then the data, CopyDone, Sync.
+    let mut h = H::new("").await;
+    let copy = "COPY users (tenant_id, email, region) FROM STDIN";
+    h.client(&[parse("c", copy), describe_statement("c"), sync()])
+        .await;
+    h.reply(
+        "eu",
+        &[empty(b'1'), frame(b't', b"\0\0"), empty(b'n'), ready(b'I')],
+    );
+    assert_eq!(h.read(), "1tnZI");
+    h.sent("eu");
+    h.client(&[bind("c", &[]), execute(), sync()]).await;
+    let region = if h.sent("eu").is_empty() { "us" } else { "eu" };
+    // PostgreSQL ignores the Sync it reads in copy-in mode.
+    h.reply(region, &[empty(b'2'), frame(b'G', b"\0\0\0")]);
+    assert_eq!(h.read(), "2G");
+    h.client(&[frame(b'd', b"x\ty\tus\n"), frame(b'c', b""), sync()])
+        .await;
+    assert_eq!(h.sent(region), "dcS");
+    h.reply(region, &[complete("COPY 1"), ready(b'I')]);
+    assert_eq!(
+        h.read(),
+        "CZI",
+        "one ReadyForQuery, for the Sync after the data"
+    );
+    assert!(h.core.answered());
 }
