@@ -640,6 +640,7 @@ impl Session {
         }
         if let Some(frames) = self.core.finish_verify(moved) {
             tracing::info!(region = %region, "tenant moved: running the statement again in its new region");
+            self.shared.metrics.moves().guarded_retry();
             let mut cin = BytesMut::with_capacity(frames.len() + self.cin.len());
             cin.extend_from_slice(&frames);
             cin.extend_from_slice(&self.cin);

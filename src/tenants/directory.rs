@@ -23,6 +23,28 @@ pub trait Directory: Send + Sync {
         &'a self,
         tenant: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, DirectoryError>>;
+
+    /// `LISTEN channel`, calling `on_ready` once listening and `on_tenant`
+    /// with each notification's payload (a moved tenant's id), until the
+    /// connection fails. The default: no change feed.
+    fn listen<'a>(
+        &'a self,
+        _channel: &'a str,
+        _on_ready: &'a (dyn Fn() + Send + Sync),
+        _on_tenant: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFuture<'a, Result<(), DirectoryError>> {
+        Box::pin(std::future::pending())
+    }
+
+    /// `(tenant_id, region, updated_at)` rows of `sql` with `$1` = `since`
+    /// (`[tenants] changes_query`). The default: nothing changes.
+    fn changes_since<'a>(
+        &'a self,
+        _sql: &'a str,
+        _since: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<(String, String, String)>, DirectoryError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Why the directory could not answer. Carries no tenant id.

@@ -102,6 +102,7 @@ fn config() -> TenantsConfig {
         lookup_query: None,
         lookup_timeout: Duration::from_secs(2),
         negative_ttl: Duration::from_secs(5),
+        moves: Default::default(),
     }
 }
 

@@ -1,0 +1,154 @@
+//! Guarded writes: a write whose region geogate injected from a cached
+//! tenant→region entry checks that region against the tenant directory in
+//! the same statement, so a stale entry (the tenant moved since it was
+//! cached) makes the write affect no row instead of writing into the old
+//! region. The session then runs it again in the tenant's new region
+//! (verify-on-empty). See docs/tenant-moves.md.
+//!
+//! - `UPDATE`/`DELETE`: `… AND EXISTS (SELECT 1 FROM <directory> AS
+//!   geogate_dir WHERE geogate_dir.<id> = q.<tenant column> AND
+//!   geogate_dir.<region> = <region> FOR SHARE)`.
+//! - `INSERT … VALUES (one row)`: `INSERT … SELECT <row> WHERE EXISTS (…)`,
+//!   the tenant taken from the row.
+//!
+//! `FOR SHARE` (`[tenants] guard = "share"`) makes the guard wait for a move
+//! that holds the directory row and re-check it once the move commits: a
+//! write can then land in the old region only before the move's first
+//! statement, where the move's own UPDATE carries it along. Plain
+//! PostgreSQL and CockroachDB both accept the form, and both plan it as one
+//! primary-key probe of the directory.
+
+use sqlparser::ast::{Expr, SetExpr, Statement};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::ident;
+use crate::analyze::lex::REGION_MARK;
+use crate::analyze::{At, Facts, Scope};
+use crate::config::{TenantsConfig, WriteGuard};
+
+/// Adds the directory check to the top-level write of `stmt`, after
+/// [`super::inject`] added its region predicates. Returns whether the
+/// statement changed (the caller prints it again).
+pub(crate) fn guard(
+    stmt: &mut Statement,
+    facts: &Facts,
+    candidates: &[usize],
+    cfg: Option<&TenantsConfig>,
+) -> bool {
+    let Some(cfg) = cfg else { return false };
+    let m = &cfg.moves;
+    let Some(table) = m.table.as_deref() else {
+        return false;
+    };
+    if m.guard == WriteGuard::Off {
+        return false;
+    }
+    let lock = if m.guard == WriteGuard::Share {
+        " FOR SHARE"
+    } else {
+        ""
+    };
+    let exists = |tenant: &Expr| -> Option<Expr> {
+        let text = format!(
+            "EXISTS (SELECT 1 FROM {table} AS geogate_dir WHERE geogate_dir.{id} = {tenant} \
+             AND geogate_dir.{region} = ${REGION_MARK}{lock})",
+            id = ident(&m.id_column),
+            region = ident(&m.region_column),
+        );
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+            .ok()
+    };
+    // The write's own target: the references injected at the top-level
+    // statement (scope `Stmt(0)`, visited first).
+    let targets = candidates.iter().filter_map(|&c| {
+        let r = &facts.refs[c];
+        let (scope, at) = r.inject?;
+        (scope == Scope::Stmt(0)).then_some((r, at))
+    });
+    let mut changed = false;
+    match stmt {
+        Statement::Update(u) => {
+            for (r, at) in targets {
+                let (At::Where, Some(col)) = (at, &r.tenant_column) else {
+                    continue;
+                };
+                let tenant = Expr::CompoundIdentifier(vec![r.qualifier.clone(), ident(col)]);
+                if let Some(e) = exists(&tenant) {
+                    and(&mut u.selection, e);
+                    changed = true;
+                }
+            }
+        }
+        Statement::Delete(d) => {
+            for (r, at) in targets {
+                let (At::Where, Some(col)) = (at, &r.tenant_column) else {
+                    continue;
+                };
+                let tenant = Expr::CompoundIdentifier(vec![r.qualifier.clone(), ident(col)]);
+                if let Some(e) = exists(&tenant) {
+                    and(&mut d.selection, e);
+                    changed = true;
+                }
+            }
+        }
+        Statement::Insert(i) => {
+            let Some((r, _)) = targets.into_iter().find(|(_, at)| *at == At::InsertRows) else {
+                return false;
+            };
+            let Some(col) = &r.tenant_column else {
+                return false;
+            };
+            let Some(pos) = i.columns.iter().position(|c| {
+                c.0.last()
+                    .and_then(|p| p.as_ident())
+                    .is_some_and(|id| id.value.eq_ignore_ascii_case(col))
+            }) else {
+                return false;
+            };
+            let Some(src) = &mut i.source else {
+                return false;
+            };
+            // Only one row: `INSERT … SELECT` keeps each value's type
+            // taken from its target column; a multi-row VALUES list in a
+            // subquery would not (docs/tenant-moves.md).
+            let SetExpr::Values(v) = src.body.as_ref() else {
+                return false;
+            };
+            let [row] = v.rows.as_slice() else {
+                return false;
+            };
+            let Some(tenant) = row.content.get(pos) else {
+                return false;
+            };
+            let Some(check) = exists(tenant) else {
+                return false;
+            };
+            let list: Vec<String> = row.content.iter().map(|e| e.to_string()).collect();
+            let text = format!("SELECT {} WHERE {check}", list.join(", "));
+            let Ok(q) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_query())
+            else {
+                return false;
+            };
+            src.body = q.body;
+            changed = true;
+        }
+        _ => {}
+    }
+    changed
+}
+
+fn and(selection: &mut Option<Expr>, pred: Expr) {
+    *selection = Some(match selection.take() {
+        Some(e) => Expr::BinaryOp {
+            left: Box::new(e),
+            op: sqlparser::ast::BinaryOperator::And,
+            right: Box::new(pred),
+        },
+        None => pred,
+    });
+}
