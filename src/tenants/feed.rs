@@ -5,6 +5,7 @@
 //! sidecar sees a move within one notification's latency, not one `refresh`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement, TableFactor};
@@ -74,12 +75,15 @@ pub(super) async fn follow(cache: Arc<TenantCache>) {
 }
 
 async fn listen_forever(cache: &Arc<TenantCache>, channel: &str) {
-    let mut connected_before = false;
+    let listened_before = AtomicBool::new(false);
+    let mut backoff = Duration::from_secs(1);
     loop {
+        let listening = AtomicBool::new(false);
         let on_ready = || {
+            listening.store(true, Ordering::SeqCst);
             // Notifications sent while no listener was connected are lost:
-            // reload the whole directory after (re)connecting.
-            if connected_before {
+            // reload the whole directory after reconnecting.
+            if listened_before.swap(true, Ordering::SeqCst) {
                 let c = cache.clone();
                 tokio::spawn(async move {
                     let _ = c.load().await;
@@ -91,14 +95,15 @@ async fn listen_forever(cache: &Arc<TenantCache>, channel: &str) {
             .directory()
             .listen(channel, &on_ready, &on_tenant)
             .await;
-        connected_before = true;
-        match result {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "tenant directory listener stopped; reconnecting in 1 s")
-            }
+        if listening.load(Ordering::SeqCst) {
+            backoff = Duration::from_secs(1);
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, retry_in = ?backoff, "tenant directory listener stopped; reconnecting");
+        }
+        tokio::time::sleep(backoff).await;
+        // A gateway without LISTEN (CockroachDB) is not retried every second.
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
