@@ -64,6 +64,12 @@ pub(crate) fn guard(
     // The write's own target: the references injected at the top-level
     // statement (scope `Stmt(0)`, visited first).
     let targets = candidates.iter().filter_map(|&c| {
+        // An UPDATE setting the region is itself a move (or part of one,
+        // after the directory row changed in the same transaction): it must
+        // reach the rows in the old region, so it is never guarded.
+        if facts.moves.iter().any(|m| m.target == c) {
+            return None;
+        }
         let r = &facts.refs[c];
         let (scope, at) = r.inject?;
         (scope == Scope::Stmt(0)).then_some((r, at))
