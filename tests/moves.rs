@@ -137,7 +137,8 @@ password = "app-secret"
     }
 
     async fn app(&self, i: usize) -> Client {
-        self.client(self.sidecars[i].port, "app", "app-secret").await
+        self.client(self.sidecars[i].port, "app", "app-secret")
+            .await
     }
 
     async fn direct(&self) -> Client {
@@ -168,7 +169,11 @@ async fn invalidations(sc: &Sidecar) -> u64 {
         "geogate_tenant_invalidations_total{source=\"listen\"}",
     )
     .await
-        + metric(sc.metrics, "geogate_tenant_invalidations_total{source=\"poll\"}").await
+        + metric(
+            sc.metrics,
+            "geogate_tenant_invalidations_total{source=\"poll\"}",
+        )
+        .await
 }
 
 /// What one writer saw.
@@ -329,7 +334,9 @@ async fn moves_under_load(prefix: &str, fk: bool, tenants_extra: &str) -> Durati
     for sc in &fleet.sidecars {
         retries += metric(sc.metrics, "geogate_guarded_retries_total").await;
     }
-    eprintln!("{prefix}: {total} writes, {retries} guarded retries, slowest invalidation {slowest:?}");
+    eprintln!(
+        "{prefix}: {total} writes, {retries} guarded retries, slowest invalidation {slowest:?}"
+    );
     slowest
 }
 

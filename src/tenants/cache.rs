@@ -240,17 +240,11 @@ impl TenantCache {
         }
     }
 
-    /// A change feed says `tenant` lives in `region`: counted as an
-    /// invalidation only when the cache held another region.
+    /// A change feed says `tenant` now lives in `region`: recorded for the
+    /// whole process and counted as an invalidation received.
     pub fn set_from(&self, tenant: &str, region: &str, source: FeedSource) {
-        let changed = match self.cached(tenant) {
-            Some(TenantAnswer::Found(r)) => &*r != region,
-            // Nothing or "not found" cached: nothing was served wrongly,
-            // but the new answer is still worth having.
-            _ => false,
-        };
         self.set(tenant, region);
-        if changed && let Some(o) = &self.observer {
+        if let Some(o) = &self.observer {
             o.on_invalidation(source);
         }
     }

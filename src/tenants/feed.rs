@@ -111,6 +111,7 @@ async fn poll_forever(cache: &Arc<TenantCache>, sql: &str, every: Duration) {
     // The first poll reads every tenant changed since the beginning of time
     // (as a full load would); later ones only what changed since.
     let mut watermark = String::from("-infinity");
+    let mut first = true;
     loop {
         match cache.directory().changes_since(sql, &watermark).await {
             Ok(rows) => {
@@ -120,8 +121,14 @@ async fn poll_forever(cache: &Arc<TenantCache>, sql: &str, every: Duration) {
                     watermark = last.clone();
                 }
                 for (tenant, region, _) in &rows {
-                    cache.set_from(tenant, region, FeedSource::Poll);
+                    if first {
+                        // The initial sweep reports no move, only the state.
+                        cache.set(tenant, region);
+                    } else {
+                        cache.set_from(tenant, region, FeedSource::Poll);
+                    }
                 }
+                first = false;
             }
             Err(e) => tracing::warn!(error = %e, "tenant directory poll failed"),
         }
