@@ -366,3 +366,41 @@ async fn without_listen_the_updated_at_poll_carries_moves_to_every_sidecar() {
     .await;
     assert!(slowest < Duration::from_secs(10), "{slowest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inside_a_transaction_a_stale_write_fails_to_the_app_and_the_next_transaction_is_right() {
+    // The guard's NULL region (23502), and without the guard the composite
+    // foreign key (23503). No change feed and a 30 s refresh: only the
+    // session's own refresh after the failed transaction corrects the entry.
+    for (extra, code) in [("", "23502"), ("guard = \"off\"", "23503")] {
+        let fleet = Fleet::start("moves_txn", true, &format!("listen = \"\"\n{extra}")).await;
+        let c = fleet.app(0).await;
+        let insert = "INSERT INTO users (tenant_id, email) VALUES ($1, $2)";
+        assert_eq!(c.execute(insert, &[&TENANT, &"before@x"]).await.unwrap(), 1);
+        fleet.sql(&format!(
+            "UPDATE tenants SET region = 'eu' WHERE id = '{TENANT}'"
+        ));
+
+        c.batch_execute("BEGIN").await.unwrap();
+        let e = c
+            .execute(insert, &[&TENANT, &"in-txn@x"])
+            .await
+            .expect_err("a stale region inside a transaction is not retried");
+        assert_eq!(e.as_db_error().unwrap().code().code(), code, "{extra}");
+        c.batch_execute("ROLLBACK").await.unwrap();
+
+        c.batch_execute("BEGIN").await.unwrap();
+        assert_eq!(c.execute(insert, &[&TENANT, &"next@x"]).await.unwrap(), 1);
+        c.batch_execute("COMMIT").await.unwrap();
+        assert_eq!(
+            fleet.sql("SELECT region FROM users WHERE email = 'next@x'"),
+            "eu"
+        );
+        assert_eq!(
+            fleet.sql(&format!(
+                "SELECT count(*) FROM users WHERE tenant_id = '{TENANT}' AND region <> 'eu'"
+            )),
+            "0"
+        );
+    }
+}

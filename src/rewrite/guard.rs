@@ -8,8 +8,11 @@
 //! - `UPDATE`/`DELETE`: `… AND EXISTS (SELECT 1 FROM <directory> AS
 //!   geogate_dir WHERE geogate_dir.<id> = q.<tenant column> AND
 //!   geogate_dir.<region> = <region> FOR SHARE)`.
-//! - `INSERT … VALUES (one row)`: `INSERT … SELECT <row> WHERE EXISTS (…)`,
-//!   the tenant taken from the row.
+//! - `INSERT … VALUES`: each row's injected region becomes `(SELECT
+//!   geogate_dir.<region> FROM <directory> AS geogate_dir WHERE
+//!   geogate_dir.<id> = <the row's tenant> AND geogate_dir.<region> =
+//!   <region> FOR SHARE)`: NULL when the entry is stale, which the region
+//!   column's NOT NULL refuses (`23502`): the row is written nowhere.
 //!
 //! `FOR SHARE` (`[tenants] guard = "share"`) makes the guard wait for a move
 //! that holds the directory row and re-check it once the move commits: a
@@ -18,7 +21,7 @@
 //! PostgreSQL and CockroachDB both accept the form, and both plan it as one
 //! primary-key probe of the directory.
 
-use sqlparser::ast::{Expr, SetExpr, Statement};
+use sqlparser::ast::{Expr, SetExpr, Statement, Value};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -30,6 +33,9 @@ use crate::config::{TenantsConfig, WriteGuard};
 /// Adds the directory check to the top-level write of `stmt`, after
 /// [`super::inject`] added its region predicates. Returns whether the
 /// statement changed (the caller prints it again).
+///
+/// The stale outcomes — an UPDATE/DELETE affecting no row, an INSERT failing
+/// with `23502` — are what the session retries outside a transaction.
 pub(crate) fn guard(
     stmt: &mut Statement,
     facts: &Facts,
@@ -52,6 +58,21 @@ pub(crate) fn guard(
     let exists = |tenant: &Expr| -> Option<Expr> {
         let text = format!(
             "EXISTS (SELECT 1 FROM {table} AS geogate_dir WHERE geogate_dir.{id} = {tenant} \
+             AND geogate_dir.{region} = ${REGION_MARK}{lock})",
+            id = ident(&m.id_column),
+            region = ident(&m.region_column),
+        );
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+            .ok()
+    };
+    // INSERT: the region value itself, read from the directory row that
+    // must still say this region; NULL (a NOT NULL violation, 23502) when
+    // the entry was stale. VALUES keeps each value typed by its column.
+    let region_of = |tenant: &Expr| -> Option<Expr> {
+        let text = format!(
+            "(SELECT geogate_dir.{region} FROM {table} AS geogate_dir WHERE geogate_dir.{id} = {tenant} \
              AND geogate_dir.{region} = ${REGION_MARK}{lock})",
             id = ident(&m.id_column),
             region = ident(&m.region_column),
@@ -107,41 +128,36 @@ pub(crate) fn guard(
             let Some(col) = &r.tenant_column else {
                 return false;
             };
-            let Some(pos) = i.columns.iter().position(|c| {
-                c.0.last()
-                    .and_then(|p| p.as_ident())
-                    .is_some_and(|id| id.value.eq_ignore_ascii_case(col))
-            }) else {
+            let position = |name: &str| {
+                i.columns.iter().position(|c| {
+                    c.0.last()
+                        .and_then(|p| p.as_ident())
+                        .is_some_and(|id| id.value.eq_ignore_ascii_case(name))
+                })
+            };
+            let (Some(tpos), Some(rpos)) = (position(col), position(&r.partition_column)) else {
                 return false;
             };
             let Some(src) = &mut i.source else {
                 return false;
             };
-            // Only one row: `INSERT … SELECT` keeps each value's type
-            // taken from its target column; a multi-row VALUES list in a
-            // subquery would not (docs/tenant-moves.md).
-            let SetExpr::Values(v) = src.body.as_ref() else {
+            let SetExpr::Values(v) = src.body.as_mut() else {
                 return false;
             };
-            let [row] = v.rows.as_slice() else {
-                return false;
-            };
-            let Some(tenant) = row.content.get(pos) else {
-                return false;
-            };
-            let Some(check) = exists(tenant) else {
-                return false;
-            };
-            let list: Vec<String> = row.content.iter().map(|e| e.to_string()).collect();
-            let text = format!("SELECT {} WHERE {check}", list.join(", "));
-            let Ok(q) = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(&text)
-                .and_then(|mut p| p.parse_query())
-            else {
-                return false;
-            };
-            src.body = q.body;
-            changed = true;
+            for row in &mut v.rows {
+                let mark = format!("${REGION_MARK}");
+                let is_mark = matches!(row.content.get(rpos), Some(Expr::Value(vs)) if vs.value == Value::Placeholder(mark.clone()));
+                let Some(tenant) = row.content.get(tpos).cloned() else {
+                    continue;
+                };
+                if !is_mark {
+                    continue;
+                }
+                if let Some(e) = region_of(&tenant) {
+                    row.content[rpos] = e;
+                    changed = true;
+                }
+            }
         }
         _ => {}
     }

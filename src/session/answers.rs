@@ -603,10 +603,10 @@ fn held_answer_is_empty(hold: &[u8]) -> bool {
             break;
         };
         match h.tag {
-            // Tenant moves: a foreign-key violation (the composite
-            // `(tenant, region)` key no longer matches the directory) or a
-            // serialization failure (the directory row moved under the
-            // guard's lock) wrote nothing either; outside a transaction the
+            // Tenant moves: a guarded INSERT's NULL region (23502), a
+            // foreign-key violation (the composite `(tenant, region)` key no
+            // longer matches the directory) or a serialization failure (the
+            // directory row moved under the guard's lock) wrote nothing; outside a transaction the
             // statement may run again once the tenant's region is re-read.
             b'E' if retryable_error(&frame[5..]) => {}
             b'D' | b'E' | b'G' | b'H' | b'W' | b's' => return false,
@@ -623,8 +623,8 @@ fn held_answer_is_empty(hold: &[u8]) -> bool {
     true
 }
 
-/// An ErrorResponse (its body) a stale tenant region can cause: `23503`
-/// or `40001` (docs/tenant-moves.md).
+/// An ErrorResponse (its body) a stale tenant region can cause: `23502`,
+/// `23503` or `40001` (docs/tenant-moves.md).
 fn retryable_error(mut body: &[u8]) -> bool {
     while let Some((&field, rest)) = body.split_first() {
         if field == 0 {
@@ -632,7 +632,7 @@ fn retryable_error(mut body: &[u8]) -> bool {
         }
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         if field == b'C' {
-            return matches!(&rest[..end], b"23503" | b"40001");
+            return matches!(&rest[..end], b"23502" | b"23503" | b"40001");
         }
         body = rest.get(end + 1..).unwrap_or(&[]);
     }

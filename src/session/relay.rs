@@ -322,6 +322,7 @@ impl Session {
                     if self.write_client_now(client_w).is_err() {
                         return End::Quiet;
                     }
+                    self.refresh_failed_tenants().await;
                     // Answers may unblock client input (verify decided,
                     // room in buffers): handle what is waiting.
                     if let Err(e) = self.step(&mut terminating).await {
@@ -621,6 +622,22 @@ impl Session {
                 // The gateway's FATAL was relayed: close as PostgreSQL does.
                 let _ = self.after_backend();
                 Some(End::Quiet)
+            }
+        }
+    }
+
+    /// A transaction failed after statements rewritten by tenant: the
+    /// error has reached the client (nothing is retried inside a
+    /// transaction); refresh those tenants so the next transaction runs in
+    /// their current region.
+    async fn refresh_failed_tenants(&mut self) {
+        let due = self.core.take_refresh_due();
+        if due.is_empty() {
+            return;
+        }
+        if let Some(cache) = self.live.router.tenant_cache().cloned() {
+            for t in &due {
+                cache.refresh_one(t).await;
             }
         }
     }
