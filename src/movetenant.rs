@@ -115,17 +115,13 @@ pub async fn move_tenant(cfg: &Config, tenant: &str, to: &str) -> Result<MoveRep
         .filter(|(name, _, _)| !name.eq_ignore_ascii_case(unqualified(&dir)))
         .collect();
     tables.sort();
-    let result = run(
-        &mut up,
-        &dir,
-        &t.moves.id_column,
-        &t.moves.region_column,
-        &tables,
-        tenant,
-        to,
-        t.moves.listen.as_deref(),
-    )
-    .await;
+    let d = Dir {
+        table: &dir,
+        id_column: &t.moves.id_column,
+        region_column: &t.moves.region_column,
+        listen: t.moves.listen.as_deref(),
+    };
+    let result = run(&mut up, &d, &tables, tenant, to).await;
     if result.is_err() {
         // A failed statement leaves the transaction aborted; say so plainly.
         let _ = up.query_text("ROLLBACK", &[]).await;
@@ -134,17 +130,24 @@ pub async fn move_tenant(cfg: &Config, tenant: &str, to: &str) -> Result<MoveRep
     result
 }
 
+/// The directory table as the move sees it.
+struct Dir<'a> {
+    table: &'a str,
+    id_column: &'a str,
+    region_column: &'a str,
+    /// The channel to notify at COMMIT.
+    listen: Option<&'a str>,
+}
+
 async fn run(
     up: &mut Upstream,
-    dir: &str,
-    id_col: &str,
-    region_col: &str,
+    d: &Dir<'_>,
     tables: &[(&String, &str, &str)],
     tenant: &str,
     to: &str,
-    listen: Option<&str>,
 ) -> Result<MoveReport, MoveError> {
-    let (id, reg) = (ident(id_col), ident(region_col));
+    let (dir, listen) = (d.table, d.listen);
+    let (id, reg) = (ident(d.id_column), ident(d.region_column));
     let stmt = |table: &str| {
         let table = table.to_string();
         move |e: UpstreamError| MoveError::Statement {

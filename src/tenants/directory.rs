@@ -9,6 +9,9 @@ use crate::config::TenantsConfig;
 /// A boxed, sendable future: the object-safe shape of an `async fn` in a trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// One row of `[tenants] changes_query`: `(tenant_id, region, updated_at)`.
+pub type Change = (String, String, String);
+
 /// The tenant directory: the source of truth the cache mirrors.
 ///
 /// The production implementation runs `[tenants] query` (and [`lookup_sql`])
@@ -42,7 +45,7 @@ pub trait Directory: Send + Sync {
         &'a self,
         _sql: &'a str,
         _since: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, String, String)>, DirectoryError>> {
+    ) -> BoxFuture<'a, Result<Vec<Change>, DirectoryError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 }

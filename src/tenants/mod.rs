@@ -18,7 +18,7 @@ mod feed;
 mod observer;
 
 pub use cache::{CacheStats, CacheStatus, Fresh, TenantAnswer, TenantCache};
-pub use directory::{BoxFuture, Directory, DirectoryError, lookup_sql};
+pub use directory::{BoxFuture, Change, Directory, DirectoryError, lookup_sql};
 pub use feed::directory_table;
 pub use observer::{CacheObserver, FeedSource, LookupResult};
 

@@ -162,7 +162,7 @@ impl Directory for GatewayDirectory {
         &'a self,
         sql: &'a str,
         since: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<(String, String, String)>, DirectoryError>> {
+    ) -> BoxFuture<'a, Result<Vec<crate::tenants::Change>, DirectoryError>> {
         Box::pin(async move {
             let rows = self.query(sql, &[since]).await?;
             rows.into_iter()
