@@ -89,6 +89,7 @@ gateway = "{gw}"
 
 [tenants]
 query = "SELECT id, region FROM tenants"
+table = "tenants"
 refresh = "30s"
 {tenants_extra}
 

@@ -187,7 +187,8 @@ pub struct TenantMoves {
     pub id_column: String,
     /// Its region column (`[tenants] region_column`).
     pub region_column: String,
-    /// How a rewritten write checks its region against the directory.
+    /// How a rewritten write checks its region against the directory
+    /// (default `share` when `[tenants] table` is set, else `off`).
     pub guard: WriteGuard,
     /// `LISTEN` channel whose payloads are moved tenant ids (`None`: off).
     pub listen: Option<String>,

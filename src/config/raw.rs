@@ -554,6 +554,14 @@ fn tenant_moves(c: &mut Checker<'_>, t: &RawTenants) -> crate::config::TenantMov
             t.region_column.clone().unwrap_or(d.region_column),
         ),
     };
+    // The guard runs on whichever gateway the write goes to: on by default
+    // only when the operator named the directory table (readable on every
+    // gateway, as a global table is), not when it was guessed from `query`.
+    let default_guard = if t.table.is_some() {
+        d.guard
+    } else {
+        WriteGuard::Off
+    };
     let guard = c.choice(
         "tenants.guard",
         t.guard.as_deref(),
@@ -562,7 +570,7 @@ fn tenant_moves(c: &mut Checker<'_>, t: &RawTenants) -> crate::config::TenantMov
             ("check", WriteGuard::Check),
             ("off", WriteGuard::Off),
         ],
-        d.guard,
+        default_guard,
     );
     let listen = match t.listen.as_deref() {
         None => d.listen,
