@@ -235,6 +235,20 @@ echo "   looks the tenant up afresh and runs it again in us (verify on empty)"
 echo "   SELECT region, email FROM users WHERE tenant_id = '<moved tenant>' ORDER BY email LIMIT 1"
 step moved "   the moved tenant's users through geogate (found in us)" "$PROXY_PORT" "SELECT region, email FROM users WHERE tenant_id = '$MOVE_T' ORDER BY email LIMIT 1"
 
+say "Latencies side by side (median of 3 runs each)"
+printf '   %-40s %8s ms\n' "no region, direct (no geogate)" "${LAT[direct]}" "partition-aware (route, eu)" "${LAT[aware]}" \
+  "no region, rewritten by geogate (eu)" "${LAT[rewrite]}" \
+  "no region, rewritten (us tenant)" "${LAT[rewrite_us]}" \
+  "no region, scatter (observe mode)" "${LAT[scatter]}" \
+  "moved tenant (now in us)" "${LAT[moved]}"
+speedup=$(awk -v a="${LAT[scatter]}" -v b="${LAT[rewrite]}" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "inf" }')
+echo "   rewrite vs scatter: ${speedup}x faster"
+
+say "Metrics"
+echo "   curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep ^geogate_"
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(statements|rejections|rewrites|scatter)_total|^geogate_tenant_cache_lookups_total' | sed 's/^/   /' || true
+echo "   observe sidecar: http://127.0.0.1:$OBSERVE_METRICS_PORT/metrics, statements: /statements"
+
 say "6. Moving a tenant under live writes: geogate move-tenant while the app inserts every 20 ms"
 echo "   writer: INSERT INTO users (tenant_id, email) VALUES ('<tenant in eu>', …) through geogate"
 rm -f "$work/writer.stop" "$work/writer.err"; : >"$work/writer.err"
@@ -259,20 +273,6 @@ live_errors=$(grep -c . "$work/writer.err" || true)
 echo "   after the move: ${live_eu} rows of the tenant in eu (old region), ${live_us} in us"
 echo "   live writes: ${live_written} rows written, ${live_errors} write errors"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(tenant_invalidations|guarded_retries)_total' | sed 's/^/   /' || true
-
-say "Latencies side by side (median of 3 runs each)"
-printf '   %-40s %8s ms\n' "no region, direct (no geogate)" "${LAT[direct]}" "partition-aware (route, eu)" "${LAT[aware]}" \
-  "no region, rewritten by geogate (eu)" "${LAT[rewrite]}" \
-  "no region, rewritten (us tenant)" "${LAT[rewrite_us]}" \
-  "no region, scatter (observe mode)" "${LAT[scatter]}" \
-  "moved tenant (now in us)" "${LAT[moved]}"
-speedup=$(awk -v a="${LAT[scatter]}" -v b="${LAT[rewrite]}" 'BEGIN { if (b > 0) printf "%.0f", a / b; else print "inf" }')
-echo "   rewrite vs scatter: ${speedup}x faster"
-
-say "Metrics"
-echo "   curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep ^geogate_"
-curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(statements|rejections|rewrites|scatter)_total|^geogate_tenant_cache_lookups_total' | sed 's/^/   /' || true
-echo "   observe sidecar: http://127.0.0.1:$OBSERVE_METRICS_PORT/metrics, statements: /statements"
 
 if [ -z "${DEMO_NONINTERACTIVE:-}" ]; then
   say "psql through geogate (eu sidecar). Try: SELECT * FROM users WHERE tenant_id = '$US_T' LIMIT 3;"
