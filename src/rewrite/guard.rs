@@ -174,3 +174,94 @@ fn and(selection: &mut Option<Expr>, pred: Expr) {
         None => pred,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::analyze::Analyzer;
+    use crate::config::Config;
+
+    fn config(tenants_extra: &str) -> Config {
+        Config::parse(&format!(
+            r#"
+[proxy]
+listen = "127.0.0.1:6432"
+local_region = "eu"
+[regions.eu]
+gateway = "postgres://g@127.0.0.1:1/app"
+[regions.us]
+gateway = "postgres://g@127.0.0.1:2/app"
+[tenants]
+query = "SELECT id::text, region::text FROM tenants"
+{tenants_extra}
+[tables.users]
+partition_column = "region"
+tenant_column = "tenant_id"
+on_missing_region = "rewrite"
+[[users]]
+name = "app"
+password = "x"
+"#
+        ))
+        .expect("valid test config")
+    }
+
+    /// The rewrite template of a one-statement text.
+    fn rewritten(cfg: &Config, sql: &str) -> String {
+        let a = Analyzer::new(cfg).analyze_uncached(sql);
+        a.statements[0]
+            .template
+            .rewrite
+            .as_ref()
+            .expect("a rewrite")
+            .as_str()
+            .to_string()
+    }
+
+    #[test]
+    fn a_guarded_insert_reads_each_rows_region_from_the_directory_row() {
+        let cfg = config("table = \"tenants\"");
+        let sql = rewritten(
+            &cfg,
+            "INSERT INTO users (tenant_id, email) VALUES ($1, $2), ($3, $4)",
+        );
+        assert_eq!(
+            sql,
+            "INSERT INTO users (tenant_id, email, region) VALUES \
+             ($1, $2, (SELECT geogate_dir.region FROM tenants AS geogate_dir WHERE geogate_dir.id = $1 AND geogate_dir.region = $99999 FOR SHARE)), \
+             ($3, $4, (SELECT geogate_dir.region FROM tenants AS geogate_dir WHERE geogate_dir.id = $3 AND geogate_dir.region = $99999 FOR SHARE))"
+        );
+    }
+
+    #[test]
+    fn a_guarded_update_or_delete_checks_the_directory_row_of_each_target_row() {
+        let cfg = config("table = \"tenants\"\nguard = \"check\"");
+        let sql = rewritten(&cfg, "DELETE FROM users u WHERE u.tenant_id = $1");
+        assert!(
+            sql.ends_with(
+                "AND EXISTS (SELECT 1 FROM tenants AS geogate_dir WHERE geogate_dir.id = u.tenant_id AND geogate_dir.region = $99999)"
+            ),
+            "{sql}"
+        );
+        let sql = rewritten(&cfg, "UPDATE users SET email = $2 WHERE tenant_id = $1");
+        assert!(sql.contains("AND EXISTS (SELECT 1 FROM tenants"), "{sql}");
+    }
+
+    #[test]
+    fn reads_region_moves_and_unguarded_configs_are_left_alone() {
+        let cfg = config("table = \"tenants\"");
+        for sql in [
+            "SELECT * FROM users WHERE tenant_id = $1",
+            "UPDATE users SET region = 'us' WHERE tenant_id = $1",
+        ] {
+            assert!(!rewritten(&cfg, sql).contains("geogate_dir"), "{sql}");
+        }
+        // The table only guessed from `query`: the guard stays off.
+        let cfg = config("");
+        assert!(
+            !rewritten(&cfg, "INSERT INTO users (tenant_id, email) VALUES ($1, $2)")
+                .contains("geogate_dir")
+        );
+        let cfg = config("table = \"tenants\"\nguard = \"off\"");
+        assert!(!rewritten(&cfg, "DELETE FROM users WHERE tenant_id = $1").contains("geogate_dir"));
+    }
+}

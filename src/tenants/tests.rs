@@ -456,3 +456,24 @@ async fn refresh_task_after_an_awaited_load_waits_one_period() {
     assert_eq!(dir.loads.load(Ordering::SeqCst), 2);
     task.abort();
 }
+
+#[test]
+fn the_directory_table_is_inferred_from_a_plain_two_column_query() {
+    use super::directory_table;
+    let t = |q: &str| directory_table(q);
+    assert_eq!(
+        t("SELECT id::text, region::text FROM tenants"),
+        Some(("tenants".into(), "id".into(), "region".into()))
+    );
+    assert_eq!(
+        t("SELECT d.tenant AS tenant_id, d.home FROM app.directory d"),
+        Some(("app.directory".into(), "tenant".into(), "home".into()))
+    );
+    // Joins, computed columns, several statements: no guess.
+    assert_eq!(
+        t("SELECT t.id, r.name FROM tenants t JOIN regions r ON r.id = t.r"),
+        None
+    );
+    assert_eq!(t("SELECT id, lower(region) FROM tenants"), None);
+    assert_eq!(t("SELECT 1; SELECT 2"), None);
+}
