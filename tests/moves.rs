@@ -448,5 +448,46 @@ async fn inside_a_transaction_a_stale_write_fails_to_the_app_and_the_next_transa
             )),
             "0"
         );
+        let _ = std::fs::remove_file(&fleet.config_file);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_a_transaction_a_stale_write_runs_again_in_the_new_region_with_or_without_the_guard()
+ {
+    // No change feed: the stale entry is only found by the write itself —
+    // the guard's NULL region (23502), or the composite key (23503).
+    for extra in ["", "guard = \"off\""] {
+        let fleet = Fleet::start("moves_retry", true, &format!("listen = \"\"\n{extra}")).await;
+        let c = fleet.app(1).await;
+        let insert = "INSERT INTO users (tenant_id, email) VALUES ($1, $2)";
+        assert_eq!(c.execute(insert, &[&TENANT, &"before@x"]).await.unwrap(), 1);
+        fleet.sql(&format!(
+            "UPDATE tenants SET region = 'eu' WHERE id = '{TENANT}'"
+        ));
+        assert_eq!(
+            c.execute(insert, &[&TENANT, &"after@x"]).await.unwrap(),
+            1,
+            "{extra}"
+        );
+        // The simple protocol takes the same path.
+        c.simple_query(&format!(
+            "INSERT INTO users (tenant_id, email) VALUES ('{TENANT}', 'simple@x')"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            fleet.sql(&format!(
+                "SELECT count(*) FROM users WHERE tenant_id = '{TENANT}' AND region = 'eu'"
+            )),
+            "3",
+            "{extra}"
+        );
+        assert_eq!(
+            metric(fleet.sidecars[1].metrics, "geogate_guarded_retries_total").await,
+            1,
+            "{extra}: one retry, then the refreshed entry"
+        );
+        let _ = std::fs::remove_file(&fleet.config_file);
     }
 }
