@@ -102,6 +102,9 @@ gateway = "{gw}"
 query = "SELECT id, region FROM tenants"
 table = "tenants"
 refresh = "30s"
+# A shared, loaded test machine: a slow directory lookup must not turn into
+# GG007 (fail closed), which this test would count as a write error.
+lookup_timeout = "10s"
 {tenants_extra}
 
 [tables.users]
