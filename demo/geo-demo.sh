@@ -110,7 +110,7 @@ ANALYZE tenants_$r, users_$r, documents_$r;
 SQL
 done
 tenant() { psql_r eu -d app -tA -c "SELECT md5('tenant-$1-$2')::uuid"; }
-EU_T=$(tenant eu 1); US_T=$(tenant us 2); MOVE_T=$(tenant eu 3)
+EU_T=$(tenant eu 1); US_T=$(tenant us 2); MOVE_T=$(tenant eu 3); LIVE_T=$(tenant eu 4)
 
 # --- geogate ----------------------------------------------------------------------
 write_config() { # mode port metrics_port
@@ -133,6 +133,9 @@ gateway = "postgres://geogate:secret@127.0.0.1:$(relay_port eu apac)/app?sslmode
 query = "SELECT id::text, region::text FROM tenants"
 lookup_query = "SELECT region::text FROM tenants WHERE id::text = \$1"
 refresh = "30s"
+# Tenant moves (docs/tenant-moves.md): writes are checked against this
+# table (every gateway reads it); moves are announced on geogate_tenants.
+table = "tenants"
 
 [tables.tenants]
 partition_column = "region"
@@ -245,6 +248,31 @@ say "Metrics"
 echo "   curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep ^geogate_"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(statements|rejections|rewrites|scatter)_total|^geogate_tenant_cache_lookups_total' | sed 's/^/   /' || true
 echo "   observe sidecar: http://127.0.0.1:$OBSERVE_METRICS_PORT/metrics, statements: /statements"
+
+say "6. Moving a tenant under live writes: geogate move-tenant while the app inserts every 20 ms"
+echo "   writer: INSERT INTO users (tenant_id, email) VALUES ('<tenant in eu>', …) through geogate"
+rm -f "$work/writer.stop" "$work/writer.err"; : >"$work/writer.err"
+(
+  i=0
+  while [ ! -f "$work/writer.stop" ]; do
+    i=$((i + 1))
+    PGPASSWORD=app-secret psql -X -q -h 127.0.0.1 -p "$PROXY_PORT" -U app -d app -v ON_ERROR_STOP=1 \
+      -c "INSERT INTO users (tenant_id, email) VALUES ('$LIVE_T', 'live$i@eu.example')" >/dev/null 2>>"$work/writer.err" \
+      || echo "write $i failed" >>"$work/writer.err"
+    sleep 0.02
+  done
+) & writer=$!
+sleep 1
+"$GEOGATE_BIN" move-tenant --config "$work/geogate.toml" "$LIVE_T" --to us | sed 's/^/   /'
+sleep 2
+touch "$work/writer.stop"; wait "$writer"
+live_eu=$(psql_r eu -d app -tA -c "SELECT count(*) FROM users WHERE tenant_id = '$LIVE_T' AND region = 'eu'")
+live_us=$(psql_r eu -d app -tA -c "SELECT count(*) FROM users WHERE tenant_id = '$LIVE_T' AND region = 'us'")
+live_written=$(psql_r eu -d app -tA -c "SELECT count(*) FROM users WHERE tenant_id = '$LIVE_T' AND email LIKE 'live%'")
+live_errors=$(grep -c . "$work/writer.err" || true)
+echo "   after the move: ${live_eu} rows of the tenant in eu (old region), ${live_us} in us"
+echo "   live writes: ${live_written} rows written, ${live_errors} write errors"
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null | grep -E '^geogate_(tenant_invalidations|guarded_retries)_total' | sed 's/^/   /' || true
 
 if [ -z "${DEMO_NONINTERACTIVE:-}" ]; then
   say "psql through geogate (eu sidecar). Try: SELECT * FROM users WHERE tenant_id = '$US_T' LIMIT 3;"

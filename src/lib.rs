@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod movetenant;
 pub mod policy;
 pub mod reload;
 pub mod rewrite;

@@ -32,6 +32,17 @@ enum Command {
     Check(CheckArgs),
     /// Analyse one statement and explain the decision.
     Explain(ExplainArgs),
+    /// Move a tenant to another region in one transaction (docs/tenant-moves.md).
+    MoveTenant {
+        /// The geogate config file (its local region's gateway runs the move).
+        #[arg(long)]
+        config: PathBuf,
+        /// The tenant id.
+        tenant: String,
+        /// The region to move it to.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,6 +51,9 @@ fn main() -> ExitCode {
         Command::Serve { config, log_format } => serve(&config, log_format),
         Command::Check(args) => ExitCode::from(check::run_check(&args) as u8),
         Command::Explain(args) => ExitCode::from(check::run_explain(&args) as u8),
+        Command::MoveTenant { config, tenant, to } => {
+            ExitCode::from(geogate::movetenant::run_command(&config, &tenant, &to))
+        }
     }
 }
 

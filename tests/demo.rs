@@ -130,6 +130,7 @@ fn geo_demo_routes_rewrites_scatters_rejects_and_follows_a_moved_tenant() {
         "== 3. The same query through a sidecar in observe mode",
         "== 4. A query that names neither region nor tenant",
         "== 5. Moving a tenant from eu to us",
+        "== 6. Moving a tenant under live writes",
         "== Demo done",
     ] {
         assert!(out.contains(header), "missing {header:?}\n{out}");
@@ -193,6 +194,25 @@ fn geo_demo_routes_rewrites_scatters_rejects_and_follows_a_moved_tenant() {
     assert!(
         out.contains(r#"geogate_tenant_cache_lookups_total{result="stale"} 1"#),
         "verify on empty did not count a stale entry\n{out}"
+    );
+
+    // A tenant moved by `geogate move-tenant` under live writes: nothing
+    // left in the old region, no write failed, the sidecar heard of it.
+    assert!(
+        out.contains("tenant moved from eu to us in one transaction"),
+        "move-tenant did not report the move\n{out}"
+    );
+    assert!(
+        out.contains("after the move: 0 rows of the tenant in eu (old region)"),
+        "rows left in the old region\n{out}"
+    );
+    assert!(
+        out.contains(", 0 write errors"),
+        "live writes failed during the move\n{out}"
+    );
+    assert!(
+        out.contains(r#"geogate_tenant_invalidations_total{source="listen"} 1"#),
+        "the sidecar did not hear of the move\n{out}"
     );
 }
 

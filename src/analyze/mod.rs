@@ -650,7 +650,12 @@ impl Analyzer {
         let rewrite = if candidates.is_empty() {
             None
         } else {
-            let printed = crate::rewrite::inject(stmt, &facts, &candidates);
+            let mut printed = crate::rewrite::inject(stmt, &facts, &candidates);
+            // Tenant moves: a write checks its injected region against the directory.
+            if crate::rewrite::guard::guard(stmt, &facts, &candidates, self.config.tenants.as_ref())
+            {
+                printed = stmt.to_string();
+            }
             Some(crate::rewrite::Template::new(if upsert {
                 crdb::insert_as_upsert(&printed)
             } else {

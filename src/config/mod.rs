@@ -179,6 +179,61 @@ pub struct TenantsConfig {
     pub lookup_timeout: Duration,
     /// How long "tenant not found" is remembered.
     pub negative_ttl: Duration,
+    /// Tenant moves: the directory table, guarded writes, change feeds
+    /// (docs/tenant-moves.md).
+    pub moves: TenantMoves,
+}
+
+/// `[tenants]` keys for tenant moves (docs/tenant-moves.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantMoves {
+    /// The directory table (`[tenants] table`; inferred from `query` when it
+    /// is a plain `SELECT id, region FROM table`). Without it writes are not
+    /// guarded and `move-tenant` cannot run.
+    pub table: Option<String>,
+    /// Its tenant id column (`[tenants] id_column`).
+    pub id_column: String,
+    /// Its region column (`[tenants] region_column`).
+    pub region_column: String,
+    /// How a rewritten write checks its region against the directory
+    /// (default `share` when `[tenants] table` is set, else `off`).
+    pub guard: WriteGuard,
+    /// `LISTEN` channel whose payloads are moved tenant ids (`None`: off).
+    pub listen: Option<String>,
+    /// Polling fallback: `(tenant_id, region, updated_at)` rows changed
+    /// since `$1` (the greatest `updated_at` seen, as text).
+    pub changes_query: Option<String>,
+    /// How often `changes_query` runs.
+    pub poll_interval: Duration,
+}
+
+impl Default for TenantMoves {
+    fn default() -> TenantMoves {
+        TenantMoves {
+            table: None,
+            id_column: "id".into(),
+            region_column: "region".into(),
+            guard: WriteGuard::Share,
+            listen: Some("geogate_tenants".into()),
+            changes_query: None,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[tenants] guard`: how a write whose region geogate injected is checked
+/// against the directory in the same statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteGuard {
+    /// `EXISTS (… FOR SHARE)`: also waits for a move in progress, so a
+    /// write can never land in the old region after the move commits
+    /// (needs UPDATE privilege on the directory table).
+    Share,
+    /// `EXISTS (…)` without a lock: a stale entry writes nothing, but a
+    /// write racing the move's own commit may still land in the old region.
+    Check,
+    /// No guard.
+    Off,
 }
 
 /// `[tables.NAME]`: a table's locality.

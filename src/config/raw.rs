@@ -64,6 +64,13 @@ struct RawTenants {
     lookup_query: Option<String>,
     lookup_timeout: Option<String>,
     negative_ttl: Option<String>,
+    table: Option<String>,
+    id_column: Option<String>,
+    region_column: Option<String>,
+    guard: Option<String>,
+    listen: Option<String>,
+    changes_query: Option<String>,
+    poll_interval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -380,6 +387,7 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
                 "is required: a query returning (tenant_id text, region text)",
             );
         }
+        let moves = tenant_moves(&mut c, &t);
         TenantsConfig {
             query: t.query.unwrap_or_default(),
             refresh: c.duration(
@@ -398,6 +406,7 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
                 t.negative_ttl.as_deref(),
                 Duration::from_secs(5),
             ),
+            moves,
         }
     });
 
@@ -543,4 +552,64 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
         tables,
         users,
     })
+}
+
+/// The `[tenants]` keys of tenant moves (docs/tenant-moves.md).
+fn tenant_moves(c: &mut Checker<'_>, t: &RawTenants) -> crate::config::TenantMoves {
+    use crate::config::{TenantMoves, WriteGuard};
+    let d = TenantMoves::default();
+    let inferred = crate::tenants::directory_table(t.query.as_deref().unwrap_or(""));
+    let (table, id_column, region_column) = match (&t.table, inferred) {
+        (Some(table), _) => (
+            Some(table.clone()),
+            t.id_column.clone().unwrap_or(d.id_column),
+            t.region_column.clone().unwrap_or(d.region_column),
+        ),
+        (None, Some((table, id, region))) => (
+            Some(table),
+            t.id_column.clone().unwrap_or(id),
+            t.region_column.clone().unwrap_or(region),
+        ),
+        (None, None) => (
+            None,
+            t.id_column.clone().unwrap_or(d.id_column),
+            t.region_column.clone().unwrap_or(d.region_column),
+        ),
+    };
+    // The guard runs on whichever gateway the write goes to: on by default
+    // only when the operator named the directory table (readable on every
+    // gateway, as a global table is), not when it was guessed from `query`.
+    let default_guard = if t.table.is_some() {
+        d.guard
+    } else {
+        WriteGuard::Off
+    };
+    let guard = c.choice(
+        "tenants.guard",
+        t.guard.as_deref(),
+        &[
+            ("share", WriteGuard::Share),
+            ("check", WriteGuard::Check),
+            ("off", WriteGuard::Off),
+        ],
+        default_guard,
+    );
+    let listen = match t.listen.as_deref() {
+        None => d.listen,
+        Some("") => None,
+        Some(ch) => Some(ch.to_string()),
+    };
+    TenantMoves {
+        table,
+        id_column,
+        region_column,
+        guard,
+        listen,
+        changes_query: t.changes_query.clone().filter(|q| !q.trim().is_empty()),
+        poll_interval: c.duration(
+            "tenants.poll_interval",
+            t.poll_interval.as_deref(),
+            d.poll_interval,
+        ),
+    }
 }

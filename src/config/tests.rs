@@ -360,3 +360,60 @@ fn offline_loading_that_still_fails_names_the_unset_variables_too() {
     assert!(keys.contains(&"${GEOGATE_LOCAL_REGION}"), "{keys:?}");
     assert!(keys.contains(&"proxy.local_region"), "{keys:?}");
 }
+
+#[test]
+fn tenant_move_keys_are_read_with_their_defaults_and_checked() {
+    let base = |tenants: &str| {
+        format!(
+            r#"
+        [proxy]
+        listen = "127.0.0.1:6432"
+        local_region = "eu"
+        [regions.eu]
+        gateway = "postgres://g@h/app"
+        [tenants]
+        query = "SELECT id::text, region::text FROM tenants"
+        {tenants}
+        [[users]]
+        name = "app"
+        password = "x"
+    "#
+        )
+    };
+    let m = Config::parse(&base("")).unwrap().tenants.unwrap().moves;
+    assert_eq!(m.table.as_deref(), Some("tenants"));
+    assert_eq!(
+        (m.id_column.as_str(), m.region_column.as_str()),
+        ("id", "region")
+    );
+    assert_eq!(
+        m.guard,
+        WriteGuard::Off,
+        "a guessed table does not turn the guard on"
+    );
+    assert_eq!(m.listen.as_deref(), Some("geogate_tenants"));
+    assert_eq!(m.changes_query, None);
+
+    let m = Config::parse(&base(
+        "table = \"dir\"\nid_column = \"tid\"\nlisten = \"\"\nchanges_query = \"SELECT 1\"\npoll_interval = \"250ms\"",
+    ))
+    .unwrap()
+    .tenants
+    .unwrap()
+    .moves;
+    assert_eq!(m.table.as_deref(), Some("dir"));
+    assert_eq!(m.id_column, "tid");
+    assert_eq!(m.guard, WriteGuard::Share);
+    assert_eq!(m.listen, None);
+    assert_eq!(m.changes_query.as_deref(), Some("SELECT 1"));
+    assert_eq!(m.poll_interval, Duration::from_millis(250));
+
+    let Err(ConfigError::Invalid { issues, .. }) =
+        Config::parse(&base("guard = \"maybe\"\npoll_interval = \"soon\""))
+    else {
+        panic!("must fail")
+    };
+    let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+    assert!(keys.contains(&"tenants.guard"), "{keys:?}");
+    assert!(keys.contains(&"tenants.poll_interval"), "{keys:?}");
+}

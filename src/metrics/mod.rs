@@ -32,6 +32,7 @@
 
 pub mod http;
 mod labels;
+pub mod moves;
 mod observers;
 mod store;
 
@@ -79,7 +80,13 @@ pub const CONTRACT_METRICS: &[&str] = &[
 
 /// Metrics beyond the contract's table (docs/design.md, "Metrics";
 /// README.md, "Operating geogate").
-pub const EXTRA_METRICS: &[&str] = &["geogate_info", "geogate_upstream_connections"];
+pub const EXTRA_METRICS: &[&str] = &[
+    "geogate_info",
+    "geogate_upstream_connections",
+    // Tenant moves: src/metrics/moves.rs.
+    "geogate_tenant_invalidations_total",
+    "geogate_guarded_retries_total",
+];
 
 /// What happened to one statement, as the session records it.
 ///
@@ -155,6 +162,7 @@ pub struct Metrics {
     rewrites_h: Vec<Lazy<IntCounter>>,
     cache_lookups_h: Vec<IntCounter>,
     cache_entries: IntGauge,
+    moves: moves::MoveMetrics,
     upstream_up: IntGaugeVec,
     upstream_connections: IntGaugeVec,
     failovers: IntCounterVec,
@@ -344,6 +352,7 @@ impl Metrics {
             &["version", "mode", "local_region"],
         );
 
+        let moves = moves::MoveMetrics::register(r);
         Metrics {
             statements_store: StatementStore::new(statements_capacity),
             statements,
@@ -356,6 +365,7 @@ impl Metrics {
             rewrites_h: lazies(nt * nr),
             cache_lookups_h,
             cache_entries,
+            moves,
             upstream_up,
             upstream_connections,
             failovers,
@@ -545,6 +555,11 @@ impl Metrics {
     /// Counts one tenant→region cache lookup.
     pub fn tenant_cache_lookup(&self, result: CacheResult) {
         self.cache_lookups_h[result.idx()].inc();
+    }
+
+    /// Tenant-move counters (src/metrics/moves.rs).
+    pub fn moves(&self) -> &moves::MoveMetrics {
+        &self.moves
     }
 
     /// Sets the number of tenants in the cache.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::route::RouteObserver;
-use crate::tenants::{CacheObserver, LookupResult};
+use crate::tenants::{CacheObserver, FeedSource, LookupResult};
 
 use super::http::Readiness;
 use super::{CacheResult, Metrics};
@@ -63,6 +63,10 @@ impl CacheObserver for Metrics {
 
     fn on_entries(&self, entries: usize) {
         self.set_tenant_cache_entries(entries);
+    }
+
+    fn on_invalidation(&self, source: FeedSource) {
+        self.moves().invalidation(source);
     }
 }
 

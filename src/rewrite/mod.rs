@@ -8,6 +8,8 @@
 //! (extended protocol), and the lifted-literal marks by the client's own
 //! literal text. See docs/analysis.md.
 
+pub(crate) mod guard;
+
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{

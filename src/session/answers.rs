@@ -669,6 +669,12 @@ fn held_answer_is_empty(hold: &[u8]) -> bool {
             break;
         };
         match h.tag {
+            // Tenant moves: a guarded INSERT's NULL region (23502), a
+            // foreign-key violation (the composite `(tenant, region)` key no
+            // longer matches the directory) or a serialization failure (the
+            // directory row moved under the guard's lock) wrote nothing; outside a transaction the
+            // statement may run again once the tenant's region is re-read.
+            b'E' if retryable_error(&frame[5..]) => {}
             b'D' | b'E' | b'G' | b'H' | b'W' | b's' => return false,
             b'C' => {
                 let tag = frame[5..].split(|&b| b == 0).next().unwrap_or(&[]);
@@ -681,6 +687,22 @@ fn held_answer_is_empty(hold: &[u8]) -> bool {
         pos += h.total_len;
     }
     true
+}
+
+/// An ErrorResponse (its body) a stale tenant region can cause: `23502`,
+/// `23503` or `40001` (docs/tenant-moves.md).
+fn retryable_error(mut body: &[u8]) -> bool {
+    while let Some((&field, rest)) = body.split_first() {
+        if field == 0 {
+            break;
+        }
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        if field == b'C' {
+            return matches!(&rest[..end], b"23502" | b"23503" | b"40001");
+        }
+        body = rest.get(end + 1..).unwrap_or(&[]);
+    }
+    false
 }
 
 #[cfg(test)]
@@ -778,5 +800,9 @@ mod tests {
         assert!(!held_answer_is_empty(&c3));
         assert!(!held_answer_is_empty(&frame(b'D', b"\0\0")));
         assert!(!held_answer_is_empty(&frame(b'E', b"SERROR\0\0")));
+        // Stale-region errors write nothing: the statement may run again.
+        assert!(held_answer_is_empty(&frame(b'E', b"SERROR\0C23503\0\0")));
+        assert!(held_answer_is_empty(&frame(b'E', b"SERROR\0C40001\0\0")));
+        assert!(!held_answer_is_empty(&frame(b'E', b"SERROR\0C23505\0\0")));
     }
 }

@@ -218,6 +218,13 @@ pub struct Core {
     replaying: bool,
     /// A statement moved a tenant: reload the directory once committed.
     moved_tenant: bool,
+    /// Tenants of the rewrites not verified on empty since the last
+    /// ReadyForQuery `I` (those inside an explicit transaction).
+    txn_tenants: Vec<String>,
+    /// The transaction failed after such rewrites: their tenants are
+    /// looked up afresh (a stale region fails the rest of the transaction;
+    /// the next one must be right). See docs/tenant-moves.md.
+    refresh_due: Vec<String>,
     /// A cross-region transaction (or batch) to count.
     pending_cross: bool,
     /// Answers expected by the client.
@@ -251,6 +258,8 @@ impl Core {
             verify: None,
             replaying: false,
             moved_tenant: false,
+            txn_tenants: Vec::new(),
+            refresh_due: Vec::new(),
             pending_cross: false,
             answers: Answers::default(),
             statements: 0,
@@ -640,6 +649,9 @@ impl Core {
             && plan.analysis.statements.len() == 1
             && self.client.txn == Txn::Idle
             && self.verify.is_none();
+        if !verify && placed.rewritten.is_some() {
+            self.txn_tenants.extend(plan.tenants.iter().cloned());
+        }
         let link = self.links.get_mut(&region).expect("checked above");
         match &placed.rewritten {
             Some(text) => {
@@ -727,6 +739,9 @@ impl Core {
             && self.verify.is_none()
             && !self.links.values().any(|l| l.open_batch);
         self.start_statement(&placed, true);
+        if !verify && placed.rewritten.is_some() {
+            self.txn_tenants.extend(plan.tenants.iter().cloned());
+        }
         self.release_held(&region);
         let shadow = placed.rewritten.as_ref().map(|text| {
             let shadow = shadow_name(text);
@@ -1230,6 +1245,15 @@ impl Core {
         }
     }
 
+    /// Tenants to look up afresh: a transaction failed after statements
+    /// rewritten with their cached regions (taken once).
+    pub fn take_refresh_due(&mut self) -> Vec<String> {
+        let mut due = std::mem::take(&mut self.refresh_due);
+        due.sort();
+        due.dedup();
+        due
+    }
+
     /// The shell's fresh lookup of a verified statement's tenants: `moved`
     /// when one of them now lives in another region. Returns the client
     /// frames to handle again (the statement runs again in the new
@@ -1359,6 +1383,11 @@ impl Core {
     fn on_ready(&mut self, region: &Arc<str>, status: u8) {
         if let Some(l) = self.links.get_mut(region) {
             l.status = status;
+        }
+        match status {
+            b'E' => self.refresh_due.append(&mut self.txn_tenants),
+            b'I' => self.txn_tenants.clear(),
+            _ => {}
         }
         match &self.client.txn {
             Txn::Open(r) if r == region && status == b'I' => {

@@ -343,6 +343,7 @@ impl Session {
                     if self.write_client_now(client_w).is_err() {
                         return End::Quiet;
                     }
+                    self.refresh_failed_tenants().await;
                     // Answers may unblock client input (verify decided,
                     // room in buffers): handle what is waiting.
                     if let Err(e) = self.step(&mut terminating).await {
@@ -651,6 +652,22 @@ impl Session {
         }
     }
 
+    /// A transaction failed after statements rewritten by tenant: the
+    /// error has reached the client (nothing is retried inside a
+    /// transaction); refresh those tenants so the next transaction runs in
+    /// their current region.
+    async fn refresh_failed_tenants(&mut self) {
+        let due = self.core.take_refresh_due();
+        if due.is_empty() {
+            return;
+        }
+        if let Some(cache) = self.live.router.tenant_cache().cloned() {
+            for t in &due {
+                cache.refresh_one(t).await;
+            }
+        }
+    }
+
     /// An empty answer held for verify-on-empty: look its tenants up
     /// afresh; run the statement again where they live now, or release it.
     async fn finish_verify(&mut self) {
@@ -666,6 +683,7 @@ impl Session {
         }
         if let Some(frames) = self.core.finish_verify(moved) {
             tracing::info!(region = %region, "tenant moved: running the statement again in its new region");
+            self.shared.metrics.moves().guarded_retry();
             let mut cin = BytesMut::with_capacity(frames.len() + self.cin.len());
             cin.extend_from_slice(&frames);
             cin.extend_from_slice(&self.cin);

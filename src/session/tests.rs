@@ -909,3 +909,46 @@ async fn an_extended_copy_from_stdin_gets_one_ready_for_query_after_its_data() {
     );
     assert!(h.core.answered());
 }
+
+#[tokio::test]
+async fn a_stale_region_error_outside_a_transaction_is_held_and_run_again() {
+    // Tenant moves (docs/tenant-moves.md): the guarded INSERT's 23502, or
+    // the composite key's 23503, wrote nothing.
+    for code in ["23502", "23503"] {
+        let mut h = H::new("").await;
+        let q = format!("INSERT INTO users (tenant_id, email) VALUES ('{US_T}', 'a')");
+        h.client(&[query(&q)]).await;
+        assert_eq!(h.sent("us"), "Q");
+        h.reply("us", &[error(code), ready(b'I')]);
+        assert_eq!(h.read(), "", "{code}: the error is held");
+        let again = h.core.finish_verify(true).expect("runs again");
+        assert_eq!(front_tags(&again), "Q");
+    }
+    // Any other error is the client's at once.
+    let mut h = H::new("").await;
+    let q = format!("INSERT INTO users (tenant_id, email) VALUES ('{US_T}', 'a')");
+    h.client(&[query(&q)]).await;
+    h.reply("us", &[error("23505"), ready(b'I')]);
+    assert_eq!(h.read(), "E[23505]ZI");
+}
+
+#[tokio::test]
+async fn a_transaction_failing_after_a_rewrite_asks_for_its_tenants_afresh() {
+    let mut h = H::new("").await;
+    h.client(&[query("BEGIN")]).await;
+    let _ = h.read();
+    let q = format!("INSERT INTO users (tenant_id, email) VALUES ('{US_T}', 'a')");
+    h.client(&[query(&q)]).await;
+    assert_eq!(h.sent("us"), "QQ", "BEGIN, then the statement");
+    h.reply(
+        "us",
+        &[complete("BEGIN"), ready(b'T'), error("23502"), ready(b'E')],
+    );
+    assert_eq!(
+        h.read(),
+        "E[23502]ZE",
+        "inside a transaction the error is not held"
+    );
+    assert_eq!(h.core.take_refresh_due(), vec![US_T.to_string()]);
+    assert!(h.core.take_refresh_due().is_empty(), "taken once");
+}

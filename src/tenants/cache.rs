@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 use super::directory::{Directory, DirectoryError};
-use super::observer::{CacheObserver, LookupResult};
+use super::observer::{CacheObserver, FeedSource, LookupResult};
 use crate::config::TenantsConfig;
 
 /// Where a tenant lives, as far as the cache can tell.
@@ -231,6 +231,29 @@ impl TenantCache {
         self.report_entries();
     }
 
+    /// A change feed says `tenant` moved: forgets it for the whole process
+    /// (every session's next statement for it asks the directory).
+    pub fn invalidate_from(&self, tenant: &str, source: FeedSource) {
+        self.invalidate(tenant);
+        if let Some(o) = &self.observer {
+            o.on_invalidation(source);
+        }
+    }
+
+    /// A change feed says `tenant` now lives in `region`: recorded for the
+    /// whole process and counted as an invalidation received.
+    pub fn set_from(&self, tenant: &str, region: &str, source: FeedSource) {
+        self.set(tenant, region);
+        if let Some(o) = &self.observer {
+            o.on_invalidation(source);
+        }
+    }
+
+    /// The directory the cache reads.
+    pub(super) fn directory(&self) -> &Arc<dyn Directory> {
+        &self.directory
+    }
+
     /// Asks the directory about `tenant` now, bypassing the cache, and
     /// updates the cache with the answer. For verify-on-empty: a rewritten
     /// statement that matched nothing re-checks its tenant and, when
@@ -335,8 +358,11 @@ impl TenantCache {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
         let cache = Arc::clone(self);
+        // The change feeds (LISTEN, polling) live as long as the refresh loop.
+        let feeds = super::feed::follow(Arc::clone(self));
         tokio::spawn(async move {
             tokio::pin!(shutdown);
+            tokio::pin!(feeds);
             let mut wait = if cache.is_loaded() {
                 cache.config.refresh
             } else {
@@ -345,10 +371,15 @@ impl TenantCache {
             loop {
                 tokio::select! {
                     () = &mut shutdown => break,
+                    () = &mut feeds => {}
                     () = tokio::time::sleep(wait) => {}
                 }
                 // Errors are logged and recorded by `load`.
-                let _ = cache.load().await;
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = &mut feeds => {}
+                    _ = cache.load() => {}
+                }
                 wait = if cache.is_loaded() {
                     cache.config.refresh
                 } else {

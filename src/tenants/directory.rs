@@ -9,6 +9,9 @@ use crate::config::TenantsConfig;
 /// A boxed, sendable future: the object-safe shape of an `async fn` in a trait.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// One row of `[tenants] changes_query`: `(tenant_id, region, updated_at)`.
+pub type Change = (String, String, String);
+
 /// The tenant directory: the source of truth the cache mirrors.
 ///
 /// The production implementation runs `[tenants] query` (and [`lookup_sql`])
@@ -23,6 +26,28 @@ pub trait Directory: Send + Sync {
         &'a self,
         tenant: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, DirectoryError>>;
+
+    /// `LISTEN channel`, calling `on_ready` once listening and `on_tenant`
+    /// with each notification's payload (a moved tenant's id), until the
+    /// connection fails. The default: no change feed.
+    fn listen<'a>(
+        &'a self,
+        _channel: &'a str,
+        _on_ready: &'a (dyn Fn() + Send + Sync),
+        _on_tenant: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFuture<'a, Result<(), DirectoryError>> {
+        Box::pin(std::future::pending())
+    }
+
+    /// `(tenant_id, region, updated_at)` rows of `sql` with `$1` = `since`
+    /// (`[tenants] changes_query`). The default: nothing changes.
+    fn changes_since<'a>(
+        &'a self,
+        _sql: &'a str,
+        _since: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Change>, DirectoryError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Why the directory could not answer. Carries no tenant id.

@@ -14,11 +14,13 @@
 
 mod cache;
 mod directory;
+mod feed;
 mod observer;
 
 pub use cache::{CacheStats, CacheStatus, Fresh, TenantAnswer, TenantCache};
-pub use directory::{BoxFuture, Directory, DirectoryError, lookup_sql};
-pub use observer::{CacheObserver, LookupResult};
+pub use directory::{BoxFuture, Change, Directory, DirectoryError, lookup_sql};
+pub use feed::directory_table;
+pub use observer::{CacheObserver, FeedSource, LookupResult};
 
 #[cfg(test)]
 mod tests;

@@ -30,4 +30,26 @@ pub trait CacheObserver: Send + Sync {
     fn on_lookup(&self, result: LookupResult);
     /// The number of cached entries (regions and remembered unknowns) changed.
     fn on_entries(&self, entries: usize);
+    /// A change feed reported a tenant move (`geogate_tenant_invalidations_total`).
+    fn on_invalidation(&self, _source: FeedSource) {}
+}
+
+/// Where a tenant invalidation came from, for
+/// `geogate_tenant_invalidations_total{source}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeedSource {
+    /// A `NOTIFY` on the `[tenants] listen` channel.
+    Listen,
+    /// A row of `[tenants] changes_query` with a new region.
+    Poll,
+}
+
+impl FeedSource {
+    /// The metric label value.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            FeedSource::Listen => "listen",
+            FeedSource::Poll => "poll",
+        }
+    }
 }

@@ -102,6 +102,7 @@ fn config() -> TenantsConfig {
         lookup_query: None,
         lookup_timeout: Duration::from_secs(2),
         negative_ttl: Duration::from_secs(5),
+        moves: Default::default(),
     }
 }
 
@@ -454,4 +455,25 @@ async fn refresh_task_after_an_awaited_load_waits_one_period() {
     tokio::time::sleep(Duration::from_millis(2)).await;
     assert_eq!(dir.loads.load(Ordering::SeqCst), 2);
     task.abort();
+}
+
+#[test]
+fn the_directory_table_is_inferred_from_a_plain_two_column_query() {
+    use super::directory_table;
+    let t = |q: &str| directory_table(q);
+    assert_eq!(
+        t("SELECT id::text, region::text FROM tenants"),
+        Some(("tenants".into(), "id".into(), "region".into()))
+    );
+    assert_eq!(
+        t("SELECT d.tenant AS tenant_id, d.home FROM app.directory d"),
+        Some(("app.directory".into(), "tenant".into(), "home".into()))
+    );
+    // Joins, computed columns, several statements: no guess.
+    assert_eq!(
+        t("SELECT t.id, r.name FROM tenants t JOIN regions r ON r.id = t.r"),
+        None
+    );
+    assert_eq!(t("SELECT id, lower(region) FROM tenants"), None);
+    assert_eq!(t("SELECT 1; SELECT 2"), None);
 }

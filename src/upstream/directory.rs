@@ -112,4 +112,79 @@ impl Directory for GatewayDirectory {
                 .and_then(|row| row.into_iter().last().flatten()))
         })
     }
+
+    fn listen<'a>(
+        &'a self,
+        channel: &'a str,
+        on_ready: &'a (dyn Fn() + Send + Sync),
+        on_tenant: &'a (dyn Fn(&str) + Send + Sync),
+    ) -> BoxFuture<'a, Result<(), DirectoryError>> {
+        Box::pin(async move {
+            // A connection of its own: it waits for notifications forever.
+            let mut up = Upstream::connect(&self.gateway, &self.startup)
+                .await
+                .map_err(|e| DirectoryError::Unreachable(describe(&e)))?;
+            let sql = format!("LISTEN {}", crate::rewrite::ident(channel));
+            up.query_text(&sql, &[])
+                .await
+                .map_err(|e| DirectoryError::Query(describe(&e)))?;
+            on_ready();
+            let mut buf = std::mem::take(&mut up.leftover);
+            loop {
+                while let Some(h) = crate::wire::peek_frame(&buf, usize::MAX)
+                    .map_err(|e| DirectoryError::Query(e.to_string()))?
+                {
+                    if buf.len() < h.total_len {
+                        break;
+                    }
+                    let frame = buf.split_to(h.total_len);
+                    if h.tag == b'A'
+                        && let Some(payload) = notification_payload(&frame[5..])
+                    {
+                        on_tenant(payload);
+                    }
+                }
+                let n = up
+                    .reader
+                    .read_into(&mut buf)
+                    .await
+                    .map_err(|e| DirectoryError::Unreachable(e.to_string()))?;
+                if n == 0 {
+                    return Err(DirectoryError::Unreachable(
+                        "the gateway closed the listening connection".into(),
+                    ));
+                }
+            }
+        })
+    }
+
+    fn changes_since<'a>(
+        &'a self,
+        sql: &'a str,
+        since: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<crate::tenants::Change>, DirectoryError>> {
+        Box::pin(async move {
+            let rows = self.query(sql, &[since]).await?;
+            rows.into_iter()
+                .map(|row| match row.as_slice() {
+                    [Some(id), Some(region), Some(at), ..] => {
+                        Ok((id.clone(), region.clone(), at.clone()))
+                    }
+                    _ => Err(DirectoryError::Query(
+                        "[tenants] changes_query must return (tenant_id, region, updated_at), all non-null"
+                            .into(),
+                    )),
+                })
+                .collect()
+        })
+    }
+}
+
+/// A NotificationResponse body: int32 pid, channel, payload (C strings).
+fn notification_payload(body: &[u8]) -> Option<&str> {
+    let rest = body.get(4..)?;
+    let channel_end = rest.iter().position(|&b| b == 0)?;
+    let rest = &rest[channel_end + 1..];
+    let end = rest.iter().position(|&b| b == 0)?;
+    std::str::from_utf8(&rest[..end]).ok()
 }
