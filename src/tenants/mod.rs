@@ -16,6 +16,7 @@ mod cache;
 mod directory;
 mod feed;
 mod observer;
+mod refresh;
 
 pub use cache::{CacheStats, CacheStatus, Fresh, TenantAnswer, TenantCache};
 pub use directory::{BoxFuture, Change, Directory, DirectoryError, lookup_sql};
