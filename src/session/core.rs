@@ -71,6 +71,53 @@ enum Portal {
     Own(&'static str),
 }
 
+/// The client's portals. The unnamed one, which nearly every Bind
+/// creates, has a slot of its own: no hashing or allocation per statement.
+#[derive(Debug, Default)]
+struct Portals {
+    unnamed: Option<Portal>,
+    named: HashMap<String, Portal>,
+}
+
+impl Portals {
+    fn get(&self, name: &str) -> Option<&Portal> {
+        match name {
+            "" => self.unnamed.as_ref(),
+            n => self.named.get(n),
+        }
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Portal> {
+        match name {
+            "" => self.unnamed.as_mut(),
+            n => self.named.get_mut(n),
+        }
+    }
+
+    fn insert(&mut self, name: String, portal: Portal) {
+        match name.as_str() {
+            "" => self.unnamed = Some(portal),
+            _ => {
+                self.named.insert(name, portal);
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        match name {
+            "" => self.unnamed = None,
+            n => {
+                self.named.remove(n);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.unnamed = None;
+        self.named.clear();
+    }
+}
+
 /// A client message held until its batch's region is known.
 #[derive(Debug)]
 enum Held {
@@ -212,7 +259,7 @@ pub struct Core {
     held: Vec<Held>,
     /// A geogate refusal inside a batch: skip to its Sync.
     skipping: bool,
-    portals: HashMap<String, Portal>,
+    portals: Portals,
     verify: Option<Verify>,
     /// The next statement is a verify-on-empty run: not verified again.
     replaying: bool,
@@ -254,7 +301,7 @@ impl Core {
             cross_counted: false,
             held: Vec::new(),
             skipping: false,
-            portals: HashMap::new(),
+            portals: Portals::default(),
             verify: None,
             replaying: false,
             moved_tenant: false,
@@ -278,9 +325,9 @@ impl Core {
         &mut self.answers.out
     }
 
-    /// Durations to observe.
-    pub fn take_timings(&mut self) -> Vec<Timing> {
-        std::mem::take(&mut self.answers.timings)
+    /// Durations to observe, drained (the buffer is kept for the next).
+    pub fn drain_timings(&mut self) -> std::vec::Drain<'_, Timing> {
+        self.answers.timings.drain(..)
     }
 
     /// The open upstream links.
@@ -440,7 +487,7 @@ impl Core {
             } => {
                 let r = self.on_portal_message(frame, name, Answer::Close, placement);
                 if r.is_ok() {
-                    self.portals.remove(&**name);
+                    self.portals.remove(name);
                 }
                 r
             }
@@ -706,7 +753,14 @@ impl Core {
         };
         // Held messages before the Bind are answered before it, wherever
         // the Bind goes; an own answer needs them sent somewhere first.
-        if let Some(h) = self.own_transaction_answer(plan, Some((&portal, no_values(bind)))) {
+        // Only transaction control can be answered by geogate: decode the
+        // Bind's values (a second decoding) for those alone.
+        let control = plan.is_only(StatementKind::Begin)
+            || plan.is_only(StatementKind::Commit)
+            || plan.is_only(StatementKind::Rollback);
+        if control
+            && let Some(h) = self.own_transaction_answer(plan, Some((&portal, no_values(bind))))
+        {
             if !self.held.is_empty() {
                 let region = self.home(placement)?;
                 // The own answer is already queued: put the held messages'

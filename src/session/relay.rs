@@ -612,7 +612,7 @@ impl Session {
         {
             return Err(end);
         }
-        for t in self.core.take_timings() {
+        for t in self.core.drain_timings() {
             self.shared
                 .metrics
                 .observe_duration(t.decision, Some(&t.region), t.started.elapsed());
