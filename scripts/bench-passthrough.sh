@@ -136,7 +136,11 @@ declare -A SUM TX CPU
 echo "pgbench -S -n -c $CLIENTS -j 2 -T $SECS, scale $SCALE, $ROUNDS interleaved round(s), $(nproc) cores"
 for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
-    for target in $TARGETS; do
+    # Odd rounds in the listed order, even rounds reversed: no target
+    # always runs right after the same neighbour.
+    order=$TARGETS
+    [ $((round % 2)) = 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for target in $order; do
       read -r t n c < <(run "$target" "$mode")
       printf 'round %s  %-8s  %-16s tps=%-9s proxy cpu/txn=%.1f us\n' "$round" "$mode" "$target" "$t" \
         "$(echo "$c * 1000000 / $TICK / $n" | bc -l)"

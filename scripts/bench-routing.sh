@@ -238,6 +238,8 @@ for t in $TARGETS; do
   for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/${PORT[$t]}") 2>/dev/null && break; sleep 0.1; done
 done
 PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid")
+kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+RSS0_GG=$(kib "${PID[route]}" VmRSS); RSS0_PB=$(kib "${PID[pgbouncer]}" VmRSS)
 
 # utime + stime of a process, all threads, in clock ticks.
 cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
@@ -264,7 +266,11 @@ echo "pgbench -n -c $CLIENTS -j $THREADS -T $SECS, scripts for regions: $SCRIPT_
   "$((3 * N * USERS_PER_TENANT)) users, $ROUNDS interleaved round(s), $(nproc) cores, worker_threads = $WORKER_THREADS"
 for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
-    for target in $TARGETS; do
+    # Odd rounds in the listed order, even rounds reversed: no target
+    # always runs right after the same neighbour.
+    order=$TARGETS
+    [ $((round % 2)) = 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for target in $order; do
       read -r t n f c < <(run "$target" "$mode")
       us=$(echo "$c * 1000000 / $TICK / $n" | bc -l)
       printf 'round %s  %-8s  %-16s tps=%-9s failed=%s  proxy cpu/txn=%.1f us\n' "$round" "$mode" "$target" "$t" "$f" "$us"
@@ -300,8 +306,13 @@ for mode in $MODES; do
   done
 done
 echo
-echo "proxy RSS after the run: PgBouncer $(awk '/^VmRSS:/ {print $2}' "/proc/${PID[pgbouncer]}/status") KiB," \
-  "geogate (route/rewrite) $(awk '/^VmRSS:/ {print $2}' "/proc/${PID[route]}/status") KiB"
+# Memory per active client: the peak (VmHWM) over the resident size before
+# the first run, per pgbench client.
+hwm_gg=$(kib "${PID[route]}" VmHWM); hwm_pb=$(kib "${PID[pgbouncer]}" VmHWM)
+echo "proxy memory: PgBouncer ${RSS0_PB} KiB before, peak ${hwm_pb} KiB" \
+  "($(( (hwm_pb - RSS0_PB) * 1024 / CLIENTS )) bytes per active client);" \
+  "geogate (route/rewrite) ${RSS0_GG} KiB before, peak ${hwm_gg} KiB" \
+  "($(( (hwm_gg - RSS0_GG) * 1024 / CLIENTS )) bytes per active client), $CLIENTS clients"
 echo "geogate's counters after the run:"
 curl -s "http://127.0.0.1:$METRICSPORT/metrics" \
   | grep -E '^geogate_(statements_total|tenant_cache_lookups_total|rejections_total)' | grep -v ' 0$' | sed 's/^/  /'
