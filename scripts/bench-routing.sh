@@ -237,7 +237,9 @@ TARGETS=${TARGETS:-$TARGETS_ALL}
 for t in $TARGETS; do
   for _ in $(seq 1 600); do (echo > "/dev/tcp/127.0.0.1/${PORT[$t]}") 2>/dev/null && break; sleep 0.1; done
 done
-PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid")
+for _ in $(seq 1 100); do [ -s "$WORK/pgbouncer.pid" ] && break; sleep 0.1; done
+PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true)
+[ -n "${PID[pgbouncer]}" ] || { echo "PgBouncer did not start:" >&2; cat "$WORK/pgbouncer.log" >&2 || true; exit 1; }
 kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 RSS0_GG=$(kib "${PID[route]}" VmRSS); RSS0_PB=$(kib "${PID[pgbouncer]}" VmRSS)
 
