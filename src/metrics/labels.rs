@@ -132,6 +132,11 @@ label_enum! {
     }
 }
 
+/// Up to this many label values, [`NameSet::index_of`] compares names in
+/// turn instead of hashing (SipHash of the name costs more than a few
+/// length-checked comparisons).
+const LINEAR_SCAN_MAX: usize = 16;
+
 /// A fixed set of configured names plus [`OTHER`] and [`NONE`]; maps any
 /// name to an index into per-label handle tables.
 #[derive(Debug, Clone)]
@@ -194,8 +199,15 @@ impl NameSet {
         let Some(name) = name else {
             return self.names.len() - 1;
         };
-        // Callers usually pass the normalised name already: try without allocating.
-        if let Some(&i) = self.index.get(name) {
+        // Callers usually pass the normalised name already: try without
+        // allocating. A few configured names (the usual case, looked up twice
+        // per statement) are found faster by comparing them than by hashing.
+        let found = if self.names.len() <= LINEAR_SCAN_MAX {
+            self.names.iter().position(|n| n == name)
+        } else {
+            self.index.get(name).copied()
+        };
+        if let Some(i) = found {
             return i;
         }
         if self.tables {

@@ -151,15 +151,23 @@ impl StatementStore {
         detail: Detail,
         now: u64,
     ) {
-        let fingerprint = sanitize_fingerprint(fingerprint);
         let mut inserted = false;
         {
             // The shard lock is held only for this block: never across an
             // `.await`, and released before a possible eviction scan. A known
             // fingerprint is found without allocating; only a new one is copied.
-            let mut slots = match self.map.get_mut(fingerprint.as_ref()) {
+            // Every key is a sanitised fingerprint, so a text equal to a key
+            // is clean already: it is sanitised (a scan of the whole text)
+            // only when it is not found as it is.
+            let mut slots = match self.map.get_mut(fingerprint) {
                 Some(slots) => slots,
-                None => self.map.entry(Box::from(fingerprint.as_ref())).or_default(),
+                None => {
+                    let clean = sanitize_fingerprint(fingerprint);
+                    match self.map.get_mut(clean.as_ref()) {
+                        Some(slots) => slots,
+                        None => self.map.entry(Box::from(clean.as_ref())).or_default(),
+                    }
+                }
             };
             match slots
                 .iter_mut()
@@ -514,6 +522,21 @@ mod tests {
         assert_eq!(rows[0].count, 2);
         assert_eq!(rows[0].reason, Some("no_region"));
         assert_eq!(rows[0].last_seen_unix, 3);
+    }
+
+    #[test]
+    fn a_stray_literal_is_stored_sanitised_and_counted_with_its_clean_twin() {
+        let store = StatementStore::new(10);
+        for (i, fp) in ["SELECT 'secret'", "SELECT ?", "SELECT 'other'"]
+            .into_iter()
+            .enumerate()
+        {
+            store.record_at(fp, DecisionLabel::Global, "none", Detail::None, i as u64);
+        }
+        let rows = store.report(&StatementFilter::default()).statements;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].fingerprint, "SELECT ?");
+        assert_eq!(rows[0].count, 3);
     }
 
     #[test]

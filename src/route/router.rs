@@ -47,10 +47,11 @@ impl Plan {
     }
 }
 
-/// Tenant answers resolved before the (synchronous) policy runs.
-struct Resolved(Vec<(String, TenantAnswer)>);
+/// Tenant answers resolved before the (synchronous) policy runs; borrowed,
+/// so that the tenant ids can move into the plan afterwards without a copy.
+struct Resolved<'a>(&'a [(String, TenantAnswer)]);
 
-impl TenantLookup for Resolved {
+impl TenantLookup for Resolved<'_> {
     fn region_of(&self, tenant: &str) -> TenantAnswer {
         self.0
             .iter()
@@ -125,7 +126,7 @@ impl Router {
             };
             resolved.push((key.0, answer));
         }
-        let decision = policy::decide(&analysis, params, &Resolved(resolved.clone()), settings);
+        let decision = policy::decide(&analysis, params, &Resolved(&resolved), settings);
         let effect = policy::apply_mode(self.config.proxy.mode, &decision);
         let tenants = match &decision.outcome {
             Outcome::Rewrite { .. } => resolved.into_iter().map(|(t, _)| t).collect(),

@@ -510,17 +510,14 @@ impl Session {
         if self.conns.len() < 2 {
             return Ok(());
         }
-        let current = self.core.current().clone();
-        let idle: Vec<Arc<str>> = self
-            .conns
-            .keys()
-            .filter(|r| **r != current && self.core.idle_link(r))
-            .cloned()
-            .collect();
-        for region in idle {
-            let Some(c) = self.conns.get_mut(&region) else {
+        // Runs before every statement of a multi-region session: look at
+        // each idle link in place and allocate only when one has closed.
+        let mut closed_links: Vec<Arc<str>> = Vec::new();
+        let (core, conns) = (&mut self.core, &mut self.conns);
+        for (region, c) in conns.iter_mut() {
+            if region == core.current() || !core.idle_link(region) || !has_news(&c.reader) {
                 continue;
-            };
+            }
             let mut probe = BytesMut::new();
             // Polled once: ready only if the socket has news.
             let closed = match poll_once(c.reader.read_into(&mut probe)) {
@@ -528,15 +525,20 @@ impl Session {
                 Some(Ok(n)) if n > 0 => {
                     // Unasked bytes from an idle gateway: it is ending the
                     // connection (with a reason, usually).
-                    if let Some(l) = self.core.link_mut(&region) {
+                    if let Some(l) = core.link_mut(region) {
                         l.rx.extend_from_slice(&probe);
                     }
-                    self.core.pump().map_err(End::Fatal)?;
+                    core.pump().map_err(End::Fatal)?;
                     true
                 }
                 Some(_) => true,
             };
-            if closed && let Some(end) = self.lose_upstream(&region) {
+            if closed {
+                closed_links.push(region.clone());
+            }
+        }
+        for region in closed_links {
+            if let Some(end) = self.lose_upstream(&region) {
                 return Err(end);
             }
         }
@@ -739,6 +741,19 @@ async fn terminate(conn: Conn) {
     )
     .await;
     writer.shutdown().await;
+}
+
+/// Whether a socket may have something to read (or has closed), without
+/// reading it: a look at tokio's readiness flag, cheaper than setting up a
+/// read (it runs for each idle link before every statement).
+fn has_news(r: &PgReader) -> bool {
+    match r {
+        PgReader::Plain(fd) => {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            fd.poll_read_ready(&mut cx).is_ready()
+        }
+        PgReader::Tls(_) => true,
+    }
 }
 
 /// Polls a future once: its output if it is ready now.
