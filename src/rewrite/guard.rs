@@ -21,7 +21,7 @@
 //! PostgreSQL and CockroachDB both accept the form, and both plan it as one
 //! primary-key probe of the directory.
 
-use sqlparser::ast::{Expr, SetExpr, Statement, Value};
+use sqlparser::ast::{Delete, Expr, SetExpr, Statement, Update, Value};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
@@ -97,26 +97,15 @@ pub(crate) fn guard(
     });
     let mut changed = false;
     match stmt {
-        Statement::Update(u) => {
+        Statement::Update(Update { selection, .. })
+        | Statement::Delete(Delete { selection, .. }) => {
             for (r, at) in targets {
                 let (At::Where, Some(col)) = (at, &r.tenant_column) else {
                     continue;
                 };
                 let tenant = Expr::CompoundIdentifier(vec![r.qualifier.clone(), ident(col)]);
                 if let Some(e) = exists(&tenant) {
-                    and(&mut u.selection, e);
-                    changed = true;
-                }
-            }
-        }
-        Statement::Delete(d) => {
-            for (r, at) in targets {
-                let (At::Where, Some(col)) = (at, &r.tenant_column) else {
-                    continue;
-                };
-                let tenant = Expr::CompoundIdentifier(vec![r.qualifier.clone(), ident(col)]);
-                if let Some(e) = exists(&tenant) {
-                    and(&mut d.selection, e);
+                    and(selection, e);
                     changed = true;
                 }
             }
