@@ -9,7 +9,7 @@
 
 mod cache;
 mod context;
-mod facts;
+pub mod facts;
 mod kind;
 pub(crate) mod lex;
 mod params;

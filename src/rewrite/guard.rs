@@ -26,8 +26,8 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::ident;
+use crate::analyze::facts::{At, Facts, Scope};
 use crate::analyze::lex::REGION_MARK;
-use crate::analyze::{At, Facts, Scope};
 use crate::config::{TenantsConfig, WriteGuard};
 
 /// Adds the directory check to the top-level write of `stmt`, after

@@ -17,8 +17,8 @@ use sqlparser::ast::{
     UpdateTableFromKind, Value, VisitMut, VisitorMut,
 };
 
+use crate::analyze::facts::{At, Facts, Scope};
 use crate::analyze::lex::{self, REGION_MARK};
-use crate::analyze::{At, Facts, Scope};
 
 /// Injects `qualifier.column = $99999` for every candidate reference and
 /// prints the statement.
