@@ -6,6 +6,7 @@
 //! fatal yet), then validation into [`Config`]. Every problem found is
 //! reported at once, each with the key it concerns, so one edit fixes them all.
 
+mod directory;
 mod duration;
 mod raw;
 mod suggest;
@@ -17,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use directory::directory_table;
 pub use duration::parse_duration;
 pub use url::{GatewayUrl, SslMode, UrlError};
 

@@ -558,7 +558,7 @@ pub(super) fn validate(raw: RawConfig, issues: &mut Vec<ConfigIssue>) -> Option<
 fn tenant_moves(c: &mut Checker<'_>, t: &RawTenants) -> crate::config::TenantMoves {
     use crate::config::{TenantMoves, WriteGuard};
     let d = TenantMoves::default();
-    let inferred = crate::tenants::directory_table(t.query.as_deref().unwrap_or(""));
+    let inferred = super::directory_table(t.query.as_deref().unwrap_or(""));
     let (table, id_column, region_column) = match (&t.table, inferred) {
         (Some(table), _) => (
             Some(table.clone()),

@@ -18,9 +18,9 @@ mod feed;
 mod observer;
 mod refresh;
 
+pub use crate::config::directory_table;
 pub use cache::{CacheStats, CacheStatus, Fresh, TenantAnswer, TenantCache};
 pub use directory::{BoxFuture, Change, Directory, DirectoryError, lookup_sql};
-pub use feed::directory_table;
 pub use observer::{CacheObserver, FeedSource, LookupResult};
 
 #[cfg(test)]
