@@ -731,16 +731,8 @@ fn borrow_two<'a>(
 
 /// Says goodbye (Terminate) and closes; PostgreSQL rolls back anything open.
 async fn terminate(conn: Conn) {
-    let Conn {
-        reader, mut writer, ..
-    } = conn;
-    drop(reader);
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_millis(500),
-        writer.write_all_flush(b"X\0\0\0\x04"),
-    )
-    .await;
-    writer.shutdown().await;
+    drop(conn.reader);
+    crate::upstream::say_goodbye(conn.writer).await;
 }
 
 /// Whether a socket may have something to read (or has closed), without

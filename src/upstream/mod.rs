@@ -87,48 +87,28 @@ pub struct Upstream {
     pub leftover: BytesMut,
 }
 
-/// Polls a future once: its output if it is ready now.
-fn futures_now<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
-}
-
 impl Upstream {
     /// Opens and authenticates a connection to `gateway` for a client.
     pub async fn connect(gateway: &Gateway, client: &StartupParams) -> Result<Self, UpstreamError> {
         connect::connect(gateway, client).await
     }
 
-    /// Whether an idle connection is still usable: a closed socket, or
-    /// bytes nobody asked for (a gateway announcing its shutdown), say no.
-    pub fn still_open(&mut self) -> bool {
-        let mut probe = BytesMut::new();
-        let read = self.reader.read_into(&mut probe);
-        // Polled once: ready only if the socket has news.
-        match futures_now(read) {
-            None => self.leftover.is_empty(),
-            Some(_) => false,
-        }
-    }
-
     /// Says goodbye (Terminate) and closes; PostgreSQL rolls back anything open.
     pub async fn terminate(self) {
-        let Upstream {
-            reader, mut writer, ..
-        } = self;
-        drop(reader);
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_millis(500),
-            writer.write_all_flush(b"X\0\0\0\x04"),
-        )
-        .await;
-        writer.shutdown().await;
+        drop(self.reader);
+        say_goodbye(self.writer).await;
     }
+}
+
+/// Sends Terminate on a gateway connection and closes it (bounded: a
+/// gateway that does not read gets half a second).
+pub async fn say_goodbye(mut writer: PgWriter) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        writer.write_all_flush(b"X\0\0\0\x04"),
+    )
+    .await;
+    writer.shutdown().await;
 }
 
 impl Upstream {
