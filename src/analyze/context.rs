@@ -113,6 +113,19 @@ impl SqlContext {
     /// [`observe_parameter`](Self::observe_parameter)).
     pub fn record(&mut self, analysis: &Analysis) {
         for (i, st) in analysis.statements.iter().enumerate() {
+            // Hot path: most statements change nothing here; lex only
+            // those that may.
+            if !matches!(
+                st.template.kind,
+                StatementKind::Prepare
+                    | StatementKind::Deallocate
+                    | StatementKind::Discard
+                    | StatementKind::Set
+                    | StatementKind::SetLocal
+                    | StatementKind::Reset
+            ) {
+                continue;
+            }
             let text = analysis.statement_text(i);
             let toks: Vec<(Tok, &str)> = lex::Lexer::with_scs(text, self.scs)
                 .filter(|t| !matches!(t.kind, Tok::Space | Tok::Comment))

@@ -351,37 +351,99 @@ pub(crate) fn is_hint(comment: &str) -> bool {
 /// Scans a statement: shape, lifted literals, hint, operator count.
 /// `lit_base` numbers the first lifted literal (slots continue across the
 /// statements of one text). `scs` is the session's
-/// `standard_conforming_strings`.
+/// `standard_conforming_strings`. (The analyzer scans a whole text with
+/// [`scan_statements`]; this one statement at a time is its reference.)
+#[cfg(test)]
 pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
-    let mut sc = Scan {
-        shape: String::with_capacity(sql.len()),
-        ..Scan::default()
-    };
-    let mut prev: Option<Token> = None;
-    let mut pending_space = false;
+    let mut s = Scanner::new(sql, 0, lit_base);
     for t in Lexer::with_scs(sql, scs) {
-        let text = &sql[t.start..t.end];
+        s.push(sql, t, scs);
+    }
+    s.sc
+}
+
+/// Splits a text into statements as [`split_statements`] does and scans
+/// each ([`scan`], literal slots from 0 in each), lexing the text once:
+/// the hot path of every simple Query. Statements of only spaces and
+/// comments are dropped.
+pub(crate) fn scan_statements(sql: &str, scs: bool) -> Vec<(Range<usize>, Scan)> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut seg_start = 0;
+    let mut cur = Scanner::new(sql, 0, 0);
+    for t in Lexer::with_scs(sql, scs) {
         match t.kind {
-            Tok::Space => {
-                pending_space = true;
-                continue;
-            }
-            Tok::Comment => {
-                if is_hint(text) {
-                    sc.hint = true;
+            Tok::Open => depth += 1,
+            Tok::Close => depth = depth.saturating_sub(1),
+            Tok::Semicolon if depth == 0 => {
+                let done = std::mem::replace(&mut cur, Scanner::new(sql, t.end, 0));
+                if !done.sc.shape.is_empty() {
+                    out.push((seg_start..t.start, done.sc));
                 }
-                if text.starts_with("/*") && !(text.len() >= 4 && text.ends_with("*/")) {
-                    sc.undecidable = Some("unterminated comment");
-                }
-                pending_space = true;
+                seg_start = t.end;
                 continue;
             }
             _ => {}
         }
-        if pending_space && !sc.shape.is_empty() {
-            sc.shape.push(' ');
+        cur.push(sql, t, scs);
+    }
+    if !cur.sc.shape.is_empty() {
+        out.push((seg_start..sql.len(), cur.sc));
+    }
+    out
+}
+
+/// The state of scanning one statement, token by token.
+struct Scanner {
+    sc: Scan,
+    prev: Option<Token>,
+    pending_space: bool,
+    /// Where the statement starts in the text: lifted literals' ranges
+    /// are relative to it.
+    base: usize,
+    lit_base: usize,
+}
+
+impl Scanner {
+    fn new(sql: &str, base: usize, lit_base: usize) -> Scanner {
+        Scanner {
+            sc: Scan {
+                // One text may hold many statements: not all of its
+                // length for each.
+                shape: String::with_capacity((sql.len() - base).min(1024)),
+                ..Scan::default()
+            },
+            prev: None,
+            pending_space: false,
+            base,
+            lit_base,
         }
-        pending_space = false;
+    }
+
+    /// Takes the next token of the statement (`sql` is the whole text).
+    fn push(&mut self, sql: &str, t: Token, scs: bool) {
+        let text = &sql[t.start..t.end];
+        match t.kind {
+            Tok::Space => {
+                self.pending_space = true;
+                return;
+            }
+            Tok::Comment => {
+                if is_hint(text) {
+                    self.sc.hint = true;
+                }
+                if text.starts_with("/*") && !(text.len() >= 4 && text.ends_with("*/")) {
+                    self.sc.undecidable = Some("unterminated comment");
+                }
+                self.pending_space = true;
+                return;
+            }
+            _ => {}
+        }
+        if self.pending_space && !self.sc.shape.is_empty() {
+            self.sc.shape.push(' ');
+        }
+        self.pending_space = false;
         // The text the parser sees for this token: with
         // standard_conforming_strings off a plain string with a backslash
         // is written as the E'' string PostgreSQL reads it as.
@@ -389,14 +451,15 @@ pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
             Tok::String => {
                 let b = text.as_bytes();
                 if !text.ends_with('\'') || text.len() < 2 {
-                    sc.undecidable = Some("unterminated string");
+                    self.sc.undecidable = Some("unterminated string");
                 }
                 if matches!(b[0], b'u' | b'U') {
                     // U&'…' (with UESCAPE): PostgreSQL refuses it when
                     // standard_conforming_strings is off; its escapes
                     // are never decoded here.
                     if !scs {
-                        sc.undecidable = Some("U& string with standard_conforming_strings off");
+                        self.sc.undecidable =
+                            Some("U& string with standard_conforming_strings off");
                     }
                     text.into()
                 } else if !scs && text.contains('\\') && b[0] == b'\'' {
@@ -412,51 +475,50 @@ pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
                     || text.len() < 2
                     || (text.len() < 4 && text.starts_with(['u', 'U']))
                 {
-                    sc.undecidable = Some("unterminated quoted identifier");
+                    self.sc.undecidable = Some("unterminated quoted identifier");
                 }
                 text.into()
             }
             Tok::DollarString => {
                 let tag_len = text[1..].find('$').map_or(text.len(), |i| i + 2);
                 if text.len() < 2 * tag_len || !text.ends_with(&text[..tag_len]) {
-                    sc.undecidable = Some("unterminated dollar-quoted string");
+                    self.sc.undecidable = Some("unterminated dollar-quoted string");
                 }
                 text.into()
             }
             _ => text.into(),
         };
         match t.kind {
-            Tok::String | Tok::Number if liftable(sql, prev) => {
-                let slot = lit_base + sc.lits.len();
-                sc.lits.push(t.start..t.end);
-                sc.shape.push('$');
-                push_decimal(&mut sc.shape, LIFT_BASE as usize + slot);
+            Tok::String | Tok::Number if liftable(sql, self.prev) => {
+                let slot = self.lit_base + self.sc.lits.len();
+                self.sc.lits.push(t.start - self.base..t.end - self.base);
+                self.sc.shape.push('$');
+                push_decimal(&mut self.sc.shape, LIFT_BASE as usize + slot);
             }
             Tok::Param => {
                 let n = text[1..].parse::<u32>().unwrap_or(u32::MAX);
                 if n >= REGION_MARK {
-                    sc.huge_param = true;
+                    self.sc.huge_param = true;
                 }
-                sc.max_param = sc.max_param.max(n);
-                sc.shape.push_str(text);
+                self.sc.max_param = self.sc.max_param.max(n);
+                self.sc.shape.push_str(text);
             }
             Tok::Word => {
                 if text.eq_ignore_ascii_case("and") || text.eq_ignore_ascii_case("or") {
-                    sc.operators += 1;
+                    self.sc.operators += 1;
                 }
-                sc.shape.push_str(text);
+                self.sc.shape.push_str(text);
             }
             Tok::Punct => {
                 if text != "," && text != "." {
-                    sc.operators += 1;
+                    self.sc.operators += 1;
                 }
-                sc.shape.push_str(text);
+                self.sc.shape.push_str(text);
             }
-            _ => sc.shape.push_str(&as_parsed),
+            _ => self.sc.shape.push_str(&as_parsed),
         }
-        prev = Some(t);
+        self.prev = Some(t);
     }
-    sc
 }
 
 /// The text with comments dropped and spaces collapsed, literals kept
@@ -887,6 +949,56 @@ mod tests {
             .into_iter()
             .map(|r| sql[r].trim())
             .collect()
+    }
+
+    /// The one-pass scanner gives, for every statement, what splitting
+    /// first and scanning each statement alone gives.
+    #[test]
+    fn scan_statements_matches_split_then_scan() {
+        let texts = [
+            "select ';'; -- a;b\n select $$x;y$$; /* c; */ select (1;2); ;  ",
+            "SELECT * FROM users WHERE tenant_id = 'a' AND region = 'eu';",
+            "update users set name = 'x' where id = 1; insert into t values (1, 'b');",
+            "/*+ geogate:allow_scatter */ select 1; select 2 /* x */",
+            "select E'a\\';b'; select 'c\\'; select 3",
+            "select U&'x'; select $a$ ; $a$; select 'unterminated",
+            "  ;;  ; -- only comments\n",
+            "select ((1); select 2",
+            "",
+        ];
+        for sql in texts {
+            for scs in [true, false] {
+                let one_pass = scan_statements(sql, scs);
+                let split: Vec<_> = split_statements(sql, scs)
+                    .into_iter()
+                    .map(|r| (r.clone(), scan(&sql[r], 0, scs)))
+                    .filter(|(_, sc)| !sc.shape.is_empty())
+                    .collect();
+                assert_eq!(one_pass.len(), split.len(), "{sql:?} scs={scs}");
+                for ((r1, a), (r2, b)) in one_pass.iter().zip(&split) {
+                    assert_eq!(r1, r2, "{sql:?}");
+                    assert_eq!(a.shape, b.shape, "{sql:?}");
+                    assert_eq!(a.lits, b.lits, "{sql:?}");
+                    assert_eq!(
+                        (
+                            a.hint,
+                            a.operators,
+                            a.max_param,
+                            a.huge_param,
+                            a.undecidable
+                        ),
+                        (
+                            b.hint,
+                            b.operators,
+                            b.max_param,
+                            b.huge_param,
+                            b.undecidable
+                        ),
+                        "{sql:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

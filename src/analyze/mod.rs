@@ -353,12 +353,8 @@ impl Analyzer {
         }
         let mut statements = Vec::new();
         let mut any_hint = false;
-        for range in lex::split_statements(sql, scs) {
+        for (range, sc) in lex::scan_statements(sql, scs) {
             let text = &sql[range.clone()];
-            let sc = lex::scan(text, 0, scs);
-            if sc.shape.is_empty() {
-                continue; // only comments
-            }
             any_hint |= sc.hint;
             let (template, lifted) = self.template(text, &sc, use_cache, scs);
             let lits: Vec<Range<usize>> = if lifted {
@@ -421,7 +417,13 @@ impl Analyzer {
             }
         };
         if use_cache {
-            match self.cache.get(&key(&sc.shape)) {
+            // The common lookup borrows the shape (no copy per statement).
+            let hit = if scs {
+                self.cache.get(&sc.shape)
+            } else {
+                self.cache.get(&key(&sc.shape))
+            };
+            match hit {
                 Some(Entry::Template(t)) => return (t, true),
                 Some(Entry::Raw) => {
                     if let Some(Entry::Template(t)) = self.cache.get(&key(&raw_key(text))) {

@@ -61,8 +61,14 @@ pub enum SessionCommand {
 pub fn classify_session_command(sql: &str) -> Option<SessionCommand> {
     // Hot path (every simple Query): most statements are not SET/RESET/DISCARD;
     // decide that from the first letter without allocating.
-    let first_byte = sql.trim_start().bytes().next()?.to_ascii_lowercase();
-    if !matches!(first_byte, b's' | b'r' | b'd') {
+    let first = sql
+        .trim_start()
+        .split(|c: char| c.is_ascii_whitespace() || c == ';')
+        .next()?;
+    if !["set", "reset", "discard"]
+        .iter()
+        .any(|w| first.eq_ignore_ascii_case(w))
+    {
         return None;
     }
     let s = sql.trim().trim_end_matches(';').trim();
