@@ -243,27 +243,28 @@ PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true)
 kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 RSS0_GG=$(kib "${PID[route]}" VmRSS); RSS0_PB=$(kib "${PID[pgbouncer]}" VmRSS)
 
-# utime + stime of a process, all threads, in clock ticks.
+# utime + stime of a process, all threads, in clock ticks; utime alone.
 cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+user_ticks() { awk '{sub(/.*\) /, ""); print $12}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 
-run() { # target mode -> "tps transactions failed cpu_ticks"
+run() { # target mode -> "tps transactions failed cpu_ticks user_ticks"
   local port=${PORT[$1]} files=with pid=${PID[$1]:-}
   case $1 in rewrite*) files=without ;; esac
-  local out f fs=() c0=0 c1=0
+  local out f fs=() c0=0 c1=0 u0=0 u1=0
   for f in $SCRIPT_REGIONS; do fs+=(-f "$WORK/$files-$f.sql@1"); done
-  [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && c0=$(cpu_ticks "$pid") && u0=$(user_ticks "$pid")
   out=$(PGPASSWORD=bench pgbench -n -c "$CLIENTS" -j "$THREADS" $LENGTH -M "$2" "${fs[@]}" \
     -h 127.0.0.1 -p "$port" -U postgres bench 2>&1) || { echo "pgbench failed ($1 $2):" >&2; echo "$out" >&2; exit 1; }
-  [ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && c1=$(cpu_ticks "$pid") && u1=$(user_ticks "$pid")
   local tps n failed
   tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
   n=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
   failed=$(echo "$out" | sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p')
-  echo "$tps $n ${failed:-0} $((c1 - c0))"
+  echo "$tps $n ${failed:-0} $((c1 - c0)) $((u1 - u0))"
 }
 
-declare -A SUM TX CPU
+declare -A SUM TX CPU USR
 echo "pgbench -n -c $CLIENTS -j $THREADS -T $SECS, scripts for regions: $SCRIPT_REGIONS (3 statements each), $((3 * N)) tenants," \
   "$((3 * N * USERS_PER_TENANT)) users, $ROUNDS interleaved round(s), $(nproc) cores, worker_threads = $WORKER_THREADS"
 for round in $(seq 1 "$ROUNDS"); do
@@ -273,13 +274,15 @@ for round in $(seq 1 "$ROUNDS"); do
     order=$TARGETS
     [ $((round % 2)) = 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
     for target in $order; do
-      read -r t n f c < <(run "$target" "$mode")
+      read -r t n f c u < <(run "$target" "$mode")
       us=$(echo "$c * 1000000 / $TICK / $n" | bc -l)
-      printf 'round %s  %-8s  %-16s tps=%-9s failed=%s  proxy cpu/txn=%.1f us\n' "$round" "$mode" "$target" "$t" "$f" "$us"
+      uu=$(echo "$u * 1000000 / $TICK / $n" | bc -l)
+      printf 'round %s  %-8s  %-16s tps=%-9s failed=%s  proxy cpu/txn=%.1f us (user %.1f)\n' "$round" "$mode" "$target" "$t" "$f" "$us" "$uu"
       [ "$f" = 0 ] || { echo "failed transactions: see above" >&2; exit 1; }
       SUM[$mode.$target]=$(echo "${SUM[$mode.$target]:-0} + $t" | bc -l)
       TX[$mode.$target]=$(( ${TX[$mode.$target]:-0} + n ))
       CPU[$mode.$target]=$(( ${CPU[$mode.$target]:-0} + c ))
+      USR[$mode.$target]=$(( ${USR[$mode.$target]:-0} + u ))
     done
   done
 done
@@ -287,8 +290,8 @@ done
 # TPS: average over the rounds; CPU per transaction: all rounds' proxy CPU
 # over all rounds' transactions.
 echo
-printf '| mode | target | TPS | /direct | /PgBouncer | proxy CPU µs/txn | CPU / PgBouncer'"'"'s |\n'
-printf '|---|---|---:|---:|---:|---:|---:|\n'
+printf '| mode | target | TPS | /direct | /PgBouncer | proxy CPU µs/txn | of which user | CPU / PgBouncer'"'"'s |\n'
+printf '|---|---|---:|---:|---:|---:|---:|---:|\n'
 for mode in $MODES; do
   d=$(echo "${SUM[$mode.direct]:-0} / $ROUNDS" | bc -l)
   b=$(echo "${SUM[$mode.pgbouncer]:-0} / $ROUNDS" | bc -l)
@@ -296,15 +299,16 @@ for mode in $MODES; do
   [ -n "${TX[$mode.pgbouncer]:-}" ] && bc_us=$(echo "${CPU[$mode.pgbouncer]} * 1000000 / $TICK / ${TX[$mode.pgbouncer]}" | bc -l)
   for target in $TARGETS; do
     t=$(echo "${SUM[$mode.$target]} / $ROUNDS" | bc -l)
-    rd=-; rb=-; cus=-; cr=-
+    rd=-; rb=-; cus=-; cr=-; uus=-
     [ "$d" != 0 ] && rd=$(printf '%.2f' "$(echo "$t / $d" | bc -l)")
     [ "$b" != 0 ] && rb=$(printf '%.2f' "$(echo "$t / $b" | bc -l)")
     if [ -n "${PID[$target]:-}" ]; then
       cu=$(echo "${CPU[$mode.$target]} * 1000000 / $TICK / ${TX[$mode.$target]}" | bc -l)
       cus=$(printf '%.1f' "$cu")
+      uus=$(printf '%.1f' "$(echo "${USR[$mode.$target]} * 1000000 / $TICK / ${TX[$mode.$target]}" | bc -l)")
       [ "$bc_us" != 0 ] && cr=$(printf '%.2f' "$(echo "$cu / $bc_us" | bc -l)")
     fi
-    printf '| %s | %s | %.0f | %s | %s | %s | %s |\n' "$mode" "$target" "$t" "$rd" "$rb" "$cus" "$cr"
+    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$mode" "$target" "$t" "$rd" "$rb" "$cus" "$uus" "$cr"
   done
 done
 echo

@@ -132,6 +132,12 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// Whether the analysis read the session's SQL-level prepared
+    /// statements (an `EXECUTE`): then it must not outlive them.
+    pub fn reads_session_statements(&self) -> bool {
+        self.statements.iter().any(|s| s.exec.is_some())
+    }
+
     /// The analysed text.
     pub fn sql(&self) -> &str {
         &self.sql
@@ -262,6 +268,9 @@ impl Analysis {
 /// Analyses statements against the schema config; cheap to share
 /// (`Arc<Analyzer>`), thread-safe, and caches by statement shape.
 pub struct Analyzer {
+    /// Unique per analyzer (a reload makes a new one): what a session's
+    /// memo of a prepared statement's analysis is keyed by.
+    id: u64,
     config: Config,
     regional: HashSet<String>,
     prescan: bool,
@@ -288,7 +297,9 @@ impl Analyzer {
             .filter(|(_, t)| matches!(t, TableConfig::Regional(_)))
             .map(|(n, _)| n.to_lowercase())
             .collect();
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Analyzer {
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config: config.clone(),
             regional,
             // With unlisted tables rejected, every statement must be parsed
@@ -297,6 +308,12 @@ impl Analyzer {
             max_len: config.proxy.max_statement_length,
             cache: Cache::new(config.proxy.analysis_cache_size),
         }
+    }
+
+    /// This analyzer's identity: analyses it made stay valid for as long
+    /// as it is the one in use (a reload replaces it).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Turns the no-parse shortcut for statements naming no regional table

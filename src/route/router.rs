@@ -116,7 +116,28 @@ impl Router {
         settings: &Settings,
         ctx: &SqlContext,
     ) -> Plan {
-        let analysis = self.analyzer.analyze_in(sql, ctx);
+        let analysis = self.analyze(sql, ctx);
+        self.plan_analysis(analysis, params, settings).await
+    }
+
+    /// The analysis of a text in a session's SQL context (cached by shape).
+    pub fn analyze(&self, sql: &str, ctx: &SqlContext) -> Arc<Analysis> {
+        self.analyzer.analyze_in(sql, ctx)
+    }
+
+    /// The identity of the analyzer [`analyze`](Self::analyze) uses: a
+    /// session may keep an analysis under it (a prepared statement's).
+    pub fn analyzer_id(&self) -> u64 {
+        self.analyzer.id()
+    }
+
+    /// Decides an analysed statement with its Bind parameters.
+    pub async fn plan_analysis(
+        &self,
+        analysis: Arc<Analysis>,
+        params: &Params<'_>,
+        settings: &Settings,
+    ) -> Plan {
         let keys = analysis.tenant_keys(params);
         let mut resolved = Vec::with_capacity(keys.len());
         for key in keys {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::analyze::SqlContext;
+use crate::analyze::{Analysis, SqlContext};
 
 /// Transaction status, as the last ReadyForQuery reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +108,34 @@ pub struct Statement {
     /// Which Parse made it: an upstream holding another generation of the
     /// same name must prepare it again.
     pub generation: u64,
+    /// Its analysis, kept for the next Bind.
+    pub memo: Memo,
+}
+
+/// A prepared statement's analysis, kept with it: its text never changes,
+/// so each Bind needs only the policy (analysing the text again would lex
+/// it to find the cached shape). Valid for one analyzer (a reload makes a
+/// new one) and one `standard_conforming_strings`. Not part of the
+/// statement's identity: it compares equal whatever it holds.
+#[derive(Clone, Default)]
+pub struct Memo(Option<(u64, bool, Arc<Analysis>)>);
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Memo(kept)"
+        } else {
+            "Memo(none)"
+        })
+    }
 }
 
 /// The client's transaction, as the client sees it.
@@ -158,6 +186,7 @@ impl ClientState {
             sql: sql.into(),
             types: types.to_vec(),
             generation: self.generations,
+            memo: Memo::default(),
         };
         if name.is_empty() {
             // Drivers re-parse the same unnamed statement over and over:
@@ -179,6 +208,36 @@ impl ClientState {
             "" => self.unnamed.as_ref(),
             n => self.statements.get(n),
         }
+    }
+
+    /// The analysis of the prepared statement `name` (with its parameter
+    /// types), from its memo when `analyzer` made it under the session's
+    /// current `standard_conforming_strings`, else from `analyze`, kept
+    /// for the next Bind. `None` for an unknown statement.
+    pub fn prepared_analysis(
+        &mut self,
+        name: &str,
+        analyzer: u64,
+        analyze: impl FnOnce(&str, &SqlContext) -> Arc<Analysis>,
+    ) -> Option<(Arc<Analysis>, &[u32])> {
+        let scs = self.sql.standard_conforming_strings();
+        let stmt = match name {
+            "" => self.unnamed.as_mut(),
+            n => self.statements.get_mut(n),
+        }?;
+        let analysis = match &stmt.memo.0 {
+            Some((id, s, a)) if *id == analyzer && *s == scs => a.clone(),
+            _ => {
+                let a = analyze(&stmt.sql, &self.sql);
+                // An EXECUTE's analysis reads the session's PREPAREd
+                // statements, which may change: never kept.
+                if !a.reads_session_statements() {
+                    stmt.memo = Memo(Some((analyzer, scs, a.clone())));
+                }
+                a
+            }
+        };
+        Some((analysis, &stmt.types))
     }
 
     /// Records a Close of a statement.
@@ -256,6 +315,47 @@ mod tests {
         assert_eq!(s.replay_script(), "SET search_path = other;");
         s.on_statement("DISCARD ALL");
         assert_eq!(s.replay_script(), "");
+    }
+
+    /// A prepared statement is analysed once per analyzer and
+    /// `standard_conforming_strings`; an EXECUTE's analysis is never kept.
+    #[test]
+    fn prepared_analysis_is_kept_per_analyzer_and_setting() {
+        let config =
+            crate::config::Config::parse(include_str!("../../tests/fixtures/seed.toml")).unwrap();
+        let (a1, a2) = (
+            crate::analyze::Analyzer::new(&config),
+            crate::analyze::Analyzer::new(&config),
+        );
+        assert_ne!(a1.id(), a2.id());
+        let mut s = ClientState::default();
+        s.on_parse("q", "SELECT * FROM users WHERE tenant_id = $1", &[25]);
+        s.on_parse("x", "EXECUTE p(1)", &[]);
+        let calls = std::cell::Cell::new(0);
+        let mut bind = |s: &mut ClientState, name: &str, z: &crate::analyze::Analyzer| {
+            s.prepared_analysis(name, z.id(), |sql, ctx| {
+                calls.set(calls.get() + 1);
+                z.analyze_in(sql, ctx)
+            })
+            .map(|(a, types)| (a, types.to_vec()))
+        };
+        let (first, types) = bind(&mut s, "q", &a1).unwrap();
+        assert_eq!(types, [25]);
+        let (again, _) = bind(&mut s, "q", &a1).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(calls.get(), 1, "the second Bind reuses the analysis");
+        bind(&mut s, "q", &a2).unwrap();
+        assert_eq!(calls.get(), 2, "another analyzer (a reload) analyses again");
+        s.sql.set_standard_conforming_strings(false);
+        bind(&mut s, "q", &a2).unwrap();
+        assert_eq!(calls.get(), 3, "another string setting analyses again");
+        bind(&mut s, "x", &a2).unwrap();
+        bind(&mut s, "x", &a2).unwrap();
+        assert_eq!(calls.get(), 5, "EXECUTE is analysed at every Bind");
+        assert!(bind(&mut s, "missing", &a2).is_none());
+        s.on_parse("q", "SELECT 1", &[]);
+        let (replaced, _) = bind(&mut s, "q", &a2).unwrap();
+        assert_eq!(replaced.sql(), "SELECT 1", "a new Parse drops the memo");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use pgwire::messages::simplequery::Query as QueryMsg;
 use super::answers::{Answer, Answers, Expect, Fate, Own, Pumped, Timing};
 use super::client::{ClientState, Txn};
 use super::message::{Frontend, Target};
-use crate::analyze::StatementKind;
+use crate::analyze::{Analysis, SqlContext, StatementKind};
 use crate::config::OnCrossRegionTxn;
 use crate::metrics::{DecisionLabel, RejectReason};
 use crate::policy::{Effect, Outcome};
@@ -405,18 +405,25 @@ impl Core {
             .map(|v| (v.tenants.as_slice(), &v.region))
     }
 
-    /// The statement a Query or Bind runs and its parameter types: what
-    /// the decision is taken on (`None`: this message needs no decision).
-    pub fn statement_of<'m>(&'m self, msg: &'m Frontend<'m>) -> Option<(&'m str, &'m [u32])> {
+    /// The analysis of a Query's text or of the prepared statement a Bind
+    /// names (kept with the statement, see [`Memo`](super::client::Memo)),
+    /// with the statement's parameter types; `None` when the message
+    /// needs no decision now.
+    pub fn analysis_of(
+        &mut self,
+        msg: &Frontend<'_>,
+        analyzer: u64,
+        analyze: impl FnOnce(&str, &SqlContext) -> Arc<Analysis>,
+    ) -> Option<(Arc<Analysis>, &[u32])> {
         if self.skipping {
             return None;
         }
         match msg {
-            Frontend::Query { sql } => Some((sql, &[])),
-            Frontend::Bind(b) => self
-                .client
-                .statement(b.statement_name())
-                .map(|s| (&*s.sql, s.types.as_slice())),
+            Frontend::Query { sql } => Some((analyze(sql, &self.client.sql), &[])),
+            Frontend::Bind(b) => {
+                self.client
+                    .prepared_analysis(b.statement_name(), analyzer, analyze)
+            }
             _ => None,
         }
     }
@@ -424,7 +431,7 @@ impl Core {
     // ---- client messages ---------------------------------------------------
 
     /// Handles one client message. `plan` is the decision for a Query or a
-    /// Bind of a known statement ([`Core::statement_of`]).
+    /// Bind of a known statement ([`Core::analysis_of`]).
     pub fn handle(
         &mut self,
         msg: &Frontend<'_>,
@@ -738,9 +745,12 @@ impl Core {
         placement: &dyn Placement,
     ) -> Result<Handled, Need> {
         let portal = bind_portal(frame);
-        let (Some(plan), Some(stmt)) =
-            (plan, self.client.statement(bind.statement_name()).cloned())
-        else {
+        let (Some(plan), Some(stmt_sql)) = (
+            plan,
+            self.client
+                .statement(bind.statement_name())
+                .map(|s| s.sql.clone()),
+        ) else {
             // An unknown statement: the gateway reports it (26000), in order.
             let region = self.home(placement)?;
             self.release_held(&region);
@@ -801,8 +811,13 @@ impl Core {
             let shadow = shadow_name(text);
             let link = self.links.get_mut(&region).expect("checked above");
             if !link.shadows.contains(&shadow) {
-                let _ = ParseMsg::new(Some(shadow.clone()), text.clone(), stmt.types.clone())
-                    .encode(&mut link.tx);
+                let types = self
+                    .client
+                    .statement(bind.statement_name())
+                    .map(|s| s.types.clone())
+                    .unwrap_or_default();
+                let _ =
+                    ParseMsg::new(Some(shadow.clone()), text.clone(), types).encode(&mut link.tx);
                 link.shadows.insert(shadow.clone());
                 link.open_batch = true;
                 self.answers
@@ -837,7 +852,7 @@ impl Core {
             Portal::Upstream(region.clone(), Some(timing(plan, &region))),
         );
         // A SET executed through Bind is replayed on new upstreams too.
-        self.client.on_statement(&stmt.sql);
+        self.client.on_statement(&stmt_sql);
         self.client.sql.record(&plan.analysis);
         self.note_statement(plan);
         Ok(Handled::go(Record::Served(region)))

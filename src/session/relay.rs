@@ -421,8 +421,14 @@ impl Session {
         if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_)) {
             self.forget_closed_idle_links()?;
         }
-        let plan = match self.core.statement_of(&msg) {
-            Some((sql, types)) => {
+        let router = &self.live.router;
+        let analyzed = self
+            .core
+            .analysis_of(&msg, router.analyzer_id(), |sql, ctx| {
+                router.analyze(sql, ctx)
+            });
+        let plan = match analyzed {
+            Some((analysis, types)) => {
                 let bind = match &msg {
                     Frontend::Bind(b) => b.decode(),
                     _ => None,
@@ -436,11 +442,9 @@ impl Session {
                     formats,
                     types,
                 };
-                let ctx = &self.core.client.sql;
                 Some(
-                    self.live
-                        .router
-                        .plan_in(sql, &params, &self.settings, ctx)
+                    router
+                        .plan_analysis(analysis, &params, &self.settings)
                         .await,
                 )
             }

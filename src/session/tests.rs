@@ -109,8 +109,14 @@ impl H {
         let mut flow = None;
         for f in frames {
             let msg = Frontend::read(f).expect("well-formed");
-            let plan = match self.core.statement_of(&msg) {
-                Some((sql, types)) => {
+            let router = &self.router;
+            let analyzed = self
+                .core
+                .analysis_of(&msg, router.analyzer_id(), |sql, ctx| {
+                    router.analyze(sql, ctx)
+                });
+            let plan = match analyzed {
+                Some((analysis, types)) => {
                     let bind = match &msg {
                         Frontend::Bind(b) => b.decode(),
                         _ => None,
@@ -124,8 +130,11 @@ impl H {
                         formats,
                         types,
                     };
-                    let ctx = &self.core.client.sql;
-                    Some(self.router.plan_in(sql, &params, &self.settings, ctx).await)
+                    Some(
+                        router
+                            .plan_analysis(analysis, &params, &self.settings)
+                            .await,
+                    )
                 }
                 None => None,
             };
