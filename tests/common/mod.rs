@@ -6,9 +6,11 @@
 //! - [`proxy`]: geogate in-process ([`Proxy`]) or as the built binary
 //!   ([`Binary`]), and reading its metrics listener ([`http_get`], [`scrape`]);
 //! - [`wire`]: a client speaking the wire protocol by hand ([`Raw`]);
+//! - [`cases`]: the decision table, read from `tests/fixtures/decision_cases.toml`;
 //! - here: [`free_port`] and [`sqlstate`].
 #![allow(dead_code, unused_imports)]
 
+pub mod cases;
 pub mod cluster;
 pub mod geo;
 pub mod proxy;
