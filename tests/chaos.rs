@@ -8,15 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, BytesMut};
-use common::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Buf;
+use common::wire::{self, Raw, SYNC, message, startup_packet};
+use common::{Binary, Cluster, Geo, Proxy, http_get, scrape, sqlstate};
 use tokio_postgres::{Client, NoTls};
 
 /// Cleartext login for geogate's own users: cheap enough for thousands of
@@ -34,49 +32,32 @@ GRANT ALL ON events TO trust_user;
 const HANG: Duration = Duration::from_secs(60);
 
 /// A database of the same name on every region's cluster, with [`SCHEMA`].
-struct Regions {
-    db: String,
-    clusters: Vec<(&'static str, &'static Cluster)>,
+fn seeded(prefix: &str, clusters: Vec<(&'static str, &'static Cluster)>) -> Geo {
+    Geo::with_clusters(prefix, clusters, |_| SCHEMA.to_string())
 }
 
-impl Regions {
-    fn new(prefix: &str, clusters: Vec<(&'static str, &'static Cluster)>) -> Regions {
-        let db = clusters[0].1.create_db(prefix);
-        for (i, (_, c)) in clusters.iter().enumerate() {
-            if i > 0 {
-                c.psql("postgres", &format!("CREATE DATABASE {db}"));
-            }
-            c.psql(&db, SCHEMA);
-        }
-        Regions { db, clusters }
+/// geogate's config: `eu` is local; each region falls back to the other
+/// (when there are two). Gateways log in as a trust role: no SCRAM cost
+/// per upstream connection in a debug build.
+fn config(geo: &Geo, extra_proxy: &str) -> String {
+    let mut regions = String::new();
+    let names: Vec<&str> = geo.regions().collect();
+    for name in &names {
+        let others: Vec<String> = names
+            .iter()
+            .filter(|n| *n != name)
+            .map(|n| format!("\"{n}\""))
+            .collect();
+        regions.push_str(&format!(
+            "[regions.{name}]\ngateway = \"{url}\"\nfallback = [{fb}]\n",
+            url = geo.gateway_as(name, "trust_user", None),
+            fb = others.join(", "),
+        ));
     }
-
-    fn cluster(&self, region: &str) -> &'static Cluster {
-        self.clusters.iter().find(|(r, _)| *r == region).unwrap().1
-    }
-
-    /// geogate's config: `eu` is local; each region falls back to the other
-    /// (when there are two). Gateways log in as a trust role: no SCRAM cost
-    /// per upstream connection in a debug build.
-    fn config(&self, listen: &str, extra_proxy: &str) -> String {
-        let mut regions = String::new();
-        for (name, c) in &self.clusters {
-            let others: Vec<String> = self
-                .clusters
-                .iter()
-                .filter(|(n, _)| n != name)
-                .map(|(n, _)| format!("\"{n}\""))
-                .collect();
-            regions.push_str(&format!(
-                "[regions.{name}]\ngateway = \"{url}?sslmode=disable\"\nfallback = [{fb}]\n",
-                url = c.url("trust_user", None, &self.db),
-                fb = others.join(", "),
-            ));
-        }
-        format!(
-            r#"
+    format!(
+        r#"
 [proxy]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 local_region = "eu"
 {extra_proxy}
@@ -91,41 +72,16 @@ name = "{USER}"
 password = "{USER_PASSWORD}"
 auth = "password"
 "#
-        )
-    }
-
-    /// Every `events.id` on a region's cluster.
-    fn ids(&self, region: &str) -> Vec<i64> {
-        self.cluster(region)
-            .psql(&self.db, "SELECT id FROM events ORDER BY id")
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.parse().unwrap())
-            .collect()
-    }
+    )
 }
 
-/// geogate running in-process.
-struct Proxy {
-    port: u16,
-    metrics: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start_proxy(config: &str) -> Proxy {
-    let config = geogate::config::Config::parse(config).expect("test config is valid");
-    let bound = geogate::server::bind(config).await.expect("bind");
-    let port = bound.local_addr().port();
-    let metrics = bound.metrics_addr().expect("metrics_listen is set");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(bound.run_until(async move {
-        let _ = stopped.await;
-    }));
-    Proxy {
-        port,
-        metrics,
-        _stop: stop,
-    }
+/// Every `events.id` on a region's cluster.
+fn ids(geo: &Geo, region: &str) -> Vec<i64> {
+    geo.direct(region, "SELECT id FROM events ORDER BY id")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse().unwrap())
+        .collect()
 }
 
 fn conn_string(port: u16, db: &str) -> String {
@@ -152,41 +108,6 @@ async fn connect(port: u16, db: &str) -> Client {
         .await
         .unwrap_or_else(|e| panic!("connect through geogate: {e}"))
         .0
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| "no SQLSTATE".to_string())
-}
-
-/// GET over HTTP/1.1 with `Connection: close`: (status, body).
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: geogate\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.ok()?;
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-/// A sample of `/metrics`: `name{labels}` → value.
-async fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
-    let Some((_, body)) = http_get(addr, "/metrics").await else {
-        return BTreeMap::new();
-    };
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 fn upstream_up(m: &BTreeMap<String, f64>, region: &str) -> Option<f64> {
@@ -230,118 +151,6 @@ impl Rng {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
-}
-
-// ------------------------------------------------------------ raw sockets
-
-fn startup_packet(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = BytesMut::new();
-    body.put_u32(version);
-    for (k, v) in params {
-        body.put_slice(k.as_bytes());
-        body.put_u8(0);
-        body.put_slice(v.as_bytes());
-        body.put_u8(0);
-    }
-    body.put_u8(0);
-    let mut out = BytesMut::new();
-    out.put_u32(body.len() as u32 + 4);
-    out.put_slice(&body);
-    out.to_vec()
-}
-
-fn message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
-
-/// A client speaking the wire protocol by hand.
-struct Raw {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Raw {
-    async fn open(port: u16) -> Raw {
-        Raw {
-            s: TcpStream::connect(("127.0.0.1", port))
-                .await
-                .expect("connect"),
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// The next backend message, `None` at EOF (or after 10 s of silence).
-    async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
-        self.next_within(Duration::from_secs(10)).await
-    }
-
-    /// The next backend message, `None` at EOF or after `silence` without one.
-    async fn next_within(&mut self, silence: Duration) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-                let total = len as usize + 1;
-                if self.buf.len() >= total {
-                    let tag = self.buf.get_u8();
-                    self.buf.advance(4);
-                    let body = self.buf.split_to(total - 5).to_vec();
-                    return Some((tag, body));
-                }
-            }
-            let read = tokio::time::timeout(silence, self.s.read_buf(&mut self.buf));
-            match read.await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
-            }
-        }
-    }
-
-    /// Messages up to ReadyForQuery or EOF.
-    async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
-        let mut got = Vec::new();
-        while let Some(m) = self.next().await {
-            let ready = m.0 == b'Z';
-            got.push(m);
-            if ready {
-                break;
-            }
-        }
-        got
-    }
-
-    /// Logs in as [`USER`] (cleartext) to `db`; panics unless it gets ReadyForQuery.
-    async fn login(port: u16, db: &str) -> Raw {
-        let mut raw = Raw::open(port).await;
-        raw.s
-            .write_all(&startup_packet(196608, &[("user", USER), ("database", db)]))
-            .await
-            .unwrap();
-        let (tag, body) = raw.next().await.expect("auth request");
-        assert_eq!(
-            (tag, &body[..]),
-            (b'R', &3u32.to_be_bytes()[..]),
-            "cleartext asked"
-        );
-        let mut pw = USER_PASSWORD.as_bytes().to_vec();
-        pw.push(0);
-        raw.s.write_all(&message(b'p', &pw)).await.unwrap();
-        let got = raw.until_ready().await;
-        assert_eq!(got.last().map(|m| m.0), Some(b'Z'), "logged in: {got:?}");
-        raw
-    }
-}
-
-/// The SQLSTATE of an ErrorResponse body.
-fn sqlstate(body: &[u8]) -> String {
-    body.split(|b| *b == 0)
-        .find_map(|f| f.strip_prefix(b"C"))
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------------ tests
@@ -421,23 +230,23 @@ fn fuzz_case(rng: &mut Rng) -> (bool, Vec<u8>, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_marks_no_region_down()
 {
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_fuzz",
         vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
     );
-    let proxy = start_proxy(&regions.config("127.0.0.1:0", "")).await;
+    let proxy = Proxy::start(&config(&regions, ""));
     let db = regions.db.clone();
     let done = Arc::new(AtomicBool::new(false));
 
     // Samples region state while the fuzz runs.
     let sampler = {
         let done = done.clone();
-        let addr = proxy.metrics;
+        let addr = proxy.metrics();
         tokio::spawn(async move {
             let mut down_samples = 0u64;
             let mut samples = 0u64;
             while !done.load(Ordering::SeqCst) {
-                let m = metrics(addr).await;
+                let m = scrape(addr).await;
                 samples += 1;
                 for r in ["eu", "us"] {
                     if upstream_up(&m, r) == Some(0.0) {
@@ -474,7 +283,7 @@ async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_mar
                         failures
                             .lock()
                             .unwrap()
-                            .push(format!("connect: {}", code(&e)));
+                            .push(format!("connect: {}", sqlstate(&e)));
                         continue;
                     }
                 };
@@ -492,7 +301,7 @@ async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_mar
                         Err(e) => failures
                             .lock()
                             .unwrap()
-                            .push(format!("{region}: {}", code(&e))),
+                            .push(format!("{region}: {}", sqlstate(&e))),
                     }
                 }
             }
@@ -512,13 +321,13 @@ async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_mar
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (seed + 1));
             let (login, bytes, partial) = fuzz_case(&mut rng);
             let mut raw = if login {
-                Raw::login(port, &db).await
+                Raw::login(port, USER, USER_PASSWORD, &db).await
             } else {
                 Raw::open(port).await
             };
-            let _ = raw.s.write_all(&bytes).await;
+            let _ = raw.try_send(&bytes).await;
             if partial {
-                let _ = raw.s.shutdown().await;
+                raw.shutdown_write().await;
             }
             // Read what geogate says until it closes, answers a Sync, or goes quiet.
             let mut answers = Vec::new();
@@ -532,7 +341,7 @@ async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_mar
             answers
                 .iter()
                 .filter(|(t, _)| *t == b'E')
-                .map(|(_, b)| sqlstate(b))
+                .map(|(_, b)| wire::error_code(b))
                 .collect::<Vec<_>>()
         }));
     }
@@ -547,7 +356,7 @@ async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_mar
         v.await.expect("valid session task");
     }
     let (samples, down_samples) = sampler.await.unwrap();
-    let m = metrics(proxy.metrics).await;
+    let m = proxy.scrape().await;
     let failures = valid_failures.lock().unwrap().clone();
     println!(
         "fuzz: {CASES} malformed sequences (answers by SQLSTATE: {fuzz_codes:?}); \
@@ -577,11 +386,11 @@ async fn wire_fuzzing_mixed_with_valid_sessions_affects_no_other_session_and_mar
 async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_write_and_new_sessions_use_the_fallback()
  {
     let eu: &'static Cluster = Box::leak(Box::new(Cluster::start_owned("eu_kill")));
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_kill",
         vec![("eu", eu), ("us", Cluster::shared("us"))],
     );
-    let proxy = start_proxy(&regions.config("127.0.0.1:0", "")).await;
+    let proxy = Proxy::start(&config(&regions, ""));
     let db = regions.db.clone();
     let us_port = i32::from(regions.cluster("us").port());
 
@@ -659,17 +468,17 @@ async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_wri
                 )
                 .await
                 .map(|r| r.get::<_, i32>(0))
-                .map_err(|e| format!("statement: {} {e}", code(&e))),
-            Err(e) => Err(format!("connect: {} {e}", code(&e))),
+                .map_err(|e| format!("statement: {} {e}", sqlstate(&e))),
+            Err(e) => Err(format!("connect: {} {e}", sqlstate(&e))),
         };
         new_sessions.push((started.duration_since(killed_at), outcome));
     }
     // The sidecar stays ready while its fallback serves the local region.
     wait_until("eu reported down", || async {
-        upstream_up(&metrics(proxy.metrics).await, "eu") == Some(0.0)
+        upstream_up(&proxy.scrape().await, "eu") == Some(0.0)
     })
     .await;
-    let ready_while_eu_down = http_get(proxy.metrics, "/readyz").await;
+    let ready_while_eu_down = http_get(proxy.metrics(), "/readyz", None).await;
     // For the figures only: when the first new session is served, if none
     // of the ten above was (bounded; asserted below, not here).
     let mut first_served = new_sessions
@@ -703,7 +512,7 @@ async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_wri
     let acked = acked.lock().unwrap().clone();
     let mut seen: BTreeMap<i64, u32> = BTreeMap::new();
     for region in ["eu", "us"] {
-        for id in regions.ids(region) {
+        for id in ids(&regions, region) {
             *seen.entry(id).or_default() += 1;
         }
     }
@@ -754,11 +563,11 @@ async fn a_gateway_killed_under_write_load_loses_and_doubles_no_acknowledged_wri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_vanishing_mid_transaction_leave_no_gateway_in_a_transaction() {
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_vanish",
         vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
     );
-    let proxy = start_proxy(&regions.config("127.0.0.1:0", "")).await;
+    let proxy = Proxy::start(&config(&regions, ""));
     let db = regions.db.clone();
 
     const CLIENTS: i64 = 40;
@@ -784,22 +593,19 @@ async fn clients_vanishing_mid_transaction_leave_no_gateway_in_a_transaction() {
             } else {
                 // Raw: BEGIN, INSERT, then a statement still running when
                 // the socket closes (no Terminate, answer never read).
-                let mut raw = Raw::login(port, &db).await;
+                let mut raw = Raw::login(port, USER, USER_PASSWORD, &db).await;
                 for sql in [
                     "BEGIN".to_string(),
                     format!("INSERT INTO events (id, region) VALUES ({i}, '{region}')"),
                 ] {
                     let mut q = sql.into_bytes();
                     q.push(0);
-                    raw.s.write_all(&message(b'Q', &q)).await.unwrap();
+                    raw.send(&message(b'Q', &q)).await;
                     let got = raw.until_ready().await;
                     assert!(got.iter().all(|m| m.0 != b'E'), "{got:?}");
                 }
                 let sleep = format!("SELECT pg_sleep(0.5) FROM events WHERE region = '{region}'\0");
-                raw.s
-                    .write_all(&message(b'Q', sleep.as_bytes()))
-                    .await
-                    .unwrap();
+                raw.send(&message(b'Q', sleep.as_bytes())).await;
                 drop(raw);
             }
         }));
@@ -820,7 +626,7 @@ async fn clients_vanishing_mid_transaction_leave_no_gateway_in_a_transaction() {
         })
         .await;
     }
-    let committed: usize = ["eu", "us"].iter().map(|r| regions.ids(r).len()).sum();
+    let committed: usize = ["eu", "us"].iter().map(|r| ids(&regions, r).len()).sum();
     println!(
         "vanish: {CLIENTS} clients gone mid-transaction; 0 gateways left in a transaction; {committed} rows committed"
     );
@@ -837,23 +643,15 @@ async fn clients_vanishing_mid_transaction_leave_no_gateway_in_a_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_transactions_refuses_new_clients_and_exits_zero() {
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_drain",
         vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
     );
-    let port = common::free_port();
-    let config = regions.config(&format!("127.0.0.1:{port}"), "shutdown_grace = \"20s\"");
+    let config = config(&regions, "shutdown_grace = \"20s\"");
     let dir = std::env::temp_dir().join(format!("geogate-chaos-drain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("geogate.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_geogate"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start geogate");
+    let mut child = Binary::start(&dir, &config);
+    let port = child.port;
     let db = regions.db.clone();
     wait_until("geogate accepts sessions", || {
         let db = db.clone();
@@ -869,11 +667,7 @@ async fn sigterm_drains_open_transactions_refuses_new_clients_and_exits_zero() {
         .unwrap();
     let idle = connect(port, &db).await;
 
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    child.signal("TERM");
     // The idle session is closed (57P01) at once; nothing waits for it.
     wait_until("the idle session is closed", || {
         let closed = idle.is_closed();
@@ -892,7 +686,7 @@ async fn sigterm_drains_open_transactions_refuses_new_clients_and_exits_zero() {
     // And then geogate exits on its own, with status 0.
     let mut status = None;
     wait_until("geogate exits", || {
-        status = child.try_wait().unwrap();
+        status = child.try_wait();
         let done = status.is_some();
         async move { done }
     })
@@ -903,7 +697,7 @@ async fn sigterm_drains_open_transactions_refuses_new_clients_and_exits_zero() {
     );
     assert!(status.unwrap().success(), "exit status {status:?}");
     assert_eq!(
-        regions.ids("eu"),
+        ids(&regions, "eu"),
         [1, 2],
         "the drained transaction committed"
     );
@@ -911,11 +705,11 @@ async fn sigterm_drains_open_transactions_refuses_new_clients_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_storm_cancels_exactly_the_queries_asked_and_nothing_else() {
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_cancel",
         vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
     );
-    let proxy = start_proxy(&regions.config("127.0.0.1:0", "")).await;
+    let proxy = Proxy::start(&config(&regions, ""));
     let db = regions.db.clone();
     // One row per region, so that a sleep in the target list runs once.
     regions
@@ -936,7 +730,11 @@ async fn a_cancel_storm_cancels_exactly_the_queries_asked_and_nothing_else() {
         let token = c.cancel_token();
         let run = tokio::spawn(async move {
             let sql = format!("SELECT pg_sleep(60) FROM events WHERE region = '{region}'");
-            let r = c.simple_query(&sql).await.map(|_| ()).map_err(|e| code(&e));
+            let r = c
+                .simple_query(&sql)
+                .await
+                .map(|_| ())
+                .map_err(|e| sqlstate(&e));
             (r, c)
         });
         targets.push((token, run));
@@ -948,7 +746,10 @@ async fn a_cancel_storm_cancels_exactly_the_queries_asked_and_nothing_else() {
         controls.push(tokio::spawn(async move {
             // Long enough to overlap the storm, which runs while these do.
             let sql = format!("SELECT pg_sleep(3) FROM events WHERE region = '{region}'");
-            c.simple_query(&sql).await.map(|_| ()).map_err(|e| code(&e))
+            c.simple_query(&sql)
+                .await
+                .map(|_| ())
+                .map_err(|e| sqlstate(&e))
         }));
     }
     // Every sleeping query is running on its gateway before the storm.
@@ -979,15 +780,13 @@ async fn a_cancel_storm_cancels_exactly_the_queries_asked_and_nothing_else() {
         storm.push(tokio::spawn(async move {
             let _permit = permit;
             let mut rng = Rng(0xdead_beef ^ (k + 1));
-            let mut m = BytesMut::new();
-            m.put_u32(16);
-            m.put_u32(80877102);
-            m.put_u32(rng.next() as u32);
-            m.put_u32(rng.next() as u32);
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await {
-                let _ = s.write_all(&m).await;
-                let mut sink = [0u8; 16];
-                let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
+            let mut m = 16u32.to_be_bytes().to_vec();
+            m.extend_from_slice(&80877102u32.to_be_bytes());
+            m.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+            m.extend_from_slice(&(rng.next() as u32).to_be_bytes());
+            if let Some(mut s) = Raw::try_open(port).await {
+                let _ = s.try_send(&m).await;
+                let _ = s.next_within(Duration::from_secs(5)).await;
             }
         }));
     }
@@ -1027,12 +826,13 @@ async fn two_thousand_clients_against_the_connection_limit_get_exactly_the_expec
     // A cluster of its own: the held sessions' upstream connections must not
     // crowd the clusters other tests share.
     let eu: &'static Cluster = Box::leak(Box::new(Cluster::start_owned("eu_limit")));
-    let regions = Regions::new("chaos_limit", vec![("eu", eu)]);
+    let regions = seeded("chaos_limit", vec![("eu", eu)]);
     const LIMIT: usize = 200;
     const CLIENTS: usize = 2_000;
-    let proxy =
-        start_proxy(&regions.config("127.0.0.1:0", &format!("max_client_connections = {LIMIT}")))
-            .await;
+    let proxy = Proxy::start(&config(
+        &regions,
+        &format!("max_client_connections = {LIMIT}"),
+    ));
     let db = regions.db.clone();
 
     let mut held = Vec::new();
@@ -1048,7 +848,7 @@ async fn two_thousand_clients_against_the_connection_limit_get_exactly_the_expec
             let _permit = permit;
             match try_connect(port, &db).await {
                 Ok(_) => "accepted".to_string(),
-                Err(e) => code(&e),
+                Err(e) => sqlstate(&e),
             }
         }));
     }
@@ -1082,26 +882,24 @@ async fn two_thousand_clients_against_the_connection_limit_get_exactly_the_expec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_versions_are_negotiated_as_postgresql_does() {
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_proto",
         vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
     );
-    let proxy = start_proxy(&regions.config("127.0.0.1:0", "")).await;
+    let proxy = Proxy::start(&config(&regions, ""));
     let db = regions.db.clone();
 
     // Another major version: FATAL 0A000, then the connection closes.
     for (major, minor) in [(4u32, 0u32), (2, 0), (1234, 5681)] {
         let mut raw = Raw::open(proxy.port).await;
-        raw.s
-            .write_all(&startup_packet(
-                (major << 16) | minor,
-                &[("user", USER), ("database", &db)],
-            ))
-            .await
-            .unwrap();
+        raw.send(&startup_packet(
+            (major << 16) | minor,
+            &[("user", USER), ("database", &db)],
+        ))
+        .await;
         let (tag, body) = raw.next().await.expect("an answer");
         assert_eq!(tag, b'E', "{major}.{minor}");
-        assert_eq!(sqlstate(&body), "0A000", "{major}.{minor}");
+        assert_eq!(wire::error_code(&body), "0A000", "{major}.{minor}");
         assert!(
             raw.next().await.is_none(),
             "{major}.{minor}: closed after the error"
@@ -1111,18 +909,16 @@ async fn protocol_versions_are_negotiated_as_postgresql_does() {
     // 3.2 with protocol options: NegotiateProtocolVersion (3.0, the options
     // listed) before authentication, and the session works in 3.0.
     let mut raw = Raw::open(proxy.port).await;
-    raw.s
-        .write_all(&startup_packet(
-            (3 << 16) | 2,
-            &[
-                ("user", USER),
-                ("database", &db),
-                ("_pq_.ping", "1"),
-                ("_pq_.compression", "on"),
-            ],
-        ))
-        .await
-        .unwrap();
+    raw.send(&startup_packet(
+        (3 << 16) | 2,
+        &[
+            ("user", USER),
+            ("database", &db),
+            ("_pq_.ping", "1"),
+            ("_pq_.compression", "on"),
+        ],
+    ))
+    .await;
     let (tag, body) = raw.next().await.expect("an answer");
     assert_eq!(
         tag,
@@ -1138,37 +934,33 @@ async fn protocol_versions_are_negotiated_as_postgresql_does() {
     assert_eq!(tag, b'R');
     let mut pw = USER_PASSWORD.as_bytes().to_vec();
     pw.push(0);
-    raw.s.write_all(&message(b'p', &pw)).await.unwrap();
+    raw.send(&message(b'p', &pw)).await;
     assert_eq!(raw.until_ready().await.last().map(|m| m.0), Some(b'Z'));
-    raw.s
-        .write_all(&message(
-            b'Q',
-            b"SELECT count(*) FROM events WHERE region = 'eu'\0",
-        ))
-        .await
-        .unwrap();
+    raw.send(&message(
+        b'Q',
+        b"SELECT count(*) FROM events WHERE region = 'eu'\0",
+    ))
+    .await;
     let got = raw.until_ready().await;
     assert!(got.iter().any(|m| m.0 == b'D'), "{got:?}");
 
     // 3.0 without options: no NegotiateProtocolVersion.
     let mut raw = Raw::open(proxy.port).await;
-    raw.s
-        .write_all(&startup_packet(
-            196608,
-            &[("user", USER), ("database", &db)],
-        ))
-        .await
-        .unwrap();
+    raw.send(&startup_packet(
+        196608,
+        &[("user", USER), ("database", &db)],
+    ))
+    .await;
     assert_eq!(raw.next().await.map(|m| m.0), Some(b'R'));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateways_error_ending_one_session_changes_no_regions_state() {
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_one",
         vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
     );
-    let proxy = start_proxy(&regions.config("127.0.0.1:0", "")).await;
+    let proxy = Proxy::start(&config(&regions, ""));
     let db = regions.db.clone();
     let eu_port = i32::from(regions.cluster("eu").port());
     // One eu row, so that a function in the target list runs once.
@@ -1179,14 +971,14 @@ async fn a_gateways_error_ending_one_session_changes_no_regions_state() {
     let served_by = "SELECT inet_server_port(), count(*) FROM events WHERE region = 'eu'";
 
     // The issue's bytes: an unknown message type (z) and a Sync after login.
-    let mut raw = Raw::login(proxy.port, &db).await;
+    let mut raw = Raw::login(proxy.port, USER, USER_PASSWORD, &db).await;
     let mut bytes = message(b'z', &[]);
     bytes.extend_from_slice(&SYNC);
-    raw.s.write_all(&bytes).await.unwrap();
+    raw.send(&bytes).await;
     let mut codes = Vec::new();
     while let Some((tag, body)) = raw.next().await {
         if tag == b'E' {
-            codes.push(sqlstate(&body));
+            codes.push(wire::error_code(&body));
         }
     }
     assert_eq!(
@@ -1209,7 +1001,7 @@ async fn a_gateways_error_ending_one_session_changes_no_regions_state() {
     })
     .await;
 
-    let m = metrics(proxy.metrics).await;
+    let m = proxy.scrape().await;
     let row = bystander
         .query_one(served_by, &[])
         .await
@@ -1233,28 +1025,26 @@ async fn a_gateway_that_answers_but_would_refuse_every_session_is_reported_down_
     // us's PostgreSQL runs and answers any SSLRequest, but the database its
     // URL pins does not exist: every session would get 3D000. No client
     // goes there; the probe alone must find out.
-    let regions = Regions::new(
+    let regions = seeded(
         "chaos_probe",
         vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
     );
-    let broken = regions.config("127.0.0.1:0", "").replace(
+    let broken = config(&regions, "").replace(
         &format!("{}/{}?", regions.cluster("us").port(), regions.db),
         &format!("{}/no_such_database?", regions.cluster("us").port()),
     );
-    assert_ne!(
-        broken,
-        regions.config("127.0.0.1:0", ""),
-        "us's URL rewritten"
-    );
-    let proxy = start_proxy(&broken).await;
+    assert_ne!(broken, config(&regions, ""), "us's URL rewritten");
+    let proxy = Proxy::start(&broken);
     wait_until("us reported down by the probe", || async {
-        upstream_up(&metrics(proxy.metrics).await, "us") == Some(0.0)
+        upstream_up(&proxy.scrape().await, "us") == Some(0.0)
     })
     .await;
-    let m = metrics(proxy.metrics).await;
+    let m = proxy.scrape().await;
     assert_eq!(upstream_up(&m, "eu"), Some(1.0), "eu's probes pass");
     assert_eq!(
-        http_get(proxy.metrics, "/readyz").await.map(|r| r.0),
+        http_get(proxy.metrics(), "/readyz", None)
+            .await
+            .map(|r| r.0),
         Some(200),
         "the local region is up"
     );

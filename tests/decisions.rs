@@ -1,12 +1,14 @@
-//! The decision table: every rule of docs/design.md "Decisions" and
-//! its negative on the seed schema (tests/fixtures/seed.toml), plus the
-//! rewrite property and the rewritten SQL run on a real PostgreSQL.
+//! The decision table (tests/fixtures/decision_cases.toml): every rule of
+//! docs/design.md "Decisions" and its negative on the seed schema
+//! (tests/fixtures/seed.toml), plus the rewrite property and the rewritten
+//! SQL run on a real PostgreSQL.
 
 mod common;
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use common::cases::decision_cases;
 use geogate::analyze::{Analyzer, Params};
 use geogate::config::Config;
 use geogate::policy::{Decision, Outcome, Settings, TenantAnswer, TenantLookup, decide};
@@ -110,14 +112,14 @@ fn show(d: &Decision) -> String {
     s
 }
 
-include!("fixtures/decision_cases.rs");
-
 #[test]
 fn decision_table_on_seed_schema() {
     let w = World::new();
+    let cases = decision_cases();
     let mut failures = Vec::new();
-    for (sql, user, params, want) in CASES {
-        let got = show(&w.decide(sql, *user, params));
+    for c in &cases {
+        let (sql, want) = (&c.sql, &c.expect);
+        let got = show(&w.decide(sql, c.user.as_deref(), &c.params()));
         if got != *want {
             failures.push(format!("  {sql}\n    want: {want}\n    got:  {got}"));
         }
@@ -126,18 +128,19 @@ fn decision_table_on_seed_schema() {
         failures.is_empty(),
         "{} of {} cases differ:\n{}",
         failures.len(),
-        CASES.len(),
+        cases.len(),
         failures.join("\n")
     );
-    assert!(CASES.len() >= 150, "{} cases", CASES.len());
+    assert!(cases.len() >= 150, "{} cases", cases.len());
 }
 
 #[test]
 fn every_rewrite_of_the_corpus_analyses_as_route_to_the_same_region() {
     let w = World::new();
     let mut checked = 0;
-    for (sql, user, params, _) in CASES {
-        let d = w.decide(sql, *user, params);
+    for c in decision_cases() {
+        let (sql, user, params) = (c.sql.as_str(), c.user.as_deref(), c.params());
+        let d = w.decide(sql, user, &params);
         let Outcome::Rewrite {
             region,
             sql: rewritten,
@@ -146,7 +149,7 @@ fn every_rewrite_of_the_corpus_analyses_as_route_to_the_same_region() {
         else {
             continue;
         };
-        let again = w.decide(rewritten, *user, params);
+        let again = w.decide(rewritten, user, &params);
         assert_eq!(
             again.outcome,
             Outcome::Route {
@@ -156,7 +159,7 @@ fn every_rewrite_of_the_corpus_analyses_as_route_to_the_same_region() {
         );
         if let Some(p) = parameterized {
             // The extended-protocol form: the region is appended as $K.
-            let mut with_region: Vec<Option<&str>> = params.to_vec();
+            let mut with_region: Vec<Option<&str>> = params.clone();
             assert_eq!(
                 p.region_param as usize,
                 with_region.len().max(max_param(sql)) + 1
@@ -165,7 +168,7 @@ fn every_rewrite_of_the_corpus_analyses_as_route_to_the_same_region() {
                 with_region.push(None);
             }
             with_region.push(Some(region.as_str()));
-            let again = w.decide(&p.sql, *user, &with_region);
+            let again = w.decide(&p.sql, user, &with_region);
             assert_eq!(
                 again.outcome,
                 Outcome::Route {
@@ -259,13 +262,14 @@ fn random_mutations_of_the_corpus_never_panic() {
         "REFRESH MATERIALIZED VIEW ",
         " AS u(a, b)",
     ];
+    let cases = decision_cases();
     let mut rng = Rng(0x9E3779B97F4A7C15);
     let mut ctx_off = geogate::analyze::SqlContext::with_scs(false);
     ctx_off.prepare("p", "SELECT * FROM users WHERE region = $1");
     let tenants = Directory::seed();
     let settings = Settings::from_config(&w.cfg, Some("app"));
     for round in 0..20_000 {
-        let base = CASES[rng.below(CASES.len())].0;
+        let base = cases[rng.below(cases.len())].sql.as_str();
         let mut s: Vec<char> = base.chars().collect();
         for _ in 0..1 + rng.below(4) {
             let at = rng.below(s.len() + 1);
@@ -281,7 +285,7 @@ fn random_mutations_of_the_corpus_never_panic() {
                     }
                 }
                 _ => {
-                    let other = CASES[rng.below(CASES.len())].0;
+                    let other = cases[rng.below(cases.len())].sql.as_str();
                     let cut = rng.below(other.len());
                     let tail: String = other.chars().skip(cut).collect();
                     s.truncate(at.min(s.len()));
@@ -429,11 +433,12 @@ fn rewritten_sql_runs_on_postgres_and_returns_the_rows_of_that_region() {
         "2"
     );
     // Every rewrite of the decision table is syntactically valid PostgreSQL.
-    for (sql, user, params, _) in CASES {
-        if !params.is_empty() {
+    for case in decision_cases() {
+        if !case.params.is_empty() {
             continue;
         }
-        if let Outcome::Rewrite { sql: rewritten, .. } = &w.decide(sql, *user, params).outcome {
+        let d = w.decide(&case.sql, case.user.as_deref(), &[]);
+        if let Outcome::Rewrite { sql: rewritten, .. } = &d.outcome {
             let ddl_free = rewritten.replace("UPSERT", "INSERT");
             let out = c.psql_output(
                 &db,

@@ -26,10 +26,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, PASSWORD};
+use common::{Binary, Geo};
 use serde_json::{Value, json};
 
 const REGIONS: [&str; 3] = ["eu", "us", "apac"];
@@ -70,83 +70,65 @@ GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO geogate;
 // The three regions and the fixture
 
 /// Three regional databases (one per shared cluster) with the seed schema,
-/// each holding its own region's rows.
-struct Geo {
-    db: String,
-    clusters: Vec<(&'static str, &'static Cluster)>,
+/// each holding its own region's rows, and the directory on eu.
+fn seeded(prefix: &str) -> Geo {
+    let geo = Geo::new(prefix, |region| {
+        let mut sql = SCHEMA.to_string();
+        for (r, id, users) in READERS {
+            if r == region {
+                let _ = write!(
+                    sql,
+                    "INSERT INTO tenants VALUES ('{id}', 'reader {r}', '{r}', 1);
+                     INSERT INTO users (tenant_id, email, region)
+                       SELECT '{id}', 'u' || g || '@{r}', '{r}' FROM generate_series(1, {users}) g;"
+                );
+            }
+        }
+        for (r, id) in WRITERS {
+            if r == region {
+                let _ = write!(
+                    sql,
+                    "INSERT INTO tenants VALUES ('{id}', 'writer {r}', '{r}', 1);"
+                );
+            }
+        }
+        sql
+    });
+    // The directory geogate loads: on the local (eu) gateway only.
+    geo.directory(
+        READERS
+            .iter()
+            .map(|(r, id, _)| (*id, *r))
+            .chain(WRITERS.iter().map(|(r, id)| (*id, *r))),
+    );
+    geo
 }
 
-impl Geo {
-    fn new(prefix: &str) -> Geo {
-        let clusters: Vec<_> = REGIONS.iter().map(|r| (*r, Cluster::shared(r))).collect();
-        let db = clusters[0].1.create_db(prefix);
-        for (region, c) in &clusters {
-            if *region != "eu" {
-                c.psql("postgres", &format!("CREATE DATABASE {db}"));
-            }
-            let mut sql = SCHEMA.to_string();
-            for (r, id, users) in READERS {
-                if r == *region {
-                    let _ = write!(
-                        sql,
-                        "INSERT INTO tenants VALUES ('{id}', 'reader {r}', '{r}', 1);
-                         INSERT INTO users (tenant_id, email, region)
-                           SELECT '{id}', 'u' || g || '@{r}', '{r}' FROM generate_series(1, {users}) g;"
-                    );
-                }
-            }
-            for (r, id) in WRITERS {
-                if r == *region {
-                    let _ = write!(
-                        sql,
-                        "INSERT INTO tenants VALUES ('{id}', 'writer {r}', '{r}', 1);"
-                    );
-                }
-            }
-            c.psql(&db, &sql);
-        }
-        // The directory geogate loads: on the local (eu) gateway only.
-        let dir: Vec<String> = READERS
-            .iter()
-            .map(|(r, id, _)| format!("('{id}', '{r}')"))
-            .chain(WRITERS.iter().map(|(r, id)| format!("('{id}', '{r}')")))
-            .collect();
-        clusters[0].1.psql(
-            &db,
-            &format!("INSERT INTO tenant_directory VALUES {}", dir.join(",")),
+/// Where rows with this email are, looked up on every cluster directly:
+/// (cluster region, the row's region column), one entry per row.
+fn placements(geo: &Geo, email: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for cluster in geo.regions() {
+        let rows = geo.direct(
+            cluster,
+            &format!("SELECT region FROM users WHERE email = '{email}'"),
         );
-        Geo { db, clusters }
+        out.extend(
+            rows.lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| (cluster, l.to_string())),
+        );
     }
+    out
+}
 
-    fn cluster(&self, region: &str) -> &'static Cluster {
-        self.clusters.iter().find(|(r, _)| *r == region).unwrap().1
-    }
-
-    /// Where rows with this email are, looked up on every cluster directly:
-    /// (cluster region, the row's region column), one entry per row.
-    fn placements(&self, email: &str) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        for (cluster, c) in &self.clusters {
-            let rows = c.psql(
-                &self.db,
-                &format!("SELECT region FROM users WHERE email = '{email}'"),
-            );
-            out.extend(
-                rows.lines()
-                    .filter(|l| !l.is_empty())
-                    .map(|l| (*cluster, l.to_string())),
-            );
-        }
-        out
-    }
-
-    fn config(&self, listen: &str, policy: Policy) -> String {
-        let gw =
-            |r: &str| self.cluster(r).url("geogate", Some(PASSWORD), &self.db) + "?sslmode=disable";
-        format!(
-            r#"
+/// geogate local to eu over [`seeded`] regions.
+fn config(geo: &Geo, policy: Policy) -> String {
+    let gw = |r: &str| geo.gateway(r);
+    format!(
+        r#"
 [proxy]
-listen = "{listen}"
+listen = "127.0.0.1:0"
 local_region = "eu"
 on_cross_region_txn = "{policy}"
 
@@ -177,12 +159,11 @@ locality = "global"
 name = "app"
 password = "app-secret"
 "#,
-            eu = gw("eu"),
-            us = gw("us"),
-            apac = gw("apac"),
-            policy = policy.name(),
-        )
-    }
+        eu = gw("eu"),
+        us = gw("us"),
+        apac = gw("apac"),
+        policy = policy.name(),
+    )
 }
 
 /// geogate's `on_cross_region_txn`: each driver runs every scenario under the
@@ -224,64 +205,6 @@ fn reader(region: &str) -> &'static str {
 
 fn writer(region: &str) -> &'static str {
     WRITERS.iter().find(|(r, _)| *r == region).unwrap().1
-}
-
-// ---------------------------------------------------------------------------
-// geogate, as the binary this branch builds
-
-/// A `geogate serve` process on a free port, killed on Drop.
-struct Geogate {
-    port: u16,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Geogate {
-    fn start(geo: &Geo, policy: Policy, dir: &Path) -> Geogate {
-        let port = common::free_port();
-        let cfg = dir.join("geogate.toml");
-        std::fs::write(&cfg, geo.config(&format!("127.0.0.1:{port}"), policy)).unwrap();
-        let log = dir.join("geogate.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_geogate"))
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start geogate");
-        let mut g = Geogate { port, child, log };
-        g.wait_listening();
-        g
-    }
-
-    fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("geogate exited ({status}): {}", self.log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "geogate not listening: {}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        tail(
-            &std::fs::read_to_string(&self.log).unwrap_or_default(),
-            2000,
-        )
-    }
-}
-
-impl Drop for Geogate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -661,7 +584,7 @@ fn is_refusal(code: &Value) -> bool {
 
 /// Rows with `email` are exactly at `want`: (cluster, region column) pairs.
 fn expect_landed(geo: &Geo, email: &str, want: &[(&str, &str)]) -> Result<(), String> {
-    let got = geo.placements(email);
+    let got = placements(geo, email);
     let want: Vec<(&str, String)> = want.iter().map(|(c, r)| (*c, r.to_string())).collect();
     if got != want {
         return Err(format!(
@@ -684,8 +607,7 @@ fn all_or_nothing(
     if v["code"].is_null() {
         let pinned = match pinned {
             Some(p) => p,
-            None => geo
-                .placements(rows[0].0)
+            None => placements(geo, rows[0].0)
                 .first()
                 .map(|(cluster, _)| *cluster)
                 .ok_or(format!("{} is nowhere", rows[0].0))?,
@@ -696,7 +618,7 @@ fn all_or_nothing(
     } else {
         let landed: Vec<_> = rows
             .iter()
-            .map(|(e, _)| (*e, geo.placements(e)))
+            .map(|(e, _)| (*e, placements(geo, e)))
             .filter(|(_, p)| !p.is_empty())
             .collect();
         if !landed.is_empty() {
@@ -726,7 +648,7 @@ fn applied_anyway(scenario: &str, geo: &Geo) -> String {
     };
     let landed: Vec<_> = emails
         .iter()
-        .map(|e| (*e, geo.placements(e)))
+        .map(|e| (*e, placements(geo, e)))
         .filter(|(_, p)| !p.is_empty())
         .collect();
     if landed.is_empty() {
@@ -832,8 +754,8 @@ fn matrix(
         }
         let dir = scratch.0.join(policy.name());
         std::fs::create_dir_all(&dir).unwrap();
-        let geo = Geo::new(&format!("drv_{db_prefix}_{}", policy.name()));
-        let gg = Geogate::start(&geo, policy, &dir);
+        let geo = seeded(&format!("drv_{db_prefix}_{}", policy.name()));
+        let gg = Binary::start(&dir, &config(&geo, policy));
         let (outcomes, context) = run(&dir, gg.port, &geo.db, &wanted);
         let failed = verdict(driver, policy, &wanted, &outcomes, &geo);
         if !failed.is_empty() {
@@ -1108,8 +1030,9 @@ mod tokio_driver {
         }
     }
 
+    /// The SQLSTATE, `None` for an error the server did not send.
     fn code(e: &tokio_postgres::Error) -> Option<String> {
-        e.as_db_error().map(|d| d.code().code().to_string())
+        e.as_db_error().map(|_| crate::common::sqlstate(e))
     }
 
     /// The SQLSTATE of a statement expected to fail (null if it succeeded).

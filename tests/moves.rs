@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, PASSWORD};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{Cluster, PASSWORD, Proxy, http_get};
 use tokio_postgres::{Client, NoTls};
 
 const REGIONS: [&str; 3] = ["eu", "us", "apac"];
@@ -61,9 +60,7 @@ GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO geogate;
 
 struct Sidecar {
     region: &'static str,
-    port: u16,
-    metrics: SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    proxy: Proxy,
 }
 
 struct Fleet {
@@ -121,19 +118,9 @@ password = "app-secret"
                 config_file = std::env::temp_dir().join(format!("{db}.toml"));
                 std::fs::write(&config_file, &config).unwrap();
             }
-            let config = geogate::config::Config::parse(&config).expect("test config is valid");
-            let bound = geogate::server::bind(config).await.expect("bind");
-            let port = bound.local_addr().port();
-            let metrics = bound.metrics_addr().expect("metrics_listen is set");
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(bound.run_until(async move {
-                let _ = stopped.await;
-            }));
             sidecars.push(Sidecar {
                 region,
-                port,
-                metrics,
-                _stop: stop,
+                proxy: Proxy::start(&config),
             });
         }
         Fleet {
@@ -157,7 +144,7 @@ password = "app-secret"
     }
 
     async fn app(&self, i: usize) -> Client {
-        self.client(self.sidecars[i].port, "app", "app-secret")
+        self.client(self.sidecars[i].proxy.port, "app", "app-secret")
             .await
     }
 
@@ -172,12 +159,7 @@ password = "app-secret"
 
 /// A counter's value on a sidecar's `/metrics` (0 when absent).
 async fn metric(addr: SocketAddr, series: &str) -> u64 {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    let (_, body) = http_get(addr, "/metrics", None).await.expect("metrics");
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)
@@ -185,12 +167,12 @@ async fn metric(addr: SocketAddr, series: &str) -> u64 {
 
 async fn invalidations(sc: &Sidecar) -> u64 {
     metric(
-        sc.metrics,
+        sc.proxy.metrics(),
         "geogate_tenant_invalidations_total{source=\"listen\"}",
     )
     .await
         + metric(
-            sc.metrics,
+            sc.proxy.metrics(),
             "geogate_tenant_invalidations_total{source=\"poll\"}",
         )
         .await
@@ -381,7 +363,7 @@ async fn moves_under_load(prefix: &str, fk: bool, tenants_extra: &str) -> Durati
     let _ = std::fs::remove_file(&fleet.config_file);
     let mut retries = 0;
     for sc in &fleet.sidecars {
-        retries += metric(sc.metrics, "geogate_guarded_retries_total").await;
+        retries += metric(sc.proxy.metrics(), "geogate_guarded_retries_total").await;
     }
     eprintln!(
         "{prefix}: {total} writes, {retries} guarded retries, slowest invalidation {slowest:?}"
@@ -487,7 +469,11 @@ async fn outside_a_transaction_a_stale_write_runs_again_in_the_new_region_with_o
             "{extra}"
         );
         assert_eq!(
-            metric(fleet.sidecars[1].metrics, "geogate_guarded_retries_total").await,
+            metric(
+                fleet.sidecars[1].proxy.metrics(),
+                "geogate_guarded_retries_total"
+            )
+            .await,
             1,
             "{extra}: one retry, then the refreshed entry"
         );

@@ -2,7 +2,7 @@
 //!
 //! The seed schema (tests/fixtures/seed.toml) is LIST-partitioned by
 //! region on a real PostgreSQL. Every statement — the decision table
-//! (tests/fixtures/decision_cases.rs) and a seeded, deterministic,
+//! (tests/fixtures/decision_cases.toml) and a seeded, deterministic,
 //! grammar-based generator over every form the analyzer decides — is
 //! decided by geogate, then run inside a transaction that is rolled back.
 //! `pg_stat_xact_user_tables` then tells which partitions the executor
@@ -29,7 +29,6 @@ use geogate::config::Config;
 use geogate::policy::{Decision, Outcome, Settings, TenantAnswer, TenantLookup, decide};
 
 const SEED: &str = include_str!("fixtures/seed.toml");
-include!("fixtures/decision_cases.rs");
 
 const REGIONS: [&str; 3] = ["eu", "us", "apac"];
 
@@ -1018,9 +1017,9 @@ async fn postgres_executor_confirms_every_route_rewrite_and_global() {
         failures: Vec::new(),
     };
     // The decision table, with PostgreSQL as the judge.
-    for (sql, user, params, _) in CASES {
-        if user.is_none() && params.is_empty() && runnable(sql) {
-            o.check(sql, true).await;
+    for c in common::cases::decision_cases() {
+        if c.user.is_none() && c.params.is_empty() && runnable(&c.sql) {
+            o.check(&c.sql, true).await;
         }
     }
     let table_checked = o.checked;

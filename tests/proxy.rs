@@ -4,91 +4,23 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, PASSWORD};
+use common::proxy::connect;
+use common::wire::{self, Raw};
+use common::{Binary, Cluster, PASSWORD, Proxy, sqlstate};
 use futures_util::{SinkExt, StreamExt};
-use geogate::config::Config;
+use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
 
 /// Password of the geogate users the tests configure.
 const APP_PASSWORD: &str = "app-secret";
 
-/// A geogate running in-process on its own runtime, on a free port.
-struct Proxy {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// Starts geogate with `extra` TOML appended to a config whose local
-    /// region `eu` is `gateway`.
-    fn start(gateway: &str, extra: &str) -> Proxy {
-        Self::start_with(&config_text(gateway, extra))
-    }
-
-    fn start_with(text: &str) -> Proxy {
-        let config = Config::parse(text).expect("test config is valid");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (port_tx, port_rx) = std::sync::mpsc::channel();
-        // Its own runtime on its own thread: usable from sync and async tests alike.
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let bound = geogate::server::bind(config).await.expect("bind");
-                port_tx.send(bound.local_addr().port()).unwrap();
-                bound
-                    .run_until(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
-        let port = port_rx.recv().expect("geogate started");
-        Proxy {
-            port,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self, user: &str, password: &str, db: &str) -> String {
-        format!("postgres://{user}:{password}@127.0.0.1:{}/{db}", self.port)
-    }
-
-    fn conn_str(&self, user: &str, password: &str, db: &str) -> String {
-        format!(
-            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
-            self.port
-        )
-    }
-
-    /// Asks for a graceful shutdown and waits until the server returns.
-    fn shutdown(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
+/// geogate with `extra` TOML appended to a config whose local region `eu`
+/// is `gateway`.
+fn start_eu(gateway: &str, extra: &str) -> Proxy {
+    Proxy::start(&config_text(gateway, extra))
 }
 
 fn config_text(gateway: &str, extra: &str) -> String {
@@ -125,21 +57,11 @@ fn eu_gateway(c: &Cluster) -> String {
     format!("postgres://geogate:{PASSWORD}@127.0.0.1:{}", c.port())
 }
 
-async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(conn, NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-fn code(e: &tokio_postgres::Error) -> Option<String> {
-    e.as_db_error().map(|d| d.code().code().to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn select_params_and_prepared_statements_work_through_geogate() {
     let c = Cluster::shared("eu");
     let db = c.create_db("basic");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
@@ -185,7 +107,7 @@ async fn transactions_commit_and_roll_back() {
     let c = Cluster::shared("eu");
     let db = c.create_db("txn");
     c.psql(&db, "CREATE TABLE t (x int)");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let mut client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
@@ -207,7 +129,7 @@ async fn server_errors_keep_sqlstate_and_fields_and_the_session_goes_on() {
     let c = Cluster::shared("eu");
     let db = c.create_db("errors");
     c.psql(&db, "CREATE TABLE u (id int CONSTRAINT u_pk PRIMARY KEY)");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
@@ -247,7 +169,7 @@ async fn copy_from_stdin_and_to_stdout_pass_through() {
     let c = Cluster::shared("eu");
     let db = c.create_db("copy");
     c.psql(&db, "CREATE TABLE c (id int, v text)");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
@@ -275,7 +197,7 @@ async fn copy_from_stdin_and_to_stdout_pass_through() {
 fn notices_reach_psql_and_errors_print_their_sqlstate() {
     let c = Cluster::shared("eu");
     let db = c.create_db("notice");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let out = Command::new("psql")
         .args(["-X", "-t", "-A", "-v", "VERBOSITY=verbose", "-c"])
         .arg("DO $$ BEGIN RAISE NOTICE 'hello from %', 'plpgsql'; END $$; SELECT 7")
@@ -316,7 +238,7 @@ fn notices_reach_psql_and_errors_print_their_sqlstate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn notification_reaches_an_idle_listener() {
     let c = Cluster::shared("eu");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let (listener, mut connection) =
         tokio_postgres::connect(&p.conn_str("app", APP_PASSWORD, "postgres"), NoTls)
             .await
@@ -349,7 +271,7 @@ async fn notification_reaches_an_idle_listener() {
 async fn cancel_request_stops_pg_sleep_with_57014() {
     let c = Cluster::shared("eu");
     let db = c.create_db("cancel");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
@@ -382,7 +304,7 @@ async fn cancel_request_stops_pg_sleep_with_57014() {
 async fn pipelined_extended_queries_return_in_order() {
     let c = Cluster::shared("eu");
     let db = c.create_db("pipeline");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
@@ -421,17 +343,17 @@ async fn pipelined_extended_queries_return_in_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_password_and_unknown_user_are_refused_alike() {
     let c = Cluster::shared("eu");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let wrong = connect(&p.conn_str("app", "not-it", "postgres"))
         .await
         .unwrap_err();
     let unknown = connect(&p.conn_str("ghost", APP_PASSWORD, "postgres"))
         .await
         .unwrap_err();
-    assert_eq!(code(&wrong).as_deref(), Some("28P01"));
+    assert_eq!(sqlstate(&wrong), "28P01");
     // The same SQLSTATE and the same message shape: a client cannot tell
     // whether the user exists (PostgreSQL's own behaviour for SCRAM).
-    assert_eq!(code(&unknown).as_deref(), Some("28P01"));
+    assert_eq!(sqlstate(&unknown), "28P01");
     assert_eq!(
         wrong.as_db_error().unwrap().message().replace("app", "X"),
         unknown
@@ -455,7 +377,7 @@ async fn wrong_password_and_unknown_user_are_refused_alike() {
         let e = connect(&p.conn_str(user, "nope", "postgres"))
             .await
             .unwrap_err();
-        assert_eq!(code(&e).as_deref(), Some("28P01"), "{user}");
+        assert_eq!(sqlstate(&e), "28P01", "{user}");
     }
 }
 
@@ -467,7 +389,7 @@ async fn stored_scram_verifier_authenticates_a_client() {
         "{}\n[[users]]\nname = \"vuser\"\npassword = \"{verifier}\"\n",
         config_text(&eu_gateway(c), "")
     );
-    let p = Proxy::start_with(&text);
+    let p = Proxy::start(&text);
     let client = connect(&p.conn_str("vuser", "from-a-verifier", "postgres"))
         .await
         .unwrap();
@@ -482,7 +404,7 @@ async fn stored_scram_verifier_authenticates_a_client() {
     let e = connect(&p.conn_str("vuser", "wrong", "postgres"))
         .await
         .unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("28P01"));
+    assert_eq!(sqlstate(&e), "28P01");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -490,7 +412,7 @@ async fn client_killed_mid_transaction_leaves_no_open_transaction_upstream() {
     let c = Cluster::shared("eu");
     let db = c.create_db("killed");
     c.psql(&db, "CREATE TABLE k (x int)");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let conn = format!(
         "{} application_name=killed_client",
         p.conn_str("app", APP_PASSWORD, &db)
@@ -525,24 +447,10 @@ async fn large_result_streams_through_with_bounded_proxy_memory() {
     let c = Cluster::shared("eu");
     let db = c.create_db("large");
     let dir = tempdir("large");
-    let cfg = dir.join("geogate.toml");
-    let port = common::free_port();
-    std::fs::write(
-        &cfg,
-        config_text(&eu_gateway(c), "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_geogate"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = KillOnDrop(child.id());
-    wait_port(port);
+    let g = Binary::start(&dir, &config_text(&eu_gateway(c), ""));
     let client = connect(&format!(
-        "host=127.0.0.1 port={port} user=app password={APP_PASSWORD} dbname={db}"
+        "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname={db}",
+        g.port
     ))
     .await
     .unwrap();
@@ -563,9 +471,8 @@ async fn large_result_streams_through_with_bounded_proxy_memory() {
     }
     assert_eq!(n, 100_000);
     assert!(bytes >= 100_000_000);
-    let peak_kib = vm_hwm_kib(child.id());
-    drop(guard);
-    let _ = child.wait();
+    let peak_kib = vm_hwm_kib(g.pid());
+    drop(g);
     // The whole result is ~100 MiB; a proxy that buffered it could not stay under 40 MiB.
     assert!(peak_kib < 40 * 1024, "geogate peak RSS {peak_kib} KiB");
 }
@@ -574,7 +481,7 @@ async fn large_result_streams_through_with_bounded_proxy_memory() {
 fn pgbench_runs_in_simple_extended_and_prepared_modes_without_failures() {
     let c = Cluster::shared("eu");
     let db = c.create_db("pgbench");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let url = p.url("app", APP_PASSWORD, &db);
     // Initialisation through geogate too (COPY, DDL, VACUUM).
     let init = Command::new("pgbench")
@@ -608,17 +515,14 @@ fn pgbench_runs_in_simple_extended_and_prepared_modes_without_failures() {
     }
 }
 
-#[test]
-fn ssl_and_gssenc_requests_are_answered_n() {
+#[tokio::test(flavor = "multi_thread")]
+async fn ssl_and_gssenc_requests_are_answered_n() {
     let c = Cluster::shared("eu");
-    let p = Proxy::start(&eu_gateway(c), "");
-    for code in [80877103u32, 80877104] {
-        let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-        s.write_all(&8u32.to_be_bytes()).unwrap();
-        s.write_all(&code.to_be_bytes()).unwrap();
-        let mut b = [0u8; 1];
-        s.read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"N");
+    let p = start_eu(&eu_gateway(c), "");
+    for code in [wire::SSL_REQUEST, wire::GSSENC_REQUEST] {
+        let mut s = Raw::open(p.port).await;
+        s.send(&wire::request(code)).await;
+        assert_eq!(s.read_bytes(1).await, b"N");
     }
     // libpq falls back to plain text with sslmode=prefer and refuses with require.
     let prefer = psql_url(
@@ -643,7 +547,7 @@ async fn upstream_authenticates_with_trust_cleartext_md5_and_scram() {
         ("geogate", Some(PASSWORD)),
     ] {
         let gw = c.url(user, password, "postgres");
-        let p = Proxy::start(&gw, "");
+        let p = start_eu(&gw, "");
         let client = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
             .await
             .unwrap();
@@ -655,11 +559,11 @@ async fn upstream_authenticates_with_trust_cleartext_md5_and_scram() {
         assert_eq!(who, user);
     }
     // A wrong gateway password is a clear error for the client, not a hang.
-    let p = Proxy::start(&c.url("geogate", Some("wrong"), "postgres"), "");
+    let p = start_eu(&c.url("geogate", Some("wrong"), "postgres"), "");
     let e = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("28P01"));
+    assert_eq!(sqlstate(&e), "28P01");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -692,7 +596,7 @@ async fn upstream_tls_verify_full_checks_the_gateway_certificate() {
 
     for mode in ["require", "verify-ca", "verify-full"] {
         let gw = format!("{base}?sslmode={mode}&sslrootcert={}", ca.display());
-        let p = Proxy::start(&gw, "");
+        let p = start_eu(&gw, "");
         let client = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
             .await
             .unwrap();
@@ -711,17 +615,17 @@ async fn upstream_tls_verify_full_checks_the_gateway_certificate() {
         "{base}?sslmode=verify-full&sslrootcert={}",
         dir.join("other.pem").display()
     );
-    let p = Proxy::start(&gw, "");
+    let p = start_eu(&gw, "");
     let e = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("GG004"));
+    assert_eq!(sqlstate(&e), "GG004");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_message_gets_08p01_and_the_connection_closes() {
     let c = Cluster::shared("eu");
-    let p = Proxy::start(&eu_gateway(c), "max_message_size = 1024");
+    let p = start_eu(&eu_gateway(c), "max_message_size = 1024");
     let client = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap();
@@ -729,14 +633,14 @@ async fn oversized_message_gets_08p01_and_the_connection_closes() {
     client.simple_query(small).await.unwrap();
     let big = format!("SELECT '{}'", "x".repeat(2000));
     let e = client.simple_query(&big).await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("08P01"));
+    assert_eq!(sqlstate(&e), "08P01");
     assert!(client.simple_query(small).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_beyond_max_client_connections_get_53300() {
     let c = Cluster::shared("eu");
-    let p = Proxy::start(&eu_gateway(c), "max_client_connections = 2");
+    let p = start_eu(&eu_gateway(c), "max_client_connections = 2");
     let a = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap();
@@ -746,7 +650,7 @@ async fn clients_beyond_max_client_connections_get_53300() {
     let e = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("53300"));
+    assert_eq!(sqlstate(&e), "53300");
     drop(a);
     // A freed slot is usable again (the close is asynchronous: retry briefly).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -754,7 +658,7 @@ async fn clients_beyond_max_client_connections_get_53300() {
         match connect(&p.conn_str("app", APP_PASSWORD, "postgres")).await {
             Ok(_) => break,
             Err(e) => {
-                assert_eq!(code(&e).as_deref(), Some("53300"));
+                assert_eq!(sqlstate(&e), "53300");
                 assert!(Instant::now() < deadline);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -763,17 +667,17 @@ async fn clients_beyond_max_client_connections_get_53300() {
     b.simple_query("SELECT 1").await.unwrap();
 }
 
-#[test]
-fn stalled_startup_is_closed_after_the_timeout() {
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_startup_is_closed_after_the_timeout() {
     let c = Cluster::shared("eu");
-    let p = Proxy::start(&eu_gateway(c), "startup_timeout = \"300ms\"");
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let p = start_eu(&eu_gateway(c), "startup_timeout = \"300ms\"");
+    let mut s = Raw::open(p.port).await;
     // Half a startup packet, then nothing.
-    s.write_all(&[0, 0, 0, 40, 0, 3]).unwrap();
-    let mut buf = Vec::new();
+    s.send(&[0, 0, 0, 40, 0, 3]).await;
     // geogate answers with a FATAL error and closes: read_to_end returns.
-    s.read_to_end(&mut buf)
+    let buf = s
+        .read_to_end(Duration::from_secs(10))
+        .await
         .expect("closed by geogate, not by the read timeout");
     assert_eq!(buf.first(), Some(&b'E'));
     assert!(String::from_utf8_lossy(&buf).contains("08P01"));
@@ -782,7 +686,7 @@ fn stalled_startup_is_closed_after_the_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_going_down_gives_the_client_an_error_not_a_hang() {
     let c = Cluster::start_owned("down");
-    let p = Proxy::start(&eu_gateway(&c), "");
+    let p = start_eu(&eu_gateway(&c), "");
     let client = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap();
@@ -792,14 +696,14 @@ async fn gateway_going_down_gives_the_client_an_error_not_a_hang() {
         .await
         .expect("no hang")
         .unwrap_err();
-    let lost = code(&e);
+    let lost = sqlstate(&e);
     // geogate notices its idle gateway connection closing and answers the
     // next statement with GG004 (no gateway, no fallback); a statement
     // already in flight would get 08006 or PostgreSQL's own goodbye.
     assert!(
         matches!(
-            lost.as_deref(),
-            Some("GG004" | "08006" | "57P01" | "57P02" | "57P03")
+            lost.as_str(),
+            "GG004" | "08006" | "57P01" | "57P02" | "57P03"
         ) || e.is_closed(),
         "{e:?}"
     );
@@ -807,7 +711,7 @@ async fn gateway_going_down_gives_the_client_an_error_not_a_hang() {
     let e = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("GG004"));
+    assert_eq!(sqlstate(&e), "GG004");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -815,7 +719,7 @@ async fn shutdown_lets_open_transactions_finish_then_closes() {
     let c = Cluster::shared("eu");
     let db = c.create_db("drain");
     c.psql(&db, "CREATE TABLE d (x int)");
-    let p = Proxy::start(&eu_gateway(c), "");
+    let p = start_eu(&eu_gateway(c), "");
     let port = p.port;
     let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
@@ -861,7 +765,7 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
         config_text(&eu_gateway(eu), ""),
         eu_gateway(us)
     );
-    let p = Proxy::start_with(&text);
+    let p = Proxy::start(&text);
     let client = connect(&p.conn_str("app", APP_PASSWORD, &db))
         .await
         .unwrap();
@@ -915,19 +819,19 @@ async fn decision_point_moves_statements_to_another_region_with_session_state() 
 
     // Refusals come back in request order, in both protocols, and the session goes on.
     let e = client.simple_query("SELECT 1 FROM here").await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("GG001"));
+    assert_eq!(sqlstate(&e), "GG001");
     let (a, b, c) = tokio::join!(
         client.query_one("SELECT 1::int4", &[]),
         client.query_one("SELECT 2::int4 FROM here", &[]),
         client.query_one("SELECT 3::int4", &[]),
     );
     assert_eq!(a.expect("first of the pipeline").get::<_, i32>(0), 1);
-    assert_eq!(code(&b.unwrap_err()).as_deref(), Some("GG001"));
+    assert_eq!(sqlstate(&b.unwrap_err()), "GG001");
     assert_eq!(c.expect("last of the pipeline").get::<_, i32>(0), 3);
 }
 
-#[test]
-fn refusal_inside_a_batch_comes_after_the_answers_before_it() {
+#[tokio::test(flavor = "multi_thread")]
+async fn refusal_inside_a_batch_comes_after_the_answers_before_it() {
     // One Sync for two statements, the second refused: the client must see
     // the first statement's answers, then the error, then ReadyForQuery,
     // exactly as PostgreSQL orders an error inside a batch.
@@ -937,71 +841,28 @@ fn refusal_inside_a_batch_comes_after_the_answers_before_it() {
         config_text(&eu_gateway(eu), ""),
         eu_gateway(us)
     );
-    let p = Proxy::start_with(&text);
+    let p = Proxy::start(&text);
     // The refused statement must parse upstream: only geogate refuses it.
     let db = eu.create_db("batch");
     eu.psql(&db, "CREATE TABLE here (region text)");
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut startup = Vec::new();
-    for kv in ["user", "app_clear", "database", &db] {
-        startup.extend_from_slice(kv.as_bytes());
-        startup.push(0);
-    }
-    startup.push(0);
-    let mut pkt = ((startup.len() + 8) as u32).to_be_bytes().to_vec();
-    pkt.extend_from_slice(&196608u32.to_be_bytes());
-    pkt.extend_from_slice(&startup);
-    s.write_all(&pkt).unwrap();
-    assert_eq!(read_tags_until_ready(&mut s, Some(APP_PASSWORD))[0], b'R');
+    let mut s = Raw::login(p.port, "app_clear", APP_PASSWORD, &db).await;
     let mut batch = Vec::new();
     for sql in ["SELECT 1", "SELECT 2 FROM here"] {
-        batch.extend(msg(b'P', &[b"\0", sql.as_bytes(), b"\0", b"\0\0"].concat()));
-        batch.extend(msg(b'B', b"\0\0\0\0\0\0\0\0"));
-        batch.extend(msg(b'E', b"\0\0\0\0\0"));
+        batch.extend(wire::message(
+            b'P',
+            &[b"\0", sql.as_bytes(), b"\0", b"\0\0"].concat(),
+        ));
+        batch.extend(wire::message(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(wire::message(b'E', b"\0\0\0\0\0"));
     }
-    batch.extend(msg(b'S', b""));
-    s.write_all(&batch).unwrap();
-    let tags = read_tags_until_ready(&mut s, None);
-    assert_eq!(String::from_utf8(tags).unwrap(), "12DC1EZ");
+    batch.extend(wire::message(b'S', b""));
+    s.send(&batch).await;
+    assert_eq!(s.tags_until_ready().await, "12DC1EZ");
     // The session goes on.
-    let mut q = msg(b'Q', b"SELECT 3\0");
-    q.extend(msg(b'X', b""));
-    s.write_all(&q).unwrap();
-    assert_eq!(
-        String::from_utf8(read_tags_until_ready(&mut s, None)).unwrap(),
-        "TDCZ"
-    );
-}
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// Reads backend messages up to ReadyForQuery and returns their tags,
-/// answering a cleartext password request with `password`.
-fn read_tags_until_ready(s: &mut TcpStream, password: Option<&str>) -> Vec<u8> {
-    let mut tags = Vec::new();
-    loop {
-        let mut head = [0u8; 5];
-        if let Err(e) = s.read_exact(&mut head) {
-            panic!("after {:?}: {e}", String::from_utf8_lossy(&tags));
-        }
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize - 4;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).unwrap();
-        tags.push(head[0]);
-        if head[0] == b'R' && body[..4] == [0, 0, 0, 3] {
-            let pw = format!("{}\0", password.expect("password asked"));
-            s.write_all(&msg(b'p', pw.as_bytes())).unwrap();
-        }
-        if head[0] == b'Z' {
-            return tags;
-        }
-    }
+    let mut q = wire::message(b'Q', b"SELECT 3\0");
+    q.extend(wire::message(b'X', b""));
+    s.send(&q).await;
+    assert_eq!(s.tags_until_ready().await, "TDCZ");
 }
 
 // ---- client TLS and reload ----
@@ -1037,27 +898,24 @@ async fn client_tls_serves_psql_verify_full_tokio_postgres_and_cancel() {
     let c = Cluster::shared("eu");
     let dir = tempdir("client-tls");
     make_certs(&dir);
-    let p = Proxy::start(&eu_gateway(c), &tls_keys(&dir));
+    let p = start_eu(&eu_gateway(c), &tls_keys(&dir));
 
     // The SSLRequest is answered 'S'.
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    s.write_all(&8u32.to_be_bytes()).unwrap();
-    s.write_all(&80877103u32.to_be_bytes()).unwrap();
-    let mut b = [0u8; 1];
-    s.read_exact(&mut b).unwrap();
-    assert_eq!(&b, b"S");
+    let mut s = Raw::open(p.port).await;
+    s.send(&wire::request(wire::SSL_REQUEST)).await;
+    assert_eq!(s.read_bytes(1).await, b"S");
     // Plain-text bytes sent behind the SSLRequest, before the handshake, are
     // refused (they would otherwise be read as if they came over TLS).
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut stuffed = 8u32.to_be_bytes().to_vec();
-    stuffed.extend_from_slice(&80877103u32.to_be_bytes());
+    let mut s = Raw::open(p.port).await;
+    let mut stuffed = wire::request(wire::SSL_REQUEST);
     stuffed.extend_from_slice(&[
         0, 0, 0, 17, 0, 3, 0, 0, b'u', b's', b'e', b'r', 0, b'a', 0, 0, 0,
     ]);
-    s.write_all(&stuffed).unwrap();
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
+    s.send(&stuffed).await;
+    let answer = s
+        .read_to_end(Duration::from_secs(10))
+        .await
+        .expect("closed by geogate, not by the read timeout");
     assert_eq!(answer.first(), Some(&b'S'));
     assert_eq!(answer.get(1), Some(&b'E'));
     assert!(String::from_utf8_lossy(&answer).contains("08P01"));
@@ -1122,11 +980,11 @@ async fn tls_mode_require_refuses_plain_text_clients_with_28000() {
     let dir = tempdir("tls-require");
     make_certs(&dir);
     let extra = format!("{}tls_mode = \"require\"\n", tls_keys(&dir));
-    let p = Proxy::start(&eu_gateway(c), &extra);
+    let p = start_eu(&eu_gateway(c), &extra);
     let e = connect(&p.conn_str("app", APP_PASSWORD, "postgres"))
         .await
         .unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("28000"));
+    assert_eq!(sqlstate(&e), "28000");
     let message = e.as_db_error().map(|d| d.message()).unwrap_or_default();
     assert!(message.starts_with("geogate requires TLS"), "{e:?}");
     let plain = psql_url(
@@ -1140,85 +998,6 @@ async fn tls_mode_require_refuses_plain_text_clients_with_28000() {
         "SELECT 8",
     );
     assert_eq!(tls.unwrap(), "8");
-}
-
-/// The built geogate on a config file, logging JSON lines to a file.
-struct Binary {
-    child: std::process::Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Binary {
-    fn start(dir: &std::path::Path, config: &str) -> Binary {
-        let port = common::free_port();
-        let cfg = dir.join("geogate.toml");
-        std::fs::write(
-            &cfg,
-            config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-        )
-        .unwrap();
-        let log = dir.join("geogate.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_geogate"))
-            .args(["serve", "--log-format", "json", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let binary = Binary { child, port, log };
-        wait_port(port);
-        binary
-    }
-
-    /// Rewrites the config file (same port) and sends SIGHUP.
-    fn reload_with(&self, dir: &std::path::Path, config: &str) {
-        let text = config.replace("127.0.0.1:0", &format!("127.0.0.1:{}", self.port));
-        std::fs::write(dir.join("geogate.toml"), text).unwrap();
-        let ok = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// The JSON log lines so far.
-    fn lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    /// Waits until `n` log lines have the message `message`; returns them all.
-    fn wait_for(&self, message: &str, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let lines = self.lines();
-            if lines.iter().filter(|l| l["message"] == message).count() >= n {
-                return lines;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {message:?} in {}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1248,7 +1027,7 @@ async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_fil
         g.port
     );
     let e = connect(&late_user).await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("28P01"));
+    assert_eq!(sqlstate(&e), "28P01");
     let tls_url = format!(
         "postgres://app:{APP_PASSWORD}@127.0.0.1:{}/{db}?sslmode=require",
         g.port
@@ -1276,7 +1055,7 @@ async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_fil
         "{lines:?}"
     );
     let e = client.simple_query(unconstrained).await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("GG001"));
+    assert_eq!(sqlstate(&e), "GG001");
     // Same session, not reconnected: a statement naming its region still runs.
     client
         .simple_query("SELECT count(*) FROM docs WHERE region = 'eu'")
@@ -1305,7 +1084,7 @@ async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_fil
     }
     assert!(g.alive());
     let e = client.simple_query(unconstrained).await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("GG001"));
+    assert_eq!(sqlstate(&e), "GG001");
     // New connections work too, under the config still in force.
     let other = connect(&format!(
         "host=127.0.0.1 port={} user=app password={APP_PASSWORD} dbname={db}",
@@ -1314,7 +1093,7 @@ async fn sighup_applies_a_new_table_policy_to_an_open_session_and_an_invalid_fil
     .await
     .unwrap();
     let e = other.simple_query(unconstrained).await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("GG001"));
+    assert_eq!(sqlstate(&e), "GG001");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1358,7 +1137,7 @@ async fn sighup_with_new_tenants_settings_switches_the_tenant_directory_under_an
         "{lines:?}"
     );
     let e = client.simple_query(by_tenant).await.unwrap_err();
-    assert_eq!(code(&e).as_deref(), Some("GG002"));
+    assert_eq!(sqlstate(&e), "GG002");
     client
         .simple_query("SELECT count(*) FROM users WHERE tenant_id = 't2'")
         .await
@@ -1399,30 +1178,11 @@ fn make_certs(dir: &std::path::Path) {
     );
 }
 
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.to_string()).status();
-    }
-}
-
 fn tempdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("geogate-proxy-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "geogate did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

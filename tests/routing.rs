@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, PASSWORD};
+use common::{Cluster, Geo, Proxy, sqlstate};
 use tokio_postgres::{Client, NoTls};
 
 const REGIONS: [&str; 3] = ["eu", "us", "apac"];
@@ -33,68 +33,37 @@ CREATE TABLE tenant_directory (id uuid PRIMARY KEY, region region NOT NULL);
 GRANT ALL ON ALL TABLES IN SCHEMA public TO geogate;
 ";
 
-/// Three regional databases with the seed schema and each region's rows.
-struct Geo {
-    db: String,
-    clusters: Vec<(&'static str, &'static Cluster)>,
+/// The three regions (eu, us, apac) with the seed schema and each region's
+/// rows, and the tenant directory on the local (eu) gateway.
+fn seeded(prefix: &str) -> Geo {
+    let clusters = REGIONS.iter().map(|r| (*r, Cluster::shared(r))).collect();
+    seeded_on(prefix, clusters)
 }
 
-impl Geo {
-    fn new(prefix: &str) -> Geo {
-        let clusters = REGIONS.iter().map(|r| (*r, Cluster::shared(r))).collect();
-        Geo::with_clusters(prefix, clusters)
-    }
-
-    /// As [`Geo::new`], with the clusters given (eu first).
-    fn with_clusters(prefix: &str, clusters: Vec<(&'static str, &'static Cluster)>) -> Geo {
-        let db = clusters[0].1.create_db(prefix);
-        for (region, c) in &clusters {
-            if *region != "eu" {
-                c.psql("postgres", &format!("CREATE DATABASE {db}"));
-            }
-            c.psql(&db, SCHEMA);
-            for (i, (id, r)) in TENANTS.iter().enumerate() {
-                if r == region {
-                    c.psql(
-                        &db,
-                        &format!("INSERT INTO tenants VALUES ('{id}', 'tenant {i}', '{r}', 1)"),
-                    );
-                    c.psql(
-                        &db,
-                        &format!(
-                            "INSERT INTO users (tenant_id, email, region) SELECT '{id}', 'u' || g || '@t{i}', '{r}' FROM generate_series(1, {n}) g",
-                            n = 3 + i
-                        ),
-                    );
-                }
+/// As [`seeded`], with the clusters given (eu first).
+fn seeded_on(prefix: &str, clusters: Vec<(&'static str, &'static Cluster)>) -> Geo {
+    let geo = Geo::with_clusters(prefix, clusters, |region| {
+        let mut sql = SCHEMA.to_string();
+        for (i, (id, r)) in TENANTS.iter().enumerate() {
+            if *r == region {
+                sql += &format!(
+                    "INSERT INTO tenants VALUES ('{id}', 'tenant {i}', '{r}', 1);
+                     INSERT INTO users (tenant_id, email, region) SELECT '{id}', 'u' || g || '@t{i}', '{r}' FROM generate_series(1, {n}) g;",
+                    n = 3 + i
+                );
             }
         }
-        // The directory geogate loads: on the local (eu) gateway only.
-        let dir: Vec<String> = TENANTS
-            .iter()
-            .map(|(id, r)| format!("('{id}', '{r}')"))
-            .collect();
-        clusters[0].1.psql(
-            &db,
-            &format!("INSERT INTO tenant_directory VALUES {}", dir.join(",")),
-        );
-        Geo { db, clusters }
-    }
+        sql
+    });
+    geo.directory(TENANTS);
+    geo
+}
 
-    fn cluster(&self, region: &str) -> &'static Cluster {
-        self.clusters.iter().find(|(r, _)| *r == region).unwrap().1
-    }
-
-    /// Runs SQL directly on a region's gateway (as a migration would).
-    fn direct(&self, region: &str, sql: &str) -> String {
-        self.cluster(region).psql(&self.db, sql)
-    }
-
-    fn config(&self, extra_proxy: &str) -> String {
-        let gw =
-            |r: &str| self.cluster(r).url("geogate", Some(PASSWORD), &self.db) + "?sslmode=disable";
-        format!(
-            r#"
+/// geogate local to eu over [`seeded`] regions, `extra_proxy` added to `[proxy]`.
+fn config(geo: &Geo, extra_proxy: &str) -> String {
+    let gw = |r: &str| geo.gateway(r);
+    format!(
+        r#"
 [proxy]
 listen = "127.0.0.1:0"
 local_region = "eu"
@@ -139,84 +108,10 @@ name = "report"
 password = "report-secret"
 allow_scatter = true
 "#,
-            eu = gw("eu"),
-            us = gw("us"),
-            apac = gw("apac"),
-        )
-    }
-}
-
-/// geogate running in-process on a free port.
-struct Proxy {
-    port: u16,
-    /// The metrics listener, when the config sets `metrics_listen`.
-    metrics: Option<std::net::SocketAddr>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Proxy {
-    /// `geogate_upstream_up{region}` as /metrics reports it now.
-    async fn upstream_up(&self, region: &str) -> Option<i64> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics.expect("metrics_listen is configured");
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: geogate\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        let prefix = format!("geogate_upstream_up{{region=\"{region}\"}} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-    }
-
-    /// Waits (bounded) until geogate reports `region`'s gateway up or down.
-    async fn wait_upstream_up(&self, region: &str, up: bool) {
-        let want = i64::from(up);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while self.upstream_up(region).await != Some(want) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "geogate_upstream_up{{region={region}}} never became {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-async fn start_proxy(config: &str) -> Proxy {
-    let config = geogate::config::Config::parse(config).expect("test config is valid");
-    let bound = geogate::server::bind(config).await.expect("bind");
-    let port = bound.local_addr().port();
-    let metrics = bound.metrics_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(bound.run_until(async move {
-        let _ = stopped.await;
-    }));
-    Proxy {
-        port,
-        metrics,
-        _stop: stop,
-    }
-}
-
-async fn connect(proxy: &Proxy, user: &str, password: &str, db: &str) -> Client {
-    let conn = format!(
-        "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
-        proxy.port
-    );
-    let (client, connection) = tokio_postgres::connect(&conn, NoTls)
-        .await
-        .expect("connect through geogate");
-    tokio::spawn(connection);
-    client
-}
-
-fn code(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.code().code().to_string())
-        .unwrap_or_else(|| format!("not a db error: {e}"))
+        eu = gw("eu"),
+        us = gw("us"),
+        apac = gw("apac"),
+    )
 }
 
 async fn count(client: &Client, sql: &str) -> i64 {
@@ -229,9 +124,9 @@ async fn count(client: &Client, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_land_only_in_their_region_and_reads_find_them() {
-    let geo = Geo::new("route_writes");
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_writes");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     let (us_tenant, apac_tenant) = (TENANTS[1].0, TENANTS[2].0);
 
     // Explicit region: routed.
@@ -286,15 +181,15 @@ async fn writes_land_only_in_their_region_and_reads_find_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejections_carry_their_sqlstate_and_leave_the_session_usable() {
-    let geo = Geo::new("route_reject");
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_reject");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
 
     let e = c
         .simple_query("SELECT email FROM users WHERE email LIKE 'u1%'")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "GG001");
+    assert_eq!(sqlstate(&e), "GG001");
     let msg = e.as_db_error().unwrap().message().to_string();
     assert!(msg.contains("users") && msg.contains("region"), "{msg}");
     assert!(
@@ -308,12 +203,12 @@ async fn rejections_carry_their_sqlstate_and_leave_the_session_usable() {
         )
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "GG002");
+    assert_eq!(sqlstate(&e), "GG002");
     let e = c
         .simple_query("SELECT * FROM users WHERE region = 'mars'")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "GG003");
+    assert_eq!(sqlstate(&e), "GG003");
     // on_missing_region = "reject" refuses even with a tenant predicate.
     let e = c
         .simple_query(&format!(
@@ -322,20 +217,20 @@ async fn rejections_carry_their_sqlstate_and_leave_the_session_usable() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "GG001");
+    assert_eq!(sqlstate(&e), "GG001");
     // Extended protocol too, and the session goes on.
     let e = c
         .query("SELECT email FROM users WHERE email = $1", &[&"x"])
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "GG001");
+    assert_eq!(sqlstate(&e), "GG001");
     assert_eq!(
         count(&c, "SELECT count(*) FROM users WHERE region = 'eu'").await,
         3 + 6
     );
 
     // A user with allow_scatter may run it: served by the local gateway.
-    let r = connect(&proxy, "report", "report-secret", &geo.db).await;
+    let r = proxy.connect("report", "report-secret", &geo.db).await;
     assert_eq!(
         count(&r, "SELECT count(*) FROM users WHERE email LIKE 'u1%'").await,
         2
@@ -351,9 +246,9 @@ async fn rejections_carry_their_sqlstate_and_leave_the_session_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_prepared_statement_runs_in_every_region() {
-    let geo = Geo::new("route_prepared");
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_prepared");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     let stmt = c
         .prepare("SELECT count(*) FROM users WHERE tenant_id = $1::uuid")
         .await
@@ -408,9 +303,9 @@ mod uuid_text {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_are_pinned_and_cross_region_ones_counted_or_refused() {
-    let geo = Geo::new("route_txn");
-    let proxy = start_proxy(&geo.config("")).await;
-    let mut c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_txn");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let mut c = proxy.connect("app", "app-secret", &geo.db).await;
     let us = TENANTS[1].0;
 
     let t = c.transaction().await.unwrap();
@@ -455,8 +350,8 @@ async fn transactions_are_pinned_and_cross_region_ones_counted_or_refused() {
         .unwrap();
 
     // Refused by policy.
-    let proxy = start_proxy(&geo.config("on_cross_region_txn = \"reject\"")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let proxy = Proxy::start(&config(&geo, "on_cross_region_txn = \"reject\""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     c.batch_execute("BEGIN").await.unwrap();
     c.simple_query("SELECT count(*) FROM users WHERE region = 'us'")
         .await
@@ -465,7 +360,7 @@ async fn transactions_are_pinned_and_cross_region_ones_counted_or_refused() {
         .simple_query("SELECT count(*) FROM users WHERE region = 'eu'")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "GG005");
+    assert_eq!(sqlstate(&e), "GG005");
     c.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         count(&c, "SELECT count(*) FROM users WHERE region = 'eu'").await,
@@ -475,9 +370,9 @@ async fn transactions_are_pinned_and_cross_region_ones_counted_or_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_tenant_is_found_in_its_new_region() {
-    let geo = Geo::new("route_move");
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_move");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     let (tenant, from, to) = (TENANTS[3].0, "eu", "apac");
     let before = count(
         &c,
@@ -529,10 +424,10 @@ async fn a_moved_tenant_is_found_in_its_new_region() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warn_and_observe_forward_what_enforce_rejects() {
-    let geo = Geo::new("route_modes");
+    let geo = seeded("route_modes");
     let unconstrained = "SELECT count(*) FROM users WHERE email LIKE 'u1%'";
 
-    let proxy = start_proxy(&geo.config("mode = \"warn\"")).await;
+    let proxy = Proxy::start(&config(&geo, "mode = \"warn\""));
     let (client, mut connection) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=app password=app-secret dbname={}",
@@ -563,8 +458,8 @@ async fn warn_and_observe_forward_what_enforce_rejects() {
         "{got:?}"
     );
 
-    let proxy = start_proxy(&geo.config("mode = \"observe\"")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let proxy = Proxy::start(&config(&geo, "mode = \"observe\""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     assert_eq!(count(&c, unconstrained).await, 2);
     // Observe forwards unchanged to the local gateway: a us tenant's rows are not there.
     let n = count(
@@ -619,7 +514,7 @@ mod futures_poll {
 async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
     // us runs on a cluster of this test's own, so that it can be stopped.
     let us: &'static Cluster = Box::leak(Box::new(Cluster::start_owned("us_failover")));
-    let geo = Geo::with_clusters(
+    let geo = seeded_on(
         "route_failover",
         vec![
             ("eu", Cluster::shared("eu")),
@@ -627,8 +522,8 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
             ("apac", Cluster::shared("apac")),
         ],
     );
-    let proxy = start_proxy(&geo.config(r#"metrics_listen = "127.0.0.1:0""#)).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let proxy = Proxy::start(&config(&geo, r#"metrics_listen = "127.0.0.1:0""#));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     let us_tenant = TENANTS[1].0;
     let insert = |email: &str| {
         format!(
@@ -680,9 +575,9 @@ async fn a_down_gateway_fails_over_to_its_fallback_and_traffic_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_set_sent_through_bind_is_replayed_on_a_region_opened_later() {
-    let geo = Geo::new("route_ext_set");
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_ext_set");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     // tokio-postgres `execute` with a string: Parse/Describe/Sync, then Bind/Execute/Sync.
     c.execute("SET statement_timeout = '4321ms'", &[])
         .await
@@ -727,9 +622,9 @@ fn move_tenant(geo: &Geo, tenant: &str, from: &str, to: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_find_a_moved_tenant_in_its_new_region() {
     use tokio_postgres::types::Type;
-    let geo = Geo::new("route_ext_move");
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_ext_move");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     let tenant = |i: usize| uuid_text::Uuid(TENANTS[i].0.to_string());
     let read = c
         .prepare("SELECT email FROM users WHERE tenant_id = $1::uuid")
@@ -779,9 +674,9 @@ async fn prepared_statements_find_a_moved_tenant_in_its_new_region() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_begin_sent_through_bind_pins_the_transaction_to_its_first_statements_region() {
-    let geo = Geo::new("route_ext_begin");
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let geo = seeded("route_ext_begin");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     let us = TENANTS[1].0;
     let us_port = i32::from(geo.cluster("us").port());
     let served_by = "SELECT inet_server_port()";
@@ -821,155 +716,22 @@ async fn a_begin_sent_through_bind_pins_the_transaction_to_its_first_statements_
     assert_eq!(port, i32::from(geo.cluster("eu").port()));
 }
 
-/// A client speaking the wire protocol by hand, to send batches no driver
-/// in the tests sends (JDBC's BEGIN in the batch of the first statement).
-mod raw {
-    use bytes::BytesMut;
-    use postgres_protocol::message::backend::Message;
-    use postgres_protocol::message::frontend;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-
-    pub struct Raw {
-        tcp: TcpStream,
-        buf: BytesMut,
-    }
-
-    /// What a backend message was, for comparing answer sequences.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Got {
-        ParseComplete,
-        BindComplete,
-        ParameterDescription,
-        RowDescription,
-        NoData,
-        Row(Option<String>),
-        Complete(String),
-        Error,
-        Ready(u8),
-    }
-
-    impl Raw {
-        pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Raw {
-            let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            let mut out = BytesMut::new();
-            frontend::startup_message([("user", user), ("database", db)], &mut out).unwrap();
-            tcp.write_all(&out).await.unwrap();
-            let mut raw = Raw {
-                tcp,
-                buf: BytesMut::new(),
-            };
-            loop {
-                match raw.next().await {
-                    Message::AuthenticationCleartextPassword => {
-                        let mut out = BytesMut::new();
-                        frontend::password_message(password.as_bytes(), &mut out).unwrap();
-                        raw.tcp.write_all(&out).await.unwrap();
-                    }
-                    Message::ReadyForQuery(_) => return raw,
-                    Message::ErrorResponse(_) => panic!("startup refused"),
-                    _ => {}
-                }
-            }
-        }
-
-        async fn next(&mut self) -> Message {
-            loop {
-                if let Some(m) = Message::parse(&mut self.buf).unwrap() {
-                    return m;
-                }
-                let n = self.tcp.read_buf(&mut self.buf).await.unwrap();
-                assert!(n > 0, "geogate closed the connection");
-            }
-        }
-
-        pub async fn send(&mut self, build: impl FnOnce(&mut BytesMut)) {
-            let mut out = BytesMut::new();
-            build(&mut out);
-            self.tcp.write_all(&out).await.unwrap();
-        }
-
-        /// The messages of one answer, up to its ReadyForQuery.
-        pub async fn answer(&mut self) -> Vec<Got> {
-            let mut got = Vec::new();
-            loop {
-                let g = match self.next().await {
-                    Message::ParseComplete => Got::ParseComplete,
-                    Message::BindComplete => Got::BindComplete,
-                    Message::RowDescription(_) => Got::RowDescription,
-                    Message::NoData => Got::NoData,
-                    Message::ParameterDescription(_) => Got::ParameterDescription,
-                    Message::DataRow(r) => {
-                        let body = r.buffer();
-                        // The first column: its length, then its text.
-                        let len = i32::from_be_bytes(body[..4].try_into().unwrap());
-                        Got::Row((len >= 0).then(|| {
-                            String::from_utf8_lossy(&body[4..4 + len as usize]).into_owned()
-                        }))
-                    }
-                    Message::CommandComplete(c) => Got::Complete(c.tag().unwrap().to_string()),
-                    Message::ErrorResponse(_) => Got::Error,
-                    Message::ReadyForQuery(r) => {
-                        got.push(Got::Ready(r.status()));
-                        return got;
-                    }
-                    _ => continue,
-                };
-                got.push(g);
-            }
-        }
-    }
-
-    /// Parse/Bind/Execute of the unnamed statement, no parameters, text
-    /// results (`describe`: a Describe of the portal before Execute).
-    pub fn statement(sql: &str, describe: bool, out: &mut BytesMut) {
-        named_statement("", sql, false, describe, out);
-    }
-
-    /// Parse of statement `name` (then Describe of it when `describe_stmt`),
-    /// Bind of it to the unnamed portal, Execute (after a Describe of the
-    /// portal when `describe_portal`).
-    pub fn named_statement(
-        name: &str,
-        sql: &str,
-        describe_stmt: bool,
-        describe_portal: bool,
-        out: &mut BytesMut,
-    ) {
-        frontend::parse(name, sql, std::iter::empty(), out).unwrap();
-        if describe_stmt {
-            frontend::describe(b'S', name, out).unwrap();
-        }
-        // Bind: unnamed portal, no parameters, text results.
-        let len = 4 + 1 + name.len() + 1 + 6;
-        out.extend_from_slice(b"B");
-        out.extend_from_slice(&(len as i32).to_be_bytes());
-        out.extend_from_slice(&[0]);
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
-        if describe_portal {
-            frontend::describe(b'P', "", out).unwrap();
-        }
-        frontend::execute("", 0, out).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bound_begin_in_the_batch_of_the_first_statement_goes_to_its_region() {
-    use raw::Got;
-    let geo = Geo::new("route_ext_begin_batch");
-    let config = geo.config("")
+    use common::wire::{self, Got, Raw};
+    let geo = seeded("route_ext_begin_batch");
+    let config = config(&geo, "")
         + "\n[[users]]\nname = \"raw\"\npassword = \"raw-secret\"\nauth = \"password\"\n";
-    let proxy = start_proxy(&config).await;
-    let mut c = raw::Raw::connect(proxy.port, "raw", "raw-secret", &geo.db).await;
+    let proxy = Proxy::start(&config);
+    let mut c = Raw::login(proxy.port, "raw", "raw-secret", &geo.db).await;
     let us = TENANTS[1].0;
     let insert =
         format!("INSERT INTO users (tenant_id, email, region) VALUES ('{us}', 'jdbc@us', 'us')");
     // As JDBC sends it: BEGIN, the first statement and a read in one batch.
-    c.send(|out| {
-        raw::statement("BEGIN", false, out);
-        raw::statement(&insert, false, out);
-        raw::statement("SELECT inet_server_port()::text", true, out);
+    c.send_with(|out| {
+        wire::statement("BEGIN", false, out);
+        wire::statement(&insert, false, out);
+        wire::statement("SELECT inet_server_port()::text", true, out);
         postgres_protocol::message::frontend::sync(out);
     })
     .await;
@@ -996,8 +758,8 @@ async fn a_bound_begin_in_the_batch_of_the_first_statement_goes_to_its_region() 
         "0",
         "not committed yet"
     );
-    c.send(|out| {
-        raw::statement("COMMIT", false, out);
+    c.send_with(|out| {
+        wire::statement("COMMIT", false, out);
         postgres_protocol::message::frontend::sync(out);
     })
     .await;
@@ -1018,12 +780,12 @@ async fn a_bound_begin_in_the_batch_of_the_first_statement_goes_to_its_region() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_its_own_parse_reads_one_answer_when_verify_runs_it_again() {
-    use raw::Got;
-    let geo = Geo::new("route_ext_verify_batch");
-    let config = geo.config("")
+    use common::wire::{self, Got, Raw};
+    let geo = seeded("route_ext_verify_batch");
+    let config = config(&geo, "")
         + "\n[[users]]\nname = \"raw\"\npassword = \"raw-secret\"\nauth = \"password\"\n";
-    let proxy = start_proxy(&config).await;
-    let mut c = raw::Raw::connect(proxy.port, "raw", "raw-secret", &geo.db).await;
+    let proxy = Proxy::start(&config);
+    let mut c = Raw::login(proxy.port, "raw", "raw-secret", &geo.db).await;
     move_tenant(&geo, TENANTS[0].0, "eu", "us");
     move_tenant(&geo, TENANTS[3].0, "eu", "apac");
     let read = |i: usize| {
@@ -1044,8 +806,8 @@ async fn a_batch_with_its_own_parse_reads_one_answer_when_verify_runs_it_again()
 
     // A named Parse and Describe before the Bind: their answers come from
     // the first run (eu), the statement's from the second (us).
-    c.send(|out| {
-        raw::named_statement("s1", &read(0), true, true, out);
+    c.send_with(|out| {
+        wire::named_statement("s1", &read(0), true, true, out);
         postgres_protocol::message::frontend::sync(out);
     })
     .await;
@@ -1064,8 +826,8 @@ async fn a_batch_with_its_own_parse_reads_one_answer_when_verify_runs_it_again()
     assert_eq!(emails_only(c.answer().await), expected);
 
     // The unnamed statement parsed in the batch: the whole batch runs again.
-    c.send(|out| {
-        raw::named_statement("", &read(3), true, false, out);
+    c.send_with(|out| {
+        wire::named_statement("", &read(3), true, false, out);
         postgres_protocol::message::frontend::sync(out);
     })
     .await;
@@ -1083,7 +845,7 @@ async fn a_batch_with_its_own_parse_reads_one_answer_when_verify_runs_it_again()
     assert_eq!(emails_only(c.answer().await), expected);
 
     // The named statement runs again, now in us directly.
-    c.send(|out| {
+    c.send_with(|out| {
         out.extend_from_slice(&[b'B', 0, 0, 0, 14, 0, b's', b'1', 0, 0, 0, 0, 0, 0, 0]);
         postgres_protocol::message::frontend::execute("", 0, out).unwrap();
         postgres_protocol::message::frontend::sync(out);
@@ -1104,7 +866,7 @@ async fn an_idle_connection_to_a_restarted_gateway_is_replaced_not_reused() {
     // but us is up again, so no failover happens; the next us statement
     // must open a new connection instead of writing to the dead one.
     let us: &'static Cluster = Box::leak(Box::new(Cluster::start_owned("us_restart")));
-    let geo = Geo::with_clusters(
+    let geo = seeded_on(
         "route_restart",
         vec![
             ("eu", Cluster::shared("eu")),
@@ -1112,8 +874,8 @@ async fn an_idle_connection_to_a_restarted_gateway_is_replaced_not_reused() {
             ("apac", Cluster::shared("apac")),
         ],
     );
-    let proxy = start_proxy(&geo.config("")).await;
-    let c = connect(&proxy, "app", "app-secret", &geo.db).await;
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
     let served_by = "SELECT inet_server_port() FROM users WHERE region = 'us' LIMIT 1";
     let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
     assert_eq!(port, i32::from(us.port()));
