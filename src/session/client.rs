@@ -332,7 +332,7 @@ mod tests {
         s.on_parse("q", "SELECT * FROM users WHERE tenant_id = $1", &[25]);
         s.on_parse("x", "EXECUTE p(1)", &[]);
         let calls = std::cell::Cell::new(0);
-        let mut bind = |s: &mut ClientState, name: &str, z: &crate::analyze::Analyzer| {
+        let bind = |s: &mut ClientState, name: &str, z: &crate::analyze::Analyzer| {
             s.prepared_analysis(name, z.id(), |sql, ctx| {
                 calls.set(calls.get() + 1);
                 z.analyze_in(sql, ctx)
