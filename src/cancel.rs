@@ -97,10 +97,14 @@ pub struct CancelGuard {
 }
 
 impl CancelGuard {
-    /// Points cancels at the upstream connection now in use.
-    pub fn set_target(&self, target: CancelTarget) {
-        if let Ok(mut g) = self.slot.lock() {
-            *g = Some(target);
+    /// Points cancels at the upstream connection now in use. Called after
+    /// every statement: the target is copied only when the connection
+    /// changed.
+    pub fn set_target(&self, target: &CancelTarget) {
+        if let Ok(mut g) = self.slot.lock()
+            && g.as_ref() != Some(target)
+        {
+            *g = Some(target.clone());
         }
     }
 }

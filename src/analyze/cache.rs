@@ -7,58 +7,18 @@
 //! bookkeeping and good enough for a working set that fits.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxBuildHasher;
 
 use super::StatementTemplate;
 
 const SHARDS: usize = 16;
 
-/// A word-at-a-time multiplicative hash (the rustc "Fx" scheme): several
-/// times faster than SipHash on 50–300 byte keys. Keys are statement
-/// shapes; a client able to craft collisions only slows its own lookups
-/// in one shard, which is bounded in size.
-#[derive(Default, Clone, Copy)]
-pub(super) struct FxHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Map = HashMap<String, Entry, BuildHasherDefault<FxHasher>>;
+/// Keys are statement shapes; a client able to craft collisions only
+/// slows its own lookups in one shard, which is bounded in size.
+type Map = HashMap<String, Entry, FxBuildHasher>;
 
 /// A cache entry.
 #[derive(Clone)]
@@ -84,9 +44,8 @@ impl Cache {
 
     fn shard(&self, key: &str) -> &Mutex<Map> {
         // The whole key: shapes differ anywhere (a column in the middle).
-        let mut h = FxHasher::default();
-        h.write(key.as_bytes());
-        &self.shards[(h.finish() >> 32) as usize % SHARDS]
+        let h = FxBuildHasher.hash_one(key);
+        &self.shards[(h >> 32) as usize % SHARDS]
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {

@@ -139,7 +139,7 @@ async fn open(
     // sessions through its fallback.
     let (region, upstream) = relay::open_first(shared, &params).await?;
     let cancel = shared.cancels.register();
-    cancel.set_target(upstream.cancel.clone());
+    cancel.set_target(&upstream.cancel);
 
     let mut out = BytesMut::with_capacity(512);
     let msgs = std::iter::once(PgWireBackendMessage::Authentication(Authentication::Ok))

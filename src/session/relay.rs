@@ -490,7 +490,7 @@ impl Session {
             self.shared.metrics.cross_region_transaction();
         }
         if let Some(c) = self.conns.get(self.core.current()) {
-            self.cancel.set_target(c.cancel.clone());
+            self.cancel.set_target(&c.cancel);
         }
         Ok(handled.flow)
     }

@@ -61,7 +61,7 @@ pub struct StartupParams {
 }
 
 /// Where to send a CancelRequest for the query an upstream connection runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
     /// `host:port` of the gateway.
     pub addr: String,
