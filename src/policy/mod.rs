@@ -10,6 +10,7 @@ mod decision;
 mod mode;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 pub use decision::{
     Decision, Outcome, ParamRewrite, RegionMove, RejectReason, Rejection, ScatterCause,
@@ -19,8 +20,8 @@ pub use mode::{Effect, apply_mode};
 use crate::analyze::{
     Alt, Analysis, Exec, ParamText, Params, StatementAnalysis, TableRef, Val, canonical_tenant,
 };
-use crate::config::{Config, OnMissingRegion, OnParseError, UnlistedTables};
-use crate::rewrite::quote_literal;
+use crate::config::{Config, OnMissingRegion, OnParseError, TenantMoves, UnlistedTables};
+use crate::rewrite::{self, quote_literal};
 
 /// The answer of the tenant directory for one tenant (the cache's type:
 /// a plain value, so the policy stays free of I/O).
@@ -64,6 +65,8 @@ pub struct Settings {
     pub regions: BTreeSet<String>,
     /// `proxy.local_region`.
     pub local_region: String,
+    /// `[tenants]`' tenant-move settings, for the rewriter's write guard.
+    pub moves: Option<Arc<TenantMoves>>,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
                 .is_some_and(|u| u.allow_scatter),
             regions: cfg.regions.keys().cloned().collect(),
             local_region: cfg.proxy.local_region.clone(),
+            moves: cfg.tenants.as_ref().map(|t| Arc::new(t.moves.clone())),
         }
     }
 }
@@ -402,7 +406,7 @@ fn decide_one(
         }
     } else if let Some(region) = decided {
         if rewriting && t.rewrite.is_some() {
-            rewrite_outcome(analysis, i, st, region, params)
+            rewrite_outcome(analysis, i, st, region, params, settings)
         } else {
             Outcome::Route { region }
         }
@@ -470,8 +474,9 @@ fn rewrite_outcome(
     st: &StatementAnalysis,
     region: String,
     params: &Params<'_>,
+    settings: &Settings,
 ) -> Outcome {
-    let Some(tpl) = st.template.rewrite.as_ref() else {
+    let Some(tpl) = rewrite::template(&st.template, settings.moves.as_deref()) else {
         return Outcome::Route { region };
     };
     let lit = |slot: usize| analysis.lit_text(i, slot);
