@@ -24,8 +24,8 @@ use super::message::{Frontend, Target};
 use crate::analyze::StatementKind;
 use crate::config::OnCrossRegionTxn;
 use crate::metrics::{DecisionLabel, RejectReason};
+use crate::plan::Plan;
 use crate::policy::{Effect, Outcome};
-use crate::route::Plan;
 use crate::wire::ClientError;
 use crate::wire::validate::BindFrame;
 

@@ -1,5 +1,5 @@
 //! The I/O shell around the session core: sockets, the decision for each
-//! statement (analysis, tenant lookups, policy: [`crate::route::Router`]),
+//! statement (analysis, tenant lookups, policy: [`crate::plan::Planner`]),
 //! opening upstream connections, verify-on-empty lookups. Everything the
 //! protocol decides is the core's ([`super::core`]).
 //!
@@ -19,8 +19,8 @@ use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
 use crate::cancel::CancelGuard;
 use crate::logging::ClientInfo;
-use crate::route::{Attempt, OpenError};
 use crate::shared::Live;
+use crate::upstream::{Attempt, OpenError};
 use crate::upstream::{CancelTarget, StartupParams, Upstream, UpstreamError};
 use crate::wire::stream::{PgReader, PgWriter};
 use crate::wire::{ClientError, FrameError, peek_frame};
@@ -29,7 +29,7 @@ use crate::wire::{ClientError, FrameError, peek_frame};
 const HIGH_WATER: usize = 256 * 1024;
 
 /// Gateway health as the core's placement.
-struct Health<'a>(&'a crate::route::Health, &'a Shared);
+struct Health<'a>(&'a crate::upstream::Health, &'a Shared);
 
 impl Placement for Health<'_> {
     fn choose(&self, region: &str) -> Result<Arc<str>, ClientError> {
@@ -215,7 +215,7 @@ impl Session {
             },
         );
         Session {
-            settings: live.router.settings_for(&startup.user),
+            settings: live.planner.settings_for(&startup.user),
             shared,
             live,
             startup,
@@ -439,7 +439,7 @@ impl Session {
                 let ctx = &self.core.client.sql;
                 Some(
                     self.live
-                        .router
+                        .planner
                         .plan_in(sql, &params, &self.settings, ctx)
                         .await,
                 )
@@ -471,14 +471,14 @@ impl Session {
                 }
             }
         };
-        let router = &self.live.router;
+        let planner = &self.live.planner;
         if let Some(plan) = &plan {
             match &handled.record {
                 Record::Nothing => {}
-                Record::Served(region) => router.record(plan, &self.client_info(), Some(region)),
-                Record::PolicyRefused => router.record(plan, &self.client_info(), None),
+                Record::Served(region) => planner.record(plan, &self.client_info(), Some(region)),
+                Record::PolicyRefused => planner.record(plan, &self.client_info(), None),
                 Record::Refused(reason) => {
-                    router.record_refusal(plan, &self.client_info(), *reason)
+                    planner.record_refusal(plan, &self.client_info(), *reason)
                 }
             }
         }
@@ -496,7 +496,7 @@ impl Session {
     fn refresh_live(&mut self) {
         let live = self.shared.live.load();
         if !Arc::ptr_eq(&live, &self.live) {
-            self.settings = live.router.settings_for(&self.startup.user);
+            self.settings = live.planner.settings_for(&self.startup.user);
             self.core
                 .set_cross_region_policy(live.config.proxy.on_cross_region_txn);
             self.live = live;
@@ -620,7 +620,7 @@ impl Session {
                 .observe_duration(t.decision, Some(&t.region), t.started.elapsed());
         }
         if self.core.take_tenant_reload()
-            && let Some(cache) = self.live.router.tenant_cache().cloned()
+            && let Some(cache) = self.live.planner.tenant_cache().cloned()
         {
             tokio::spawn(async move {
                 if let Err(e) = cache.load().await {
@@ -663,7 +663,7 @@ impl Session {
         if due.is_empty() {
             return;
         }
-        if let Some(cache) = self.live.router.tenant_cache().cloned() {
+        if let Some(cache) = self.live.planner.tenant_cache().cloned() {
             for t in &due {
                 cache.refresh_one(t).await;
             }
@@ -678,7 +678,7 @@ impl Session {
         };
         let (tenants, region) = (tenants.to_vec(), region.clone());
         let mut moved = false;
-        if let Some(cache) = self.live.router.tenant_cache().cloned() {
+        if let Some(cache) = self.live.planner.tenant_cache().cloned() {
             for t in &tenants {
                 moved |= cache.refresh_one(t).await.rerun_in(&region).is_some();
             }

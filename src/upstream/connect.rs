@@ -15,9 +15,9 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::Attempt;
 use super::{CancelTarget, Gateway, StartupParams, Upstream, tls};
 use crate::config::SslMode;
-use crate::route::Attempt;
 use crate::wire::stream::PgStream;
 
 /// Default limit on connect + TLS + auth when the URL sets no `connect_timeout`.

@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Gateway, StartupParams, Upstream, UpstreamError};
-use crate::route::{BoxFuture, Probe};
+use super::{BoxFuture, Gateway, Probe, StartupParams, Upstream, UpstreamError};
 
 /// Startup parameter naming the probe's connections in `pg_stat_activity`.
 pub const PROBE_APPLICATION_NAME: &str = "geogate-probe";

@@ -2,7 +2,7 @@
 //! lookups it needs (through the async tenant cache), the pure policy, and
 //! the mode. The session applies the resulting [`Plan`] (transaction
 //! pinning, failover, forwarding) and reports what it did with
-//! [`Router::record`].
+//! [`Planner::record`].
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use crate::policy::{self, Decision, Effect, Outcome, Settings, TenantAnswer, Ten
 use crate::tenants::TenantCache;
 
 /// Everything a session needs to decide statements; shared by all sessions.
-pub struct Router {
+pub struct Planner {
     config: Arc<Config>,
     analyzer: Analyzer,
     tenants: Option<Arc<TenantCache>>,
@@ -61,14 +61,14 @@ impl TenantLookup for Resolved<'_> {
     }
 }
 
-impl Router {
-    /// A router for `config`, with its tenant cache (if `[tenants]` is set) and metrics.
+impl Planner {
+    /// A planner for `config`, with its tenant cache (if `[tenants]` is set) and metrics.
     pub fn new(
         config: Arc<Config>,
         tenants: Option<Arc<TenantCache>>,
         metrics: Arc<Metrics>,
-    ) -> Router {
-        Router {
+    ) -> Planner {
+        Planner {
             analyzer: Analyzer::new(&config),
             config,
             tenants,
