@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod movetenant;
 pub mod plan;
 pub mod policy;
+pub mod refusal;
 pub mod reload;
 pub mod rewrite;
 pub mod server;

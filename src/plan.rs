@@ -153,7 +153,7 @@ impl Planner {
                 metrics::Outcome::Scatter(metrics::ScatterCause::Observe)
             }
             Outcome::Scatter { cause, .. } => metrics::Outcome::Scatter(scatter_label(*cause)),
-            Outcome::Reject(r) => metrics::Outcome::Reject(reject_label(r.reason)),
+            Outcome::Reject(r) => metrics::Outcome::Reject(r.reason),
         };
         let fingerprint = plan.analysis.fingerprint();
         let event = StatementEvent {
@@ -206,17 +206,5 @@ fn scatter_label(c: policy::ScatterCause) -> metrics::ScatterCause {
     match c {
         policy::ScatterCause::MultiRegion => metrics::ScatterCause::MultiRegion,
         policy::ScatterCause::Allowed => metrics::ScatterCause::Allowed,
-    }
-}
-
-fn reject_label(r: policy::RejectReason) -> metrics::RejectReason {
-    match r {
-        policy::RejectReason::NoRegion | policy::RejectReason::UnlistedTable => {
-            metrics::RejectReason::NoRegion
-        }
-        policy::RejectReason::UnknownTenant => metrics::RejectReason::UnknownTenant,
-        policy::RejectReason::UnknownRegion => metrics::RejectReason::UnknownRegion,
-        policy::RejectReason::ParseError => metrics::RejectReason::ParseError,
-        policy::RejectReason::TenantDirectory => metrics::RejectReason::TenantDirectory,
     }
 }

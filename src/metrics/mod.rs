@@ -47,8 +47,9 @@ use prometheus::{
 
 use crate::config::{Config, Mode};
 
+pub use crate::refusal::RejectReason;
 use labels::NameSet;
-pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, RejectReason, ScatterCause};
+pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, ScatterCause};
 pub use store::{
     DEFAULT_CAPACITY, Detail, MAX_FINGERPRINT_LEN, StatementFilter, StatementRow, StatementStore,
     StatementsReport, rfc3339, sanitize_fingerprint,

@@ -12,9 +12,9 @@ mod mode;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-pub use decision::{
-    Decision, Outcome, ParamRewrite, RegionMove, RejectReason, Rejection, ScatterCause,
-};
+/// Why a statement is refused: the policy gives GG001–GG003, GG006, GG007.
+pub use crate::refusal::RejectReason;
+pub use decision::{Decision, Outcome, ParamRewrite, RegionMove, Rejection, ScatterCause};
 pub use mode::{Effect, apply_mode};
 
 use crate::analyze::{

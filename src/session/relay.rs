@@ -19,6 +19,7 @@ use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
 use crate::cancel::CancelGuard;
 use crate::logging::ClientInfo;
+use crate::refusal::RejectReason;
 use crate::shared::Live;
 use crate::upstream::{Attempt, OpenError};
 use crate::upstream::{CancelTarget, StartupParams, Upstream, UpstreamError};
@@ -35,8 +36,8 @@ impl Placement for Health<'_> {
     fn choose(&self, region: &str) -> Result<Arc<str>, ClientError> {
         match self.0.choose(region) {
             Ok(choice) => Ok(self.1.region_name(&choice.region_used)),
-            Err(e) => Err(ClientError::error(
-                "GG004",
+            Err(e) => Err(ClientError::refused(
+                RejectReason::NoGateway,
                 format!(
                     "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
                     e.region,
@@ -119,7 +120,7 @@ pub(super) async fn open_first(
             ..
         }) => Err(upstream_error(&local, e)),
         Err(OpenError::NoGateway { error, .. }) => Err(SessionError::Client(ClientError::fatal(
-            "GG004",
+            RejectReason::NoGateway.sqlstate(),
             format!(
                 "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
                 error.region,

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::RegionConfig;
 use crate::metrics::Metrics;
+use crate::refusal::RejectReason;
 
 /// Receives health events, for `geogate_upstream_up{region}` and
 /// `geogate_failovers_total{from,to}`. Called on the request path: keep it
@@ -55,11 +56,6 @@ pub struct NoGateway {
     pub region: String,
     /// The regions considered, in order (the region first, then its fallbacks).
     pub tried: Vec<String>,
-}
-
-impl NoGateway {
-    /// The SQLSTATE a client sees.
-    pub const SQLSTATE: &'static str = "GG004";
 }
 
 /// What marked a region down, for the log line.
@@ -436,7 +432,8 @@ impl Health {
                 tracing::warn!(
                     region,
                     reason,
-                    "gateway marked down; no fallback configured: its statements get GG004"
+                    "gateway marked down; no fallback configured: its statements get {}",
+                    RejectReason::NoGateway.sqlstate()
                 );
             } else {
                 let fallback = r.fallback.join(",");
