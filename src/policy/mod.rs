@@ -208,8 +208,33 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
     }
 }
 
+/// A region a predicate names, as the policy resolved it. Offline (no
+/// Bind: `check`, `explain`) a parameter has no value yet: the region is
+/// then the parameter's, or the region of the tenant the parameter names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Region {
+    /// A configured region.
+    Name(String),
+    /// `region = $n`, unbound.
+    Param(u32),
+    /// `tenant_id = $n`, unbound: the tenant's region.
+    TenantParam(u32),
+}
+
+impl Region {
+    /// The region as a decision names it: `eu`, or offline `$1` and
+    /// `tenant($1)`.
+    fn into_name(self) -> String {
+        match self {
+            Region::Name(s) => s,
+            Region::Param(n) => format!("${n}"),
+            Region::TenantParam(n) => format!("tenant(${n})"),
+        }
+    }
+}
+
 /// A reference's resolved region set: `None` = unconstrained.
-type Set = Option<BTreeSet<String>>;
+type Set = Option<BTreeSet<Region>>;
 
 /// What went wrong resolving a value.
 enum Bad {
@@ -371,7 +396,7 @@ fn decide_one(
             return d;
         }
     }
-    let regions: BTreeSet<String> = sets.iter().flatten().flatten().cloned().collect();
+    let regions: BTreeSet<Region> = sets.iter().flatten().flatten().cloned().collect();
     let decided = if regions.len() == 1 {
         regions.iter().next().cloned()
     } else {
@@ -390,7 +415,8 @@ fn decide_one(
             from: sets[m.target]
                 .as_ref()
                 .filter(|s| s.len() == 1)
-                .and_then(|s| s.iter().next().cloned()),
+                .and_then(|s| s.iter().next().cloned())
+                .map(Region::into_name),
             to: to.filter(|r| settings.regions.contains(r)),
         });
     }
@@ -400,15 +426,20 @@ fn decide_one(
             cause: ScatterCause::Allowed,
         }
     } else if regions.len() > 1 {
+        // Sorted by name, as the decision shows them.
+        let mut names: Vec<String> = regions.into_iter().map(Region::into_name).collect();
+        names.sort();
         Outcome::Scatter {
-            regions: regions.into_iter().collect(),
+            regions: names,
             cause: ScatterCause::MultiRegion,
         }
     } else if let Some(region) = decided {
         if rewriting && t.rewrite.is_some() {
             rewrite_outcome(analysis, i, st, region, params, settings)
         } else {
-            Outcome::Route { region }
+            Outcome::Route {
+                region: region.into_name(),
+            }
         }
     } else {
         // Contradictory predicates (region = 'eu' AND region = 'us'):
@@ -472,10 +503,14 @@ fn rewrite_outcome(
     analysis: &Analysis,
     i: usize,
     st: &StatementAnalysis,
-    region: String,
+    region: Region,
     params: &Params<'_>,
     settings: &Settings,
 ) -> Outcome {
+    // Offline, a tenant bound at execution has no region yet: show the
+    // parameterised form.
+    let unbound_tenant = !params.is_bound() && matches!(region, Region::TenantParam(_));
+    let region = region.into_name();
     let Some(tpl) = rewrite::template(&st.template, settings.moves.as_deref()) else {
         return Outcome::Route { region };
     };
@@ -494,9 +529,7 @@ fn rewrite_outcome(
         sql: tpl.render(&lit, &format!("${k}")),
         region_param: k,
     };
-    // Offline, a tenant bound at execution has no region yet: show the
-    // parameterised form.
-    let sql = if !params.is_bound() && region.starts_with("tenant($") {
+    let sql = if unbound_tenant {
         parameterized.sql.clone()
     } else {
         tpl.render(&lit, &quote_literal(&region))
@@ -532,7 +565,7 @@ fn carry(
             let next = match &sets[b] {
                 None => Some(sa),
                 Some(sb) => {
-                    let x: BTreeSet<String> = sb.intersection(&sa).cloned().collect();
+                    let x: BTreeSet<Region> = sb.intersection(&sa).cloned().collect();
                     if x.len() == sb.len() { None } else { Some(x) }
                 }
             };
@@ -557,13 +590,13 @@ fn resolve_region(
     v: &Val,
     params: &Params<'_>,
     settings: &Settings,
-) -> Result<Option<String>, ()> {
+) -> Result<Option<Region>, ()> {
     match analysis.label(i, v, params) {
-        ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(s)),
+        ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(Region::Name(s))),
         ParamText::Text(_) | ParamText::Null => Err(()),
         // Without a Bind (offline check): the region is the parameter's.
         ParamText::Unbound => match v {
-            Val::Param(n) if !params.is_bound() => Ok(Some(format!("${n}"))),
+            Val::Param(n) if !params.is_bound() => Ok(Some(Region::Param(*n))),
             _ => Err(()),
         },
     }
@@ -611,8 +644,8 @@ fn tenant_set(
     params: &Params<'_>,
     tenants: &dyn TenantLookup,
     settings: &Settings,
-) -> Result<BTreeSet<String>, Bad> {
-    let mut out: Option<BTreeSet<String>> = None;
+) -> Result<BTreeSet<Region>, Bad> {
+    let mut out: Option<BTreeSet<Region>> = None;
     for conf in &r.confiners {
         if !conf.iter().any(|a| matches!(a, Alt::Tenant(_))) {
             continue;
@@ -630,7 +663,7 @@ fn tenant_set(
                 Alt::Tenant(v) => match analysis.value(i, v, params) {
                     ParamText::Text(t) => match tenants.region_of(&canonical_tenant(&t)) {
                         TenantAnswer::Found(reg) if settings.regions.contains(&*reg) => {
-                            s.insert(reg.to_string());
+                            s.insert(Region::Name(reg.to_string()));
                         }
                         TenantAnswer::Found(_) => return Err(Bad::UnknownRegion),
                         TenantAnswer::NotFound => return Err(Bad::UnknownTenant),
@@ -639,7 +672,7 @@ fn tenant_set(
                     ParamText::Null => return Err(Bad::UnknownTenant),
                     ParamText::Unbound => match v {
                         Val::Param(n) if !params.is_bound() => {
-                            s.insert(format!("tenant(${n})"));
+                            s.insert(Region::TenantParam(*n));
                         }
                         _ => return Err(Bad::UnknownTenant),
                     },
