@@ -2,9 +2,11 @@
 //! region on a geo-partitioned database.
 //!
 //! The modules follow the data flow: `config` → `server` (accept) → `wire`
-//! (client protocol) → `session` → `analyze` (SQL → facts) → `policy`
-//! (facts → decision) → `rewrite` → `upstream` (regional gateways), with
-//! `tenants` (tenant→region cache) and `metrics` beside them.
+//! (client protocol) → `session` → `plan` (per statement: `analyze`, SQL →
+//! facts; `tenants`, the tenant→region cache; `policy`, facts → decision,
+//! with `rewrite`) → `upstream` (regional gateways and their health), with
+//! `metrics` beside them and `refusal` (the SQLSTATE vocabulary) below all.
+//! docs/architecture.md draws the rooms.
 #![forbid(unsafe_code)]
 
 pub mod analyze;

@@ -21,8 +21,7 @@ use crate::cancel::CancelGuard;
 use crate::logging::ClientInfo;
 use crate::refusal::RejectReason;
 use crate::shared::Live;
-use crate::upstream::{Attempt, OpenError};
-use crate::upstream::{CancelTarget, StartupParams, Upstream, UpstreamError};
+use crate::upstream::{Attempt, CancelTarget, OpenError, StartupParams, Upstream, UpstreamError};
 use crate::wire::stream::{PgReader, PgWriter};
 use crate::wire::{ClientError, FrameError, peek_frame};
 
