@@ -2,9 +2,11 @@
 //! region on a geo-partitioned database.
 //!
 //! The modules follow the data flow: `config` → `server` (accept) → `wire`
-//! (client protocol) → `session` → `analyze` (SQL → facts) → `policy`
-//! (facts → decision) → `rewrite` → `upstream` (regional gateways), with
-//! `tenants` (tenant→region cache) and `metrics` beside them.
+//! (client protocol) → `session` → `plan` (per statement: `analyze`, SQL →
+//! facts; `tenants`, the tenant→region cache; `policy`, facts → decision,
+//! with `rewrite`) → `upstream` (regional gateways and their health), with
+//! `metrics` beside them and `refusal` (the SQLSTATE vocabulary) below all.
+//! docs/architecture.md draws the rooms.
 #![forbid(unsafe_code)]
 
 pub mod analyze;
@@ -14,10 +16,11 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod movetenant;
+pub mod plan;
 pub mod policy;
+pub mod refusal;
 pub mod reload;
 pub mod rewrite;
-pub mod route;
 pub mod server;
 pub mod session;
 pub mod shared;

@@ -1,7 +1,7 @@
 //! The live configuration and its reload on SIGHUP.
 //!
 //! What a reload may change is gathered in one value, [`Live`]: the
-//! validated config, the router built from it (analyzer, policy settings,
+//! validated config, the planner built from it (analyzer, policy settings,
 //! mode, tenant cache), the client credentials and the client TLS acceptor.
 //! Sessions read the current one once per statement through [`LiveHandle`]
 //! (a read lock held for one `Arc` clone, never across `.await`), so a
@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, ConfigError, TenantsConfig};
 use crate::metrics::http::Readiness;
 use crate::metrics::{Metrics, mode_label};
-use crate::route::Router;
+use crate::plan::Planner;
 use crate::shared::{Live, Phase, Shared};
 use crate::tenants::TenantCache;
 use crate::upstream::{Gateway, GatewayDirectory};
@@ -218,10 +218,10 @@ impl Reloader {
         .await
         .map_err(|_| ReloadError::Task)??;
 
-        let metrics = running.router.metrics().clone();
+        let metrics = running.planner.metrics().clone();
         let mut retire = None;
         let tenants = if new.tenants == running.config.tenants {
-            running.router.tenant_cache().cloned()
+            running.planner.tenant_cache().cloned()
         } else {
             match &new.tenants {
                 None => {
@@ -253,7 +253,7 @@ impl Reloader {
         let config = Arc::new(new);
         let live = Live {
             generation: running.generation + 1,
-            router: Arc::new(Router::new(config.clone(), tenants, metrics)),
+            planner: Arc::new(Planner::new(config.clone(), tenants, metrics)),
             config,
             users,
             tls,

@@ -14,13 +14,14 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics::http::{HttpState, Readiness};
-use crate::metrics::{self, HealthObserver, Metrics};
+use crate::metrics::{self, Metrics};
+use crate::plan::Planner;
 use crate::reload::{Reloader, spawn_tenant_cache};
-use crate::route::{Health, ProberConfig, Router, Thresholds, spawn_prober};
 use crate::session;
 use crate::shared::{Live, LiveHandle, stopped};
 use crate::shared::{Phase, Shared};
 use crate::upstream::{Gateway, GatewayProbe};
+use crate::upstream::{Health, ProberConfig, Thresholds, spawn_prober};
 use crate::wire::ClientError;
 use crate::wire::auth::UserDirectory;
 
@@ -89,13 +90,19 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
     let metrics = Arc::new(Metrics::from_config(&config));
     let readiness = Arc::new(Readiness::new(config.tenants.is_some()));
     readiness.set_config_loaded(true);
-    let observer = HealthObserver::new(metrics.clone(), readiness.clone(), &local_region);
     let thresholds = Thresholds {
         failures_down: config.proxy.probe_failures_down,
         successes_up: config.proxy.probe_successes_up,
     };
-    let health = Health::with_thresholds(&config.regions, thresholds, Some(Arc::new(observer)));
-    readiness.follow_health(health.clone(), &local_region);
+    let health = Health::with_thresholds(&config.regions, thresholds, Some(metrics.clone()));
+    // `/readyz` asks the health whether the local region is served.
+    readiness.follow_gateways(
+        {
+            let (health, local) = (health.clone(), local_region.clone());
+            move || health.serves(&local)
+        },
+        health.has_fallback(&local_region),
+    );
     // The first round runs at once; an unconfirmed region goes down on its
     // first failed probe, so `/readyz` tells the truth within a probe.
     spawn_prober(
@@ -133,11 +140,11 @@ pub async fn bind(config: Config) -> Result<Bound, ServerError> {
             bound
         }
     };
-    let router = Arc::new(Router::new(config.clone(), tenants, metrics.clone()));
+    let planner = Arc::new(Planner::new(config.clone(), tenants, metrics.clone()));
     let live = Live {
         generation: 0,
         config: config.clone(),
-        router,
+        planner,
         users: UserDirectory::new(&config.users),
         tls,
     };

@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::route::Router;
+use crate::plan::Planner;
 use crate::upstream::Gateway;
 use crate::wire::auth::UserDirectory;
 
@@ -29,7 +29,7 @@ pub enum Phase {
 
 /// What every session shares.
 pub struct Shared {
-    /// What a reload can change (config, router, users, client TLS): read
+    /// What a reload can change (config, planner, users, client TLS): read
     /// once per statement, see [`crate::reload`].
     pub live: LiveHandle,
     /// The configuration the server started with: the keys that need a
@@ -44,7 +44,7 @@ pub struct Shared {
     /// Cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// Gateway health, for failover.
-    pub health: Arc<crate::route::Health>,
+    pub health: Arc<crate::upstream::Health>,
     /// Server phase.
     pub phase: watch::Receiver<Phase>,
 }
@@ -56,7 +56,7 @@ pub struct Live {
     /// The config in force (restart-only keys keep their start values).
     pub config: Arc<Config>,
     /// The per-statement decision point built from `config`.
-    pub router: Arc<Router>,
+    pub planner: Arc<Planner>,
     /// Client credentials (`[[users]]`), for new connections.
     pub users: UserDirectory,
     /// Client TLS, when `proxy.tls_cert`/`tls_key` are set.

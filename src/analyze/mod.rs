@@ -12,11 +12,12 @@ mod context;
 pub mod facts;
 mod kind;
 pub(crate) mod lex;
+mod marked;
 mod params;
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -24,6 +25,7 @@ use sqlparser::parser::Parser;
 pub use context::SqlContext;
 pub use facts::{Alt, At, Facts, Scope, TableRef, Val};
 pub use kind::StatementKind;
+pub use marked::Marked;
 pub use params::{ParamText, Params};
 
 use crate::config::{Config, OnMissingRegion, TableConfig, UnlistedTables};
@@ -53,14 +55,28 @@ pub struct StatementTemplate {
     pub parse_error: Option<String>,
     /// References a rewrite injects a region predicate into.
     pub(crate) candidates: Vec<usize>,
-    /// The statement printed with the predicates injected: lifted literals
-    /// are `$100000+slot`, the region `$99999` (see `lex::render`).
-    pub(crate) rewrite: Option<crate::rewrite::Template>,
+    /// What the rewriter needs to inject into this shape (`None`: no
+    /// candidate, or a statement that is never rewritten).
+    pub(crate) rewrite: Option<Box<Rewritable>>,
     /// The highest `$n` of the statement (0: none).
     pub max_param: u32,
     /// For `EXECUTE name (args)`: the prepared statement's name and the
     /// arguments (decided with the session's [`SqlContext`]).
     pub(crate) execute: Option<ExecCall>,
+}
+
+/// A statement shape the rewriter may inject into: analysis hands over
+/// the parse tree; the rewriter (`crate::rewrite::template`) prints the
+/// rewrite from it once, on first use, and keeps it here with the shape.
+#[derive(Debug)]
+pub struct Rewritable {
+    /// The statement as parsed (CockroachDB clauses read as PostgreSQL).
+    pub(crate) stmt: sqlparser::ast::Statement,
+    /// It was written `UPSERT`: the printed `INSERT` must say so again.
+    pub(crate) upsert: bool,
+    /// The printed rewrite: lifted literals are `$100000+slot`, the region
+    /// `$99999`.
+    pub(crate) printed: OnceLock<Marked>,
 }
 
 /// `EXECUTE name (args)` as written.
@@ -666,20 +682,17 @@ impl Analyzer {
             }
             Vec::new()
         };
+        // The rewriter prints from the tree, once per shape, on first use.
         let rewrite = if candidates.is_empty() {
             None
         } else {
-            let mut printed = crate::rewrite::inject(stmt, &facts, &candidates);
-            // Tenant moves: a write checks its injected region against the directory.
-            if crate::rewrite::guard::guard(stmt, &facts, &candidates, self.config.tenants.as_ref())
-            {
-                printed = stmt.to_string();
-            }
-            Some(crate::rewrite::Template::new(if upsert {
-                crdb::insert_as_upsert(&printed)
-            } else {
-                printed
-            }))
+            stmts.pop().map(|stmt| {
+                Box::new(Rewritable {
+                    stmt,
+                    upsert,
+                    printed: OnceLock::new(),
+                })
+            })
         };
         Ok(StatementTemplate {
             kind,
@@ -1060,14 +1073,6 @@ mod crdb {
         }
         out.push_str(&text[at..]);
         (out, true)
-    }
-
-    /// Puts the UPSERT back into a printed INSERT.
-    pub fn insert_as_upsert(printed: &str) -> String {
-        match printed.strip_prefix("INSERT") {
-            Some(rest) => format!("UPSERT{rest}"),
-            None => printed.to_string(),
-        }
     }
 
     /// Removes `AS OF SYSTEM TIME <expr>` (a literal, parameter or a

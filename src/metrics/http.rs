@@ -25,7 +25,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::{DecisionLabel, Metrics, StatementFilter};
-use crate::route::Health;
 
 /// Most concurrent connections to the metrics listener.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -49,11 +48,28 @@ pub struct Readiness {
     tenants_loaded: AtomicBool,
     local_gateway_up: AtomicBool,
     draining: AtomicBool,
-    /// Once set, the region health that answers "is the local region
-    /// served?" (local gateway or a fallback), instead of the local
-    /// gateway's flag alone: a sidecar whose fallback serves new sessions
-    /// must stay in load balancing.
-    served: OnceLock<(Arc<Health>, String)>,
+    /// Once set, what answers "is the local region served?" (local
+    /// gateway or a fallback), instead of the local gateway's flag alone:
+    /// a sidecar whose fallback serves new sessions must stay in load
+    /// balancing.
+    served: OnceLock<Served>,
+}
+
+/// The gateway condition of `/readyz`, asked of the gateway health (which
+/// lives above this module, so it is handed down as a closure).
+struct Served {
+    /// Whether the local region is served (its gateway or a fallback up).
+    check: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Whether the local region has fallbacks (names the unmet condition).
+    fallbacks: bool,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served")
+            .field("fallbacks", &self.fallbacks)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Readiness {
@@ -69,11 +85,18 @@ impl Readiness {
         }
     }
 
-    /// Answers the gateway condition from `health`: ready while
-    /// `local_region` or one of its fallbacks is up. Set once (later calls
-    /// are ignored).
-    pub fn follow_health(&self, health: Arc<Health>, local_region: &str) {
-        let _ = self.served.set((health, local_region.to_owned()));
+    /// Answers the gateway condition from `served` (whether the local
+    /// region's gateway or one of its fallbacks is up; `fallbacks`: whether
+    /// it has any). Set once (later calls are ignored).
+    pub fn follow_gateways(
+        &self,
+        served: impl Fn() -> bool + Send + Sync + 'static,
+        fallbacks: bool,
+    ) {
+        let _ = self.served.set(Served {
+            check: Box::new(served),
+            fallbacks,
+        });
     }
 
     /// Config parsed and validated.
@@ -109,8 +132,8 @@ impl Readiness {
             return Err("tenant cache not loaded");
         }
         match self.served.get() {
-            Some((health, local)) if !health.serves(local) => {
-                return Err(if health.has_fallback(local) {
+            Some(served) if !(served.check)() => {
+                return Err(if served.fallbacks {
                     "local gateway and its fallbacks unreachable"
                 } else {
                     "local gateway unreachable"
@@ -317,40 +340,19 @@ mod tests {
     }
 
     #[test]
-    fn readiness_following_health_stays_ready_while_a_fallback_serves_the_local_region() {
-        let config = crate::config::Config::parse(
-            r#"
-            [proxy]
-            listen = "127.0.0.1:6432"
-            local_region = "eu"
-            [regions.eu]
-            gateway = "postgres://g@127.0.0.1:5433/app"
-            fallback = ["us"]
-            [regions.us]
-            gateway = "postgres://g@127.0.0.1:5434/app"
-            [regions.apac]
-            gateway = "postgres://g@127.0.0.1:5435/app"
-            [[users]]
-            name = "app"
-            password = "x"
-            "#,
-        )
-        .expect("test config is valid");
-        let health = Health::new(&config.regions, None);
+    fn readiness_following_the_gateways_asks_them_and_names_the_fallbacks() {
+        let up = Arc::new(AtomicBool::new(true));
         let r = Readiness::new(false);
         r.set_config_loaded(true);
-        r.follow_health(health.clone(), "eu");
-        assert_eq!(r.check(), Ok(()));
-        health.connect_failed("eu");
-        assert_eq!(r.check(), Ok(()), "us serves eu");
-        health.connect_failed("apac");
-        assert_eq!(r.check(), Ok(()), "apac serves nothing of eu");
-        health.connect_failed("us");
+        let served = up.clone();
+        r.follow_gateways(move || served.load(Ordering::Relaxed), true);
+        assert_eq!(r.check(), Ok(()), "the local flag is not asked");
+        up.store(false, Ordering::Relaxed);
         assert_eq!(
             r.check(),
             Err("local gateway and its fallbacks unreachable")
         );
-        health.mark_up("us");
+        up.store(true, Ordering::Relaxed);
         assert_eq!(r.check(), Ok(()));
     }
 

@@ -1,5 +1,5 @@
-//! Bounded label values: the enums behind `decision`, `reason`, `cause` and
-//! `result`, and the configured table/region names behind `table`, `region`,
+//! Bounded label values: the enums behind `decision`, `cause` and `result`
+//! (`reason` is [`crate::refusal::RejectReason`], with its SQLSTATE), and the configured table/region names behind `table`, `region`,
 //! `from` and `to`.
 //!
 //! Every label value a metric can carry comes from here, so the number of
@@ -69,41 +69,6 @@ label_enum! {
         Scatter => "scatter",
         /// Refused (or, in warn/observe mode, would have been).
         Reject => "reject",
-    }
-}
-
-label_enum! {
-    /// The `reason` label of `geogate_rejections_total`, one per SQLSTATE GG001–GG007.
-    RejectReason {
-        /// GG001: names no region and may not scatter.
-        NoRegion => "no_region",
-        /// GG002: tenant not in the tenant→region cache.
-        UnknownTenant => "unknown_tenant",
-        /// GG003: region value not configured.
-        UnknownRegion => "unknown_region",
-        /// GG004: the region and its fallbacks are down.
-        NoGateway => "no_gateway",
-        /// GG005: cross-region transaction refused.
-        CrossRegionTxn => "cross_region_txn",
-        /// GG006: unparsable and `on_parse_error = "reject"`.
-        ParseError => "parse_error",
-        /// GG007: tenant directory unavailable.
-        TenantDirectory => "tenant_directory",
-    }
-}
-
-impl RejectReason {
-    /// The SQLSTATE the client receives for this reason.
-    pub fn sqlstate(self) -> &'static str {
-        match self {
-            RejectReason::NoRegion => "GG001",
-            RejectReason::UnknownTenant => "GG002",
-            RejectReason::UnknownRegion => "GG003",
-            RejectReason::NoGateway => "GG004",
-            RejectReason::CrossRegionTxn => "GG005",
-            RejectReason::ParseError => "GG006",
-            RejectReason::TenantDirectory => "GG007",
-        }
     }
 }
 
@@ -254,9 +219,6 @@ mod tests {
     fn enum_labels_round_trip() {
         for d in DecisionLabel::ALL {
             assert_eq!(DecisionLabel::parse(d.as_str()), Some(*d));
-        }
-        for r in RejectReason::ALL {
-            assert_eq!(RejectReason::parse(r.as_str()), Some(*r));
         }
     }
 }

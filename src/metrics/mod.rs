@@ -18,7 +18,8 @@
 //!     let state = http::HttpState { metrics: metrics.clone(), readiness: readiness.clone() };
 //!     tokio::spawn(http::serve(addr, state, shutdown.clone().cancelled_owned()));
 //! }
-//! // route::Health takes `Some(Arc::new(HealthObserver::new(metrics.clone(), readiness.clone(), local)))`,
+//! // upstream::Health takes `Some(metrics.clone())` (it reports up/down and failovers),
+//! // readiness.follow_gateways(…) asks it whether the local region is served,
 //! // tenants::TenantCache takes `Some(metrics.clone())`; after its first load: readiness.set_tenants_loaded(true).
 //!
 //! // per client:
@@ -46,9 +47,9 @@ use prometheus::{
 
 use crate::config::{Config, Mode};
 
+pub use crate::refusal::RejectReason;
 use labels::NameSet;
-pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, RejectReason, ScatterCause};
-pub use observers::HealthObserver;
+pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, ScatterCause};
 pub use store::{
     DEFAULT_CAPACITY, Detail, MAX_FINGERPRINT_LEN, StatementFilter, StatementRow, StatementStore,
     StatementsReport, rfc3339, sanitize_fingerprint,

@@ -14,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use serde::Serialize;
 
-use super::labels::{DecisionLabel, RejectReason, ScatterCause};
+use super::labels::{DecisionLabel, ScatterCause};
+use crate::refusal::RejectReason;
 
 /// Longest fingerprint kept, in bytes; longer ones are cut at a char boundary
 /// and end with `…`.

@@ -1,6 +1,8 @@
-//! The decision for a statement and the rejections, with their SQLSTATEs.
+//! The decision for a statement and the rejections (their reasons and
+//! SQLSTATEs are the vocabulary of [`crate::refusal`]).
 
 use crate::analyze::TableRef;
+use crate::refusal::RejectReason;
 
 /// What to do with a statement, plus what to count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,49 +97,6 @@ pub struct RegionMove {
     pub from: Option<String>,
     /// Where they go, when it is a literal or parameter naming a configured region.
     pub to: Option<String>,
-}
-
-/// Why a statement is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    /// GG001: no region and may not scatter.
-    NoRegion,
-    /// GG002: tenant not in the directory.
-    UnknownTenant,
-    /// GG003: region value not configured.
-    UnknownRegion,
-    /// GG006: parse error with `on_parse_error = "reject"`.
-    ParseError,
-    /// GG007: tenant directory unavailable.
-    TenantDirectory,
-    /// GG001: a table not in `[tables]` with `unlisted_tables = "reject"`.
-    UnlistedTable,
-}
-
-impl RejectReason {
-    /// The `reason` label of `geogate_rejections_total`.
-    pub fn label(self) -> &'static str {
-        match self {
-            RejectReason::NoRegion => "no_region",
-            RejectReason::UnknownTenant => "unknown_tenant",
-            RejectReason::UnknownRegion => "unknown_region",
-            RejectReason::ParseError => "parse_error",
-            RejectReason::TenantDirectory => "tenant_directory",
-            // Counted as GG001's reason: the metric's label set is closed.
-            RejectReason::UnlistedTable => "no_region",
-        }
-    }
-
-    /// The SQLSTATE of docs/design.md, "Errors".
-    pub fn sqlstate(self) -> &'static str {
-        match self {
-            RejectReason::NoRegion | RejectReason::UnlistedTable => "GG001",
-            RejectReason::UnknownTenant => "GG002",
-            RejectReason::UnknownRegion => "GG003",
-            RejectReason::ParseError => "GG006",
-            RejectReason::TenantDirectory => "GG007",
-        }
-    }
 }
 
 /// A refusal: SQLSTATE, metric reason, table, and a message naming the
@@ -295,7 +254,7 @@ impl Rejection {
 
     pub(crate) fn unlisted(table: &str) -> Rejection {
         Rejection::new(
-            RejectReason::UnlistedTable,
+            RejectReason::NoRegion,
             Some(table),
             format!(
                 "geogate: {table} is not listed in [tables] and proxy.unlisted_tables = \"reject\"; add [tables.{table}]"

@@ -10,17 +10,18 @@ mod decision;
 mod mode;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-pub use decision::{
-    Decision, Outcome, ParamRewrite, RegionMove, RejectReason, Rejection, ScatterCause,
-};
+/// Why a statement is refused: the policy gives GG001–GG003, GG006, GG007.
+pub use crate::refusal::RejectReason;
+pub use decision::{Decision, Outcome, ParamRewrite, RegionMove, Rejection, ScatterCause};
 pub use mode::{Effect, apply_mode};
 
 use crate::analyze::{
     Alt, Analysis, Exec, ParamText, Params, StatementAnalysis, TableRef, Val, canonical_tenant,
 };
-use crate::config::{Config, OnMissingRegion, OnParseError, UnlistedTables};
-use crate::rewrite::quote_literal;
+use crate::config::{Config, OnMissingRegion, OnParseError, TenantMoves, UnlistedTables};
+use crate::rewrite::{self, quote_literal};
 
 /// The answer of the tenant directory for one tenant (the cache's type:
 /// a plain value, so the policy stays free of I/O).
@@ -64,6 +65,8 @@ pub struct Settings {
     pub regions: BTreeSet<String>,
     /// `proxy.local_region`.
     pub local_region: String,
+    /// `[tenants]`' tenant-move settings, for the rewriter's write guard.
+    pub moves: Option<Arc<TenantMoves>>,
 }
 
 impl Settings {
@@ -77,6 +80,7 @@ impl Settings {
                 .is_some_and(|u| u.allow_scatter),
             regions: cfg.regions.keys().cloned().collect(),
             local_region: cfg.proxy.local_region.clone(),
+            moves: cfg.tenants.as_ref().map(|t| Arc::new(t.moves.clone())),
         }
     }
 }
@@ -204,8 +208,33 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
     }
 }
 
+/// A region a predicate names, as the policy resolved it. Offline (no
+/// Bind: `check`, `explain`) a parameter has no value yet: the region is
+/// then the parameter's, or the region of the tenant the parameter names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Region {
+    /// A configured region.
+    Name(String),
+    /// `region = $n`, unbound.
+    Param(u32),
+    /// `tenant_id = $n`, unbound: the tenant's region.
+    TenantParam(u32),
+}
+
+impl Region {
+    /// The region as a decision names it: `eu`, or offline `$1` and
+    /// `tenant($1)`.
+    fn into_name(self) -> String {
+        match self {
+            Region::Name(s) => s,
+            Region::Param(n) => format!("${n}"),
+            Region::TenantParam(n) => format!("tenant(${n})"),
+        }
+    }
+}
+
 /// A reference's resolved region set: `None` = unconstrained.
-type Set = Option<BTreeSet<String>>;
+type Set = Option<BTreeSet<Region>>;
 
 /// What went wrong resolving a value.
 enum Bad {
@@ -367,7 +396,7 @@ fn decide_one(
             return d;
         }
     }
-    let regions: BTreeSet<String> = sets.iter().flatten().flatten().cloned().collect();
+    let regions: BTreeSet<Region> = sets.iter().flatten().flatten().cloned().collect();
     let decided = if regions.len() == 1 {
         regions.iter().next().cloned()
     } else {
@@ -386,7 +415,8 @@ fn decide_one(
             from: sets[m.target]
                 .as_ref()
                 .filter(|s| s.len() == 1)
-                .and_then(|s| s.iter().next().cloned()),
+                .and_then(|s| s.iter().next().cloned())
+                .map(Region::into_name),
             to: to.filter(|r| settings.regions.contains(r)),
         });
     }
@@ -396,15 +426,20 @@ fn decide_one(
             cause: ScatterCause::Allowed,
         }
     } else if regions.len() > 1 {
+        // Sorted by name, as the decision shows them.
+        let mut names: Vec<String> = regions.into_iter().map(Region::into_name).collect();
+        names.sort();
         Outcome::Scatter {
-            regions: regions.into_iter().collect(),
+            regions: names,
             cause: ScatterCause::MultiRegion,
         }
     } else if let Some(region) = decided {
         if rewriting && t.rewrite.is_some() {
-            rewrite_outcome(analysis, i, st, region, params)
+            rewrite_outcome(analysis, i, st, region, params, settings)
         } else {
-            Outcome::Route { region }
+            Outcome::Route {
+                region: region.into_name(),
+            }
         }
     } else {
         // Contradictory predicates (region = 'eu' AND region = 'us'):
@@ -468,10 +503,15 @@ fn rewrite_outcome(
     analysis: &Analysis,
     i: usize,
     st: &StatementAnalysis,
-    region: String,
+    region: Region,
     params: &Params<'_>,
+    settings: &Settings,
 ) -> Outcome {
-    let Some(tpl) = st.template.rewrite.as_ref() else {
+    // Offline, a tenant bound at execution has no region yet: show the
+    // parameterised form.
+    let unbound_tenant = !params.is_bound() && matches!(region, Region::TenantParam(_));
+    let region = region.into_name();
+    let Some(tpl) = rewrite::template(&st.template, settings.moves.as_deref()) else {
         return Outcome::Route { region };
     };
     let lit = |slot: usize| analysis.lit_text(i, slot);
@@ -489,9 +529,7 @@ fn rewrite_outcome(
         sql: tpl.render(&lit, &format!("${k}")),
         region_param: k,
     };
-    // Offline, a tenant bound at execution has no region yet: show the
-    // parameterised form.
-    let sql = if !params.is_bound() && region.starts_with("tenant($") {
+    let sql = if unbound_tenant {
         parameterized.sql.clone()
     } else {
         tpl.render(&lit, &quote_literal(&region))
@@ -527,7 +565,7 @@ fn carry(
             let next = match &sets[b] {
                 None => Some(sa),
                 Some(sb) => {
-                    let x: BTreeSet<String> = sb.intersection(&sa).cloned().collect();
+                    let x: BTreeSet<Region> = sb.intersection(&sa).cloned().collect();
                     if x.len() == sb.len() { None } else { Some(x) }
                 }
             };
@@ -552,13 +590,13 @@ fn resolve_region(
     v: &Val,
     params: &Params<'_>,
     settings: &Settings,
-) -> Result<Option<String>, ()> {
+) -> Result<Option<Region>, ()> {
     match analysis.label(i, v, params) {
-        ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(s)),
+        ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(Region::Name(s))),
         ParamText::Text(_) | ParamText::Null => Err(()),
         // Without a Bind (offline check): the region is the parameter's.
         ParamText::Unbound => match v {
-            Val::Param(n) if !params.is_bound() => Ok(Some(format!("${n}"))),
+            Val::Param(n) if !params.is_bound() => Ok(Some(Region::Param(*n))),
             _ => Err(()),
         },
     }
@@ -606,8 +644,8 @@ fn tenant_set(
     params: &Params<'_>,
     tenants: &dyn TenantLookup,
     settings: &Settings,
-) -> Result<BTreeSet<String>, Bad> {
-    let mut out: Option<BTreeSet<String>> = None;
+) -> Result<BTreeSet<Region>, Bad> {
+    let mut out: Option<BTreeSet<Region>> = None;
     for conf in &r.confiners {
         if !conf.iter().any(|a| matches!(a, Alt::Tenant(_))) {
             continue;
@@ -625,7 +663,7 @@ fn tenant_set(
                 Alt::Tenant(v) => match analysis.value(i, v, params) {
                     ParamText::Text(t) => match tenants.region_of(&canonical_tenant(&t)) {
                         TenantAnswer::Found(reg) if settings.regions.contains(&*reg) => {
-                            s.insert(reg.to_string());
+                            s.insert(Region::Name(reg.to_string()));
                         }
                         TenantAnswer::Found(_) => return Err(Bad::UnknownRegion),
                         TenantAnswer::NotFound => return Err(Bad::UnknownTenant),
@@ -634,7 +672,7 @@ fn tenant_set(
                     ParamText::Null => return Err(Bad::UnknownTenant),
                     ParamText::Unbound => match v {
                         Val::Param(n) if !params.is_bound() => {
-                            s.insert(format!("tenant(${n})"));
+                            s.insert(Region::TenantParam(*n));
                         }
                         _ => return Err(Bad::UnknownTenant),
                     },

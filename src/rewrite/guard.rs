@@ -28,7 +28,7 @@ use sqlparser::parser::Parser;
 use super::ident;
 use crate::analyze::facts::{At, Facts, Scope};
 use crate::analyze::lex::REGION_MARK;
-use crate::config::{TenantsConfig, WriteGuard};
+use crate::config::{TenantMoves, WriteGuard};
 
 /// Adds the directory check to the top-level write of `stmt`, after
 /// [`super::inject`] added its region predicates. Returns whether the
@@ -40,10 +40,9 @@ pub(crate) fn guard(
     stmt: &mut Statement,
     facts: &Facts,
     candidates: &[usize],
-    cfg: Option<&TenantsConfig>,
+    moves: Option<&TenantMoves>,
 ) -> bool {
-    let Some(cfg) = cfg else { return false };
-    let m = &cfg.moves;
+    let Some(m) = moves else { return false };
     let Some(table) = m.table.as_deref() else {
         return false;
     };
@@ -197,10 +196,8 @@ password = "x"
     /// The rewrite template of a one-statement text.
     fn rewritten(cfg: &Config, sql: &str) -> String {
         let a = Analyzer::new(cfg).analyze_uncached(sql);
-        a.statements[0]
-            .template
-            .rewrite
-            .as_ref()
+        let moves = cfg.tenants.as_ref().map(|t| &t.moves);
+        super::super::template(&a.statements[0].template, moves)
             .expect("a rewrite")
             .as_str()
             .to_string()

@@ -1,12 +1,14 @@
 //! Injecting region predicates into statements.
 //!
-//! A rewrite is printed once per statement shape as a *template*: the AST
-//! gets `q.region = $99999` added where each candidate reference needs it
-//! (WHERE, an outer join's ON, or a new INSERT column), and `Display`
-//! prints it. Per execution, [`render`] replaces the region mark by the
-//! region literal (simple protocol) or by a new parameter `$K`
-//! (extended protocol), and the lifted-literal marks by the client's own
-//! literal text. See docs/analysis.md.
+//! A rewrite is printed once per statement shape: analysis hands over the
+//! parse tree of a shape with rewrite candidates ([`Rewritable`]), and
+//! [`template`] adds `q.region = $99999` where each candidate reference
+//! needs it (WHERE, an outer join's ON, or a new INSERT column), prints it
+//! and keeps the printed, cut [`Marked`] text with the shape. Per
+//! execution the policy renders it: the region mark becomes the region
+//! literal (simple protocol) or a new parameter `$K` (extended protocol),
+//! and the lifted-literal marks the client's own literal text. See
+//! docs/analysis.md.
 
 pub(crate) mod guard;
 
@@ -18,11 +20,42 @@ use sqlparser::ast::{
 };
 
 use crate::analyze::facts::{At, Facts, Scope};
-use crate::analyze::lex::{self, REGION_MARK};
+use crate::analyze::lex::REGION_MARK;
+use crate::analyze::{Marked, Rewritable, StatementTemplate};
+use crate::config::TenantMoves;
+
+/// The rewrite of a statement shape, printed on first use and kept with
+/// the shape (`None`: the shape is never rewritten). `moves` is
+/// `[tenants]`'s tenant-move settings: writes are guarded against a stale
+/// tenant→region entry when it names the directory table.
+pub fn template<'a>(t: &'a StatementTemplate, moves: Option<&TenantMoves>) -> Option<&'a Marked> {
+    let r: &Rewritable = t.rewrite.as_deref()?;
+    Some(r.printed.get_or_init(|| {
+        let mut stmt = r.stmt.clone();
+        let mut printed = inject(&mut stmt, &t.facts, &t.candidates);
+        // Tenant moves: a write checks its injected region against the directory.
+        if guard::guard(&mut stmt, &t.facts, &t.candidates, moves) {
+            printed = stmt.to_string();
+        }
+        if r.upsert {
+            printed = insert_as_upsert(&printed);
+        }
+        Marked::new(printed)
+    }))
+}
+
+/// Puts the UPSERT back into a printed INSERT (analysis read CockroachDB's
+/// `UPSERT INTO` as an INSERT).
+fn insert_as_upsert(printed: &str) -> String {
+    match printed.strip_prefix("INSERT") {
+        Some(rest) => format!("UPSERT{rest}"),
+        None => printed.to_string(),
+    }
+}
 
 /// Injects `qualifier.column = $99999` for every candidate reference and
 /// prints the statement.
-pub(crate) fn inject(stmt: &mut Statement, facts: &Facts, candidates: &[usize]) -> String {
+fn inject(stmt: &mut Statement, facts: &Facts, candidates: &[usize]) -> String {
     let mut plan: Vec<(Scope, At, Expr)> = Vec::new();
     for &c in candidates {
         let r = &facts.refs[c];
@@ -265,77 +298,6 @@ impl VisitorMut for Injector {
             _ => {}
         }
         ControlFlow::Continue(())
-    }
-}
-
-/// A printed rewrite, cut at its placeholders once (per shape) so that
-/// each execution only concatenates: no lexing, no parsing.
-#[derive(Debug, Clone)]
-pub struct Template {
-    text: String,
-    pieces: Vec<Piece>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Piece {
-    /// Template text `[start, end)`.
-    Text(usize, usize),
-    /// Lifted literal slot; its placeholder text `[start, end)` as fallback.
-    Lit(usize, usize, usize),
-    /// The region.
-    Region,
-}
-
-impl Template {
-    /// Cuts a printed template (region `$99999`, literals `$100000+i`).
-    pub(crate) fn new(text: String) -> Template {
-        let mut pieces = Vec::new();
-        let mut plain = 0;
-        for t in lex::Lexer::new(&text) {
-            if t.kind != lex::Tok::Param {
-                continue;
-            }
-            let n = text[t.start + 1..t.end].parse::<u32>().unwrap_or(0);
-            let piece = if n == REGION_MARK {
-                Piece::Region
-            } else if n >= lex::LIFT_BASE {
-                Piece::Lit((n - lex::LIFT_BASE) as usize, t.start, t.end)
-            } else {
-                continue;
-            };
-            if plain < t.start {
-                pieces.push(Piece::Text(plain, t.start));
-            }
-            pieces.push(piece);
-            plain = t.end;
-        }
-        if plain < text.len() {
-            pieces.push(Piece::Text(plain, text.len()));
-        }
-        Template { text, pieces }
-    }
-
-    /// The template as printed, with its placeholders.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// The statement: the region mark becomes `region` (already SQL:
-    /// `'eu'` or `$3`), each lifted literal the client's own text.
-    pub(crate) fn render<'a>(
-        &'a self,
-        lit: &dyn Fn(usize) -> Option<&'a str>,
-        region: &str,
-    ) -> String {
-        let mut out = String::with_capacity(self.text.len() + 16);
-        for p in &self.pieces {
-            match *p {
-                Piece::Text(a, b) => out.push_str(&self.text[a..b]),
-                Piece::Region => out.push_str(region),
-                Piece::Lit(slot, a, b) => out.push_str(lit(slot).unwrap_or(&self.text[a..b])),
-            }
-        }
-        out
     }
 }
 

@@ -23,9 +23,10 @@ use super::client::{ClientState, Txn};
 use super::message::{Frontend, Target};
 use crate::analyze::{Analysis, SqlContext, StatementKind};
 use crate::config::OnCrossRegionTxn;
-use crate::metrics::{DecisionLabel, RejectReason};
+use crate::metrics::DecisionLabel;
+use crate::plan::Plan;
 use crate::policy::{Effect, Outcome};
-use crate::route::Plan;
+use crate::refusal::{RejectReason, sqlstate};
 use crate::wire::ClientError;
 use crate::wire::validate::BindFrame;
 
@@ -948,8 +949,8 @@ impl Core {
         let data =
             !plan.decision.tables.is_empty() || !matches!(plan.decision.outcome, Outcome::Global);
         if plan.decision.cross_region && self.on_cross == OnCrossRegionTxn::Reject {
-            return Err(Refusal::cross_region(ClientError::error(
-                "GG005",
+            return Err(Refusal::cross_region(ClientError::refused(
+                RejectReason::CrossRegionTxn,
                 "geogate: the statements of this query (one implicit transaction) are \
                  for different regions; on_cross_region_txn = \"reject\": send them \
                  separately or keep the transaction in one region",
@@ -967,8 +968,8 @@ impl Core {
                 } else {
                     "batch (one implicit transaction)"
                 };
-                return Err(Refusal::cross_region(ClientError::error(
-                    "GG005",
+                return Err(Refusal::cross_region(ClientError::refused(
+                    RejectReason::CrossRegionTxn,
                     format!(
                         "geogate: this {what} runs in region {pin}; a statement for region {} \
                          may not join it (on_cross_region_txn = \"reject\"); commit first or \
@@ -1383,7 +1384,7 @@ impl Core {
             }
             .map_err(|e| {
                 ClientError::fatal(
-                    "08P01",
+                    sqlstate::PROTOCOL_VIOLATION,
                     format!("geogate: invalid message from a gateway: {e}"),
                 )
             })?;
@@ -1439,7 +1440,7 @@ impl Core {
             let link = self.links.get_mut(&r).expect("listed");
             let fatal = self.answers.unsolicited(&mut link.rx).map_err(|e| {
                 ClientError::fatal(
-                    "08P01",
+                    sqlstate::PROTOCOL_VIOLATION,
                     format!("geogate: invalid message from a gateway: {e}"),
                 )
             })?;
@@ -1509,7 +1510,7 @@ impl Core {
 /// transaction, as PostgreSQL words it.
 fn in_failed_transaction() -> ClientError {
     ClientError::error(
-        "25P02",
+        sqlstate::IN_FAILED_SQL_TRANSACTION,
         "current transaction is aborted, commands ignored until end of transaction block",
     )
 }

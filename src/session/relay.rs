@@ -1,5 +1,5 @@
 //! The I/O shell around the session core: sockets, the decision for each
-//! statement (analysis, tenant lookups, policy: [`crate::route::Router`]),
+//! statement (analysis, tenant lookups, policy: [`crate::plan::Planner`]),
 //! opening upstream connections, verify-on-empty lookups. Everything the
 //! protocol decides is the core's ([`super::core`]).
 //!
@@ -19,9 +19,9 @@ use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
 use crate::cancel::CancelGuard;
 use crate::logging::ClientInfo;
-use crate::route::{Attempt, OpenError};
+use crate::refusal::RejectReason;
 use crate::shared::Live;
-use crate::upstream::{CancelTarget, StartupParams, Upstream, UpstreamError};
+use crate::upstream::{Attempt, CancelTarget, OpenError, StartupParams, Upstream, UpstreamError};
 use crate::wire::stream::{PgReader, PgWriter};
 use crate::wire::{ClientError, FrameError, peek_frame};
 
@@ -29,14 +29,14 @@ use crate::wire::{ClientError, FrameError, peek_frame};
 const HIGH_WATER: usize = 256 * 1024;
 
 /// Gateway health as the core's placement.
-struct Health<'a>(&'a crate::route::Health, &'a Shared);
+struct Health<'a>(&'a crate::upstream::Health, &'a Shared);
 
 impl Placement for Health<'_> {
     fn choose(&self, region: &str) -> Result<Arc<str>, ClientError> {
         match self.0.choose(region) {
             Ok(choice) => Ok(self.1.region_name(&choice.region_used)),
-            Err(e) => Err(ClientError::error(
-                "GG004",
+            Err(e) => Err(ClientError::refused(
+                RejectReason::NoGateway,
                 format!(
                     "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
                     e.region,
@@ -119,7 +119,7 @@ pub(super) async fn open_first(
             ..
         }) => Err(upstream_error(&local, e)),
         Err(OpenError::NoGateway { error, .. }) => Err(SessionError::Client(ClientError::fatal(
-            "GG004",
+            RejectReason::NoGateway.sqlstate(),
             format!(
                 "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
                 error.region,
@@ -215,7 +215,7 @@ impl Session {
             },
         );
         Session {
-            settings: live.router.settings_for(&startup.user),
+            settings: live.planner.settings_for(&startup.user),
             shared,
             live,
             startup,
@@ -421,11 +421,11 @@ impl Session {
         if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_)) {
             self.forget_closed_idle_links()?;
         }
-        let router = &self.live.router;
+        let planner = &self.live.planner;
         let analyzed = self
             .core
-            .analysis_of(&msg, router.analyzer_id(), |sql, ctx| {
-                router.analyze(sql, ctx)
+            .analysis_of(&msg, planner.analyzer_id(), |sql, ctx| {
+                planner.analyze(sql, ctx)
             });
         let plan = match analyzed {
             Some((analysis, types)) => {
@@ -443,7 +443,7 @@ impl Session {
                     types,
                 };
                 Some(
-                    router
+                    planner
                         .plan_analysis(analysis, &params, &self.settings)
                         .await,
                 )
@@ -475,14 +475,14 @@ impl Session {
                 }
             }
         };
-        let router = &self.live.router;
+        let planner = &self.live.planner;
         if let Some(plan) = &plan {
             match &handled.record {
                 Record::Nothing => {}
-                Record::Served(region) => router.record(plan, &self.client_info(), Some(region)),
-                Record::PolicyRefused => router.record(plan, &self.client_info(), None),
+                Record::Served(region) => planner.record(plan, &self.client_info(), Some(region)),
+                Record::PolicyRefused => planner.record(plan, &self.client_info(), None),
                 Record::Refused(reason) => {
-                    router.record_refusal(plan, &self.client_info(), *reason)
+                    planner.record_refusal(plan, &self.client_info(), *reason)
                 }
             }
         }
@@ -500,7 +500,7 @@ impl Session {
     fn refresh_live(&mut self) {
         let live = self.shared.live.load();
         if !Arc::ptr_eq(&live, &self.live) {
-            self.settings = live.router.settings_for(&self.startup.user);
+            self.settings = live.planner.settings_for(&self.startup.user);
             self.core
                 .set_cross_region_policy(live.config.proxy.on_cross_region_txn);
             self.live = live;
@@ -624,7 +624,7 @@ impl Session {
                 .observe_duration(t.decision, Some(&t.region), t.started.elapsed());
         }
         if self.core.take_tenant_reload()
-            && let Some(cache) = self.live.router.tenant_cache().cloned()
+            && let Some(cache) = self.live.planner.tenant_cache().cloned()
         {
             tokio::spawn(async move {
                 if let Err(e) = cache.load().await {
@@ -667,7 +667,7 @@ impl Session {
         if due.is_empty() {
             return;
         }
-        if let Some(cache) = self.live.router.tenant_cache().cloned() {
+        if let Some(cache) = self.live.planner.tenant_cache().cloned() {
             for t in &due {
                 cache.refresh_one(t).await;
             }
@@ -682,7 +682,7 @@ impl Session {
         };
         let (tenants, region) = (tenants.to_vec(), region.clone());
         let mut moved = false;
-        if let Some(cache) = self.live.router.tenant_cache().cloned() {
+        if let Some(cache) = self.live.planner.tenant_cache().cloned() {
             for t in &tenants {
                 moved |= cache.refresh_one(t).await.rerun_in(&region).is_some();
             }

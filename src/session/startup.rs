@@ -11,6 +11,7 @@ use tokio_rustls::TlsStream;
 use super::SessionError;
 use crate::cancel::CancelRegistry;
 use crate::config::{AuthMethod, TlsMode};
+use crate::refusal::sqlstate;
 use crate::shared::Live;
 use crate::upstream::StartupParams;
 use crate::wire::auth::{UserDirectory, md5_expected};
@@ -73,7 +74,7 @@ pub async fn negotiate(
                     && live.config.proxy.tls_mode == TlsMode::Require =>
             {
                 return Err(SessionError::Client(ClientError::fatal(
-                    "28000",
+                    sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                     "geogate requires TLS: connect with sslmode=require or verify-full",
                 )));
             }
@@ -144,7 +145,7 @@ async fn read_startup(
                 }
                 let Some(user) = params.get("user").cloned().filter(|u| !u.is_empty()) else {
                     return Err(SessionError::Client(ClientError::fatal(
-                        "28000",
+                        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
                         "no PostgreSQL user name specified in startup packet",
                     )));
                 };

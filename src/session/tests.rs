@@ -11,7 +11,7 @@ use super::core::{Core, Flow, Need, Placement, Record};
 use super::message::Frontend;
 use crate::config::{Config, OnCrossRegionTxn};
 use crate::metrics::{Metrics, RejectReason};
-use crate::route::Router;
+use crate::plan::Planner;
 use crate::tenants::{BoxFuture, Directory, DirectoryError, TenantCache};
 use crate::wire::ClientError;
 use crate::wire::frame::frame;
@@ -45,10 +45,10 @@ impl Directory for Dir {
     }
 }
 
-/// A core with a real router (analysis, policy, tenant cache) and no sockets.
+/// A core with a real planner (analysis, policy, tenant cache) and no sockets.
 struct H {
     core: Core,
-    router: Router,
+    planner: Planner,
     settings: crate::policy::Settings,
     records: Vec<Record>,
 }
@@ -94,12 +94,12 @@ impl H {
         let cache = TenantCache::new(cfg.tenants.clone().expect("tenants"), dir, None);
         cache.load().await.expect("load");
         let metrics = Arc::new(Metrics::from_config(&cfg));
-        let router = Router::new(cfg.clone(), Some(cache), metrics);
+        let planner = Planner::new(cfg.clone(), Some(cache), metrics);
         let on_cross = cfg.proxy.on_cross_region_txn;
         H {
             core: Core::new("eu".into(), "eu".into(), on_cross),
-            settings: router.settings_for("app"),
-            router,
+            settings: planner.settings_for("app"),
+            planner,
             records: Vec::new(),
         }
     }
@@ -109,7 +109,7 @@ impl H {
         let mut flow = None;
         for f in frames {
             let msg = Frontend::read(f).expect("well-formed");
-            let router = &self.router;
+            let router = &self.planner;
             let analyzed = self
                 .core
                 .analysis_of(&msg, router.analyzer_id(), |sql, ctx| {

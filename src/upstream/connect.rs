@@ -15,9 +15,10 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::Attempt;
 use super::{CancelTarget, Gateway, StartupParams, Upstream, tls};
 use crate::config::SslMode;
-use crate::route::Attempt;
+use crate::refusal::sqlstate;
 use crate::wire::stream::PgStream;
 
 /// Default limit on connect + TLS + auth when the URL sets no `connect_timeout`.
@@ -69,9 +70,10 @@ impl UpstreamError {
             | UpstreamError::TlsRefused
             | UpstreamError::Protocol(_) => true,
             UpstreamError::Server { code, .. } => {
-                code == "57P03"
-                    || (code.starts_with("28") && gateway.url.user.is_some())
-                    || (code == "3D000" && gateway.url.database.is_some())
+                code == sqlstate::CANNOT_CONNECT_NOW
+                    || (code.starts_with(sqlstate::CLASS_INVALID_AUTHORIZATION)
+                        && gateway.url.user.is_some())
+                    || (code == sqlstate::INVALID_CATALOG_NAME && gateway.url.database.is_some())
             }
         }
     }

@@ -1,10 +1,25 @@
-//! Connections to regional gateways: connect, TLS, authentication, and the
-//! cancel path. Rows never pass through here decoded: after startup an
-//! [`Upstream`] is a pair of byte halves the session relays.
+//! Connections to regional gateways: connect, TLS, authentication, the
+//! cancel path, and which gateway is up. Rows never pass through here
+//! decoded: after startup an [`Upstream`] is a pair of byte halves the
+//! session relays.
+//!
+//! A region's gateway may fail, and its statements then go to a fallback
+//! region allowed to serve it. [`Health`] holds an up/down flag per
+//! configured region, changed by health signals only: a session's new
+//! connection that cannot connect or log in ([`Health::connect_failed`]),
+//! an established connection lost without the server saying why
+//! ([`Health::connection_lost`]), and the background prober's results
+//! ([`spawn_prober`] over [`GatewayProbe`], [`Health::probe_result`]). A
+//! gateway ending one session with its own error is not a signal.
+//! [`Health::choose`] picks the first healthy region of a down region's
+//! `fallback` list, and [`Health::open_with_failover`] opens a connection
+//! that way. Recovery needs no operator.
 
 mod connect;
 mod directory;
+mod health;
 mod probe;
+mod prober;
 mod query;
 pub mod tls;
 
@@ -18,7 +33,11 @@ use crate::wire::stream::{PgReader, PgWriter};
 
 pub use connect::{UpstreamError, connect_attempt, send_cancel};
 pub use directory::GatewayDirectory;
+pub use health::{
+    Attempt, Choice, Health, HealthObserver, NoGateway, OpenError, Signal, Thresholds,
+};
 pub use probe::{GatewayProbe, PROBE_APPLICATION_NAME, probe_gateway};
+pub use prober::{BoxFuture, Probe, ProberConfig, spawn_prober};
 pub use query::TextRow;
 
 /// A region's gateway, ready to be connected to.
@@ -167,3 +186,6 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod health_tests;

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Gateway, StartupParams, Upstream, UpstreamError};
-use crate::route::{BoxFuture, Probe};
+use super::{BoxFuture, Gateway, Probe, StartupParams, Upstream, UpstreamError};
+use crate::refusal::sqlstate;
 
 /// Startup parameter naming the probe's connections in `pg_stat_activity`.
 pub const PROBE_APPLICATION_NAME: &str = "geogate-probe";
@@ -51,8 +51,8 @@ fn refusal_means_up(gw: &Gateway, err: &UpstreamError) -> bool {
     let UpstreamError::Server { code, .. } = err else {
         return false;
     };
-    let login = code.starts_with("28") && gw.url.user.is_none();
-    let database = code == "3D000" && gw.url.database.is_none();
+    let login = code.starts_with(sqlstate::CLASS_INVALID_AUTHORIZATION) && gw.url.user.is_none();
+    let database = code == sqlstate::INVALID_CATALOG_NAME && gw.url.database.is_none();
     login || database
 }
 

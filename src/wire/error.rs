@@ -1,9 +1,11 @@
 //! Errors geogate itself sends to clients, each built by a named constructor
-//! that carries its SQLSTATE.
+//! that carries its SQLSTATE (from the vocabulary of [`crate::refusal`]).
 
 use bytes::BytesMut;
 use pgwire::messages::Message;
 use pgwire::messages::response::{ErrorResponse, NoticeResponse};
+
+use crate::refusal::{RejectReason, sqlstate};
 
 /// An error (or notice) geogate reports to a client in an `ErrorResponse`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,12 @@ impl ClientError {
         }
     }
 
+    /// An `ERROR` for a refusal: the statement fails with the reason's
+    /// SQLSTATE, the session goes on.
+    pub fn refused(reason: RejectReason, message: impl Into<String>) -> Self {
+        Self::error(reason.sqlstate(), message)
+    }
+
     /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -55,25 +63,28 @@ impl ClientError {
     /// not, so a client cannot probe for user names.
     pub fn auth_failed(user: &str) -> Self {
         Self::fatal(
-            "28P01",
+            sqlstate::INVALID_PASSWORD,
             format!("password authentication failed for user \"{user}\""),
         )
     }
 
     /// `08P01`: the client broke the protocol.
     pub fn protocol_violation(message: impl Into<String>) -> Self {
-        Self::fatal("08P01", message)
+        Self::fatal(sqlstate::PROTOCOL_VIOLATION, message)
     }
 
     /// `53300`: `proxy.max_client_connections` reached.
     pub fn too_many_connections() -> Self {
-        Self::fatal("53300", "sorry, too many clients already")
+        Self::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already",
+        )
     }
 
     /// `08006`: the gateway connection broke under the session.
     pub fn upstream_lost(region: &str) -> Self {
         Self::fatal(
-            "08006",
+            sqlstate::CONNECTION_FAILURE,
             format!("geogate: connection to the {region} gateway was lost"),
         )
     }
@@ -81,7 +92,7 @@ impl ClientError {
     /// `GG004`: the region's gateway cannot be reached.
     pub fn no_gateway(region: &str, why: impl std::fmt::Display) -> Self {
         Self::fatal(
-            "GG004",
+            RejectReason::NoGateway.sqlstate(),
             format!("geogate: no gateway available for region {region}: {why}"),
         )
     }
@@ -89,14 +100,14 @@ impl ClientError {
     /// `57P01`: geogate is shutting down.
     pub fn shutting_down() -> Self {
         Self::fatal(
-            "57P01",
+            sqlstate::ADMIN_SHUTDOWN,
             "terminating connection due to administrator command",
         )
     }
 
     /// `0A000`: something geogate does not support.
     pub fn not_supported(message: impl Into<String>) -> Self {
-        Self::fatal("0A000", message)
+        Self::fatal(sqlstate::FEATURE_NOT_SUPPORTED, message)
     }
 
     fn fields(&self) -> Vec<(u8, String)> {

@@ -23,11 +23,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::RegionConfig;
+use crate::metrics::Metrics;
+use crate::refusal::RejectReason;
 
 /// Receives health events, for `geogate_upstream_up{region}` and
 /// `geogate_failovers_total{from,to}`. Called on the request path: keep it
 /// cheap and non-blocking.
-pub trait RouteObserver: Send + Sync {
+pub trait HealthObserver: Send + Sync {
     /// A region's gateway went up (`true`) or down (`false`); also called
     /// once per region at construction with its initial state (up).
     fn on_upstream_up(&self, region: &str, up: bool);
@@ -54,11 +56,6 @@ pub struct NoGateway {
     pub region: String,
     /// The regions considered, in order (the region first, then its fallbacks).
     pub tried: Vec<String>,
-}
-
-impl NoGateway {
-    /// The SQLSTATE a client sees.
-    pub const SQLSTATE: &'static str = "GG004";
 }
 
 /// What marked a region down, for the log line.
@@ -127,7 +124,7 @@ struct RegionHealth {
 pub struct Health {
     regions: HashMap<String, RegionHealth>,
     thresholds: Thresholds,
-    observer: Option<Arc<dyn RouteObserver>>,
+    observer: Option<Arc<dyn HealthObserver>>,
 }
 
 impl std::fmt::Debug for Health {
@@ -172,7 +169,7 @@ impl Health {
     /// Every configured region, initially up, with the default thresholds.
     pub fn new(
         regions: &BTreeMap<String, RegionConfig>,
-        observer: Option<Arc<dyn RouteObserver>>,
+        observer: Option<Arc<dyn HealthObserver>>,
     ) -> Arc<Health> {
         Health::with_thresholds(regions, Thresholds::default(), observer)
     }
@@ -182,7 +179,7 @@ impl Health {
     pub fn with_thresholds(
         regions: &BTreeMap<String, RegionConfig>,
         thresholds: Thresholds,
-        observer: Option<Arc<dyn RouteObserver>>,
+        observer: Option<Arc<dyn HealthObserver>>,
     ) -> Arc<Health> {
         let health = Health {
             regions: regions
@@ -435,7 +432,8 @@ impl Health {
                 tracing::warn!(
                     region,
                     reason,
-                    "gateway marked down; no fallback configured: its statements get GG004"
+                    "gateway marked down; no fallback configured: its statements get {}",
+                    RejectReason::NoGateway.sqlstate()
                 );
             } else {
                 let fallback = r.fallback.join(",");
@@ -446,5 +444,16 @@ impl Health {
             }
         }
         changed
+    }
+}
+
+/// The metrics are told of every health event.
+impl HealthObserver for Metrics {
+    fn on_upstream_up(&self, region: &str, up: bool) {
+        self.set_upstream_up(region, up);
+    }
+
+    fn on_failover(&self, from: &str, to: &str) {
+        self.failover(from, to);
     }
 }

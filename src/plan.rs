@@ -2,7 +2,7 @@
 //! lookups it needs (through the async tenant cache), the pure policy, and
 //! the mode. The session applies the resulting [`Plan`] (transaction
 //! pinning, failover, forwarding) and reports what it did with
-//! [`Router::record`].
+//! [`Planner::record`].
 
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use crate::policy::{self, Decision, Effect, Outcome, Settings, TenantAnswer, Ten
 use crate::tenants::TenantCache;
 
 /// Everything a session needs to decide statements; shared by all sessions.
-pub struct Router {
+pub struct Planner {
     config: Arc<Config>,
     analyzer: Analyzer,
     tenants: Option<Arc<TenantCache>>,
@@ -61,14 +61,14 @@ impl TenantLookup for Resolved<'_> {
     }
 }
 
-impl Router {
-    /// A router for `config`, with its tenant cache (if `[tenants]` is set) and metrics.
+impl Planner {
+    /// A planner for `config`, with its tenant cache (if `[tenants]` is set) and metrics.
     pub fn new(
         config: Arc<Config>,
         tenants: Option<Arc<TenantCache>>,
         metrics: Arc<Metrics>,
-    ) -> Router {
-        Router {
+    ) -> Planner {
+        Planner {
             analyzer: Analyzer::new(&config),
             config,
             tenants,
@@ -174,7 +174,7 @@ impl Router {
                 metrics::Outcome::Scatter(metrics::ScatterCause::Observe)
             }
             Outcome::Scatter { cause, .. } => metrics::Outcome::Scatter(scatter_label(*cause)),
-            Outcome::Reject(r) => metrics::Outcome::Reject(reject_label(r.reason)),
+            Outcome::Reject(r) => metrics::Outcome::Reject(r.reason),
         };
         let fingerprint = plan.analysis.fingerprint();
         let event = StatementEvent {
@@ -227,17 +227,5 @@ fn scatter_label(c: policy::ScatterCause) -> metrics::ScatterCause {
     match c {
         policy::ScatterCause::MultiRegion => metrics::ScatterCause::MultiRegion,
         policy::ScatterCause::Allowed => metrics::ScatterCause::Allowed,
-    }
-}
-
-fn reject_label(r: policy::RejectReason) -> metrics::RejectReason {
-    match r {
-        policy::RejectReason::NoRegion | policy::RejectReason::UnlistedTable => {
-            metrics::RejectReason::NoRegion
-        }
-        policy::RejectReason::UnknownTenant => metrics::RejectReason::UnknownTenant,
-        policy::RejectReason::UnknownRegion => metrics::RejectReason::UnknownRegion,
-        policy::RejectReason::ParseError => metrics::RejectReason::ParseError,
-        policy::RejectReason::TenantDirectory => metrics::RejectReason::TenantDirectory,
     }
 }

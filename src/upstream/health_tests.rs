@@ -38,7 +38,7 @@ struct Recorder {
     failovers: Mutex<Vec<(String, String)>>,
 }
 
-impl RouteObserver for Recorder {
+impl HealthObserver for Recorder {
     fn on_upstream_up(&self, region: &str, up: bool) {
         self.up.lock().unwrap().push((region.into(), up));
     }
@@ -132,7 +132,6 @@ fn nothing_up_is_no_gateway() {
     }
     let err = h.choose("eu").unwrap_err();
     assert_eq!(err.region, "eu");
-    assert_eq!(NoGateway::SQLSTATE, "GG004");
     assert!(err.to_string().contains("us, apac"), "{err}");
     // A region with no fallback list.
     assert!(h.choose("apac").is_err());
@@ -390,4 +389,26 @@ async fn a_hanging_probe_counts_as_failed_and_does_not_stop_the_prober() {
     tokio::time::sleep((config.interval + config.timeout) * 3).await;
     assert!(h.is_up("us"));
     task.abort();
+}
+
+#[test]
+fn readiness_following_health_stays_ready_while_a_fallback_serves_the_local_region() {
+    use crate::metrics::http::Readiness;
+    let health = Health::new(&regions(), None);
+    let r = Readiness::new(false);
+    r.set_config_loaded(true);
+    let h = health.clone();
+    r.follow_gateways(move || h.serves("eu"), health.has_fallback("eu"));
+    assert_eq!(r.check(), Ok(()));
+    health.connect_failed("eu");
+    assert_eq!(r.check(), Ok(()), "us serves eu");
+    health.connect_failed("us");
+    assert_eq!(r.check(), Ok(()), "apac serves eu");
+    health.connect_failed("apac");
+    assert_eq!(
+        r.check(),
+        Err("local gateway and its fallbacks unreachable")
+    );
+    health.mark_up("us");
+    assert_eq!(r.check(), Ok(()));
 }
