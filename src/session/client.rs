@@ -2,8 +2,9 @@
 //! serve it: its transaction, its prepared statements, the settings to
 //! replay on a newly opened upstream. Pure data; no I/O.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::analyze::{Analysis, SqlContext};
 

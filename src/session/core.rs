@@ -9,7 +9,6 @@
 //! expected answers ([`Answers`]). `docs/session.md` walks through it with
 //! the message sequences of real drivers.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +16,10 @@ use bytes::{BufMut, BytesMut};
 use pgwire::messages::Message;
 use pgwire::messages::extendedquery::{Close as CloseMsg, Parse as ParseMsg};
 use pgwire::messages::simplequery::Query as QueryMsg;
+// Fx hashing: these maps are looked up several times per message. Keys
+// a client chooses (statement and portal names) can only slow its own
+// session's maps.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::answers::{Answer, Answers, Expect, Fate, Own, Pumped, Timing};
 use super::client::{ClientState, Txn};
@@ -284,7 +287,7 @@ pub struct Core {
 impl Core {
     /// A core whose first upstream is `region` (already connected).
     pub fn new(local: Arc<str>, first: Arc<str>, on_cross: OnCrossRegionTxn) -> Core {
-        let mut links = HashMap::new();
+        let mut links = HashMap::default();
         links.insert(
             first.clone(),
             Link {

@@ -7,11 +7,11 @@
 //! a large result must never wait on each other), with bounded buffers: a
 //! direction stops reading while its output buffer is above [`HIGH_WATER`].
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
+use rustc_hash::FxHashMap as HashMap;
 
 use super::core::{Core, Flow, Loss, Need, Placement, Record};
 use super::message::Frontend;
@@ -194,7 +194,7 @@ impl Session {
         for (k, v) in &upstream.parameters {
             core.client.sql.observe_parameter(k, v);
         }
-        let mut conns = HashMap::new();
+        let mut conns = HashMap::default();
         let Upstream {
             reader,
             writer,
