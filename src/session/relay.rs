@@ -761,9 +761,15 @@ fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
     }
 }
 
-/// Frees a drained buffer's memory: idle sessions should hold none.
+/// A drained buffer up to this size is kept for the next message (freeing
+/// and allocating it again for every statement costs more than the
+/// statement's own handling); a larger one (a big result) is freed, so an
+/// idle session holds at most this much per buffer.
+const KEEP_BUFFER: usize = 1024;
+
+/// Frees a drained buffer's memory when it is larger than [`KEEP_BUFFER`].
 fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
+    if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
         *buf = BytesMut::new();
     }
 }
