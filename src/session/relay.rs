@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use rustc_hash::FxHashMap as HashMap;
+use tokio::sync::watch;
 
 use super::core::{Core, Flow, Loss, Need, Placement, Record};
 use super::message::Frontend;
@@ -143,8 +144,21 @@ enum Event {
     UpRead(Arc<str>, io::Result<usize>),
     UpWrote(Arc<str>, io::Result<usize>),
     ClientWrote(io::Result<usize>),
-    /// The server's phase changed (`true`: the server is gone).
-    Phase(bool),
+    /// The server's phase changed to this (`None`: the server is gone),
+    /// and the receiver to wait on for the next change.
+    Phase(Option<Phase>, watch::Receiver<Phase>),
+}
+
+/// Waits for the server's phase to change. Awaited across the relay
+/// loop's turns: a waiter registered once per change, not once per event.
+async fn next_phase(mut rx: watch::Receiver<Phase>) -> (Option<Phase>, watch::Receiver<Phase>) {
+    match rx.changed().await {
+        Ok(()) => {
+            let p = *rx.borrow_and_update();
+            (Some(p), rx)
+        }
+        Err(_) => (None, rx),
+    }
 }
 
 /// How a session ended.
@@ -283,6 +297,7 @@ impl Session {
         if *phase.borrow_and_update() != Phase::Running {
             self.draining = true;
         }
+        let mut phase_change = Box::pin(next_phase(phase));
         let mut terminating = false;
         if let Err(e) = self.step(&mut terminating).await {
             return e;
@@ -313,12 +328,16 @@ impl Session {
             // Two different upstreams may be read and written at once.
             let (up_r, up_w) = borrow_two(&mut self.conns, read_from.as_ref(), write_to.as_ref());
             let (cin, uin, to_client) = (&mut self.cin, &mut self.uin, &self.to_client);
+            // `biased`: polled in this order, without a random start per
+            // event: the server's phase first (a busy session still sees
+            // shutdown), answers before new client input.
             let event = tokio::select! {
-                r = client_r.read_into(cin), if read_client => Event::ClientRead(r),
+                biased;
+                (p, rx) = &mut phase_change => Event::Phase(p, rx),
                 r = async { match up_r { Some((reg, c)) => (reg, c.read_into(uin).await), None => std::future::pending().await } }, if read_up => Event::UpRead(r.0, r.1),
                 r = async { match up_w { Some((reg, w, out)) => (reg, w.write_some(out).await), None => std::future::pending().await } } => Event::UpWrote(r.0, r.1),
                 r = client_w.write_some(to_client), if !to_client.is_empty() => Event::ClientWrote(r),
-                r = phase.changed() => Event::Phase(r.is_err()),
+                r = client_r.read_into(cin), if read_client => Event::ClientRead(r),
             };
             match event {
                 Event::ClientRead(Ok(0)) | Event::ClientRead(Err(_)) => return End::ClientLeft,
@@ -372,12 +391,15 @@ impl Session {
                 }
                 Event::ClientWrote(Err(_)) => return End::Quiet,
                 // The server is gone: nothing will ever drain us gracefully.
-                Event::Phase(true) => return End::Fatal(ClientError::shutting_down()),
-                Event::Phase(false) => match *phase.borrow_and_update() {
-                    Phase::Running => {}
-                    Phase::Draining => self.draining = true,
-                    Phase::Closing => return End::Fatal(ClientError::shutting_down()),
-                },
+                Event::Phase(None, _) => return End::Fatal(ClientError::shutting_down()),
+                Event::Phase(Some(p), rx) => {
+                    phase_change = Box::pin(next_phase(rx));
+                    match p {
+                        Phase::Running => {}
+                        Phase::Draining => self.draining = true,
+                        Phase::Closing => return End::Fatal(ClientError::shutting_down()),
+                    }
+                }
             }
         }
     }
