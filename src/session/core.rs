@@ -1500,7 +1500,7 @@ impl Core {
             !l.open_batch
                 && l.tx.is_empty()
                 && !self.answers.owed_by(region)
-                && self.client.txn != Txn::Open(region.clone())
+                && !matches!(&self.client.txn, Txn::Open(r) if r == region)
         })
     }
 
