@@ -34,6 +34,12 @@ struct Health<'a>(&'a crate::upstream::Health, &'a Shared);
 
 impl Placement for Health<'_> {
     fn choose(&self, region: &str) -> Result<Arc<str>, ClientError> {
+        // The common case, without building a choice: the region is up.
+        if self.0.is_up(region)
+            && let Some(name) = self.1.gateways.keys().find(|k| ***k == *region)
+        {
+            return Ok(name.clone());
+        }
         match self.0.choose(region) {
             Ok(choice) => Ok(self.1.region_name(&choice.region_used)),
             Err(e) => Err(ClientError::refused(
