@@ -120,10 +120,17 @@ pub mod sqlstate {
     pub const CLASS_INVALID_AUTHORIZATION: &str = "28";
     /// `28000`: the startup is refused (no user, TLS required).
     pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
+    /// `23502`: a NOT NULL column got NULL (a guarded INSERT whose
+    /// tenant moved: its region subquery found no row).
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    /// `23503`: a foreign key found no row (a write for a moved tenant).
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
     /// `28P01`: authentication failed.
     pub const INVALID_PASSWORD: &str = "28P01";
     /// `3D000`: the database does not exist.
     pub const INVALID_CATALOG_NAME: &str = "3D000";
+    /// `40001`: a serialization failure (a write that raced a move).
+    pub const SERIALIZATION_FAILURE: &str = "40001";
     /// `53300`: too many connections.
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     /// `57P01`: the server is shutting down.

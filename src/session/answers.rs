@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::{Buf, BufMut, BytesMut};
 
 use crate::metrics::DecisionLabel;
+use crate::refusal::sqlstate;
 use crate::wire::{ClientError, FrameError, peek_frame};
 
 /// What ends an expected answer.
@@ -698,7 +699,13 @@ fn retryable_error(mut body: &[u8]) -> bool {
         }
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         if field == b'C' {
-            return matches!(&rest[..end], b"23502" | b"23503" | b"40001");
+            return [
+                sqlstate::NOT_NULL_VIOLATION,
+                sqlstate::FOREIGN_KEY_VIOLATION,
+                sqlstate::SERIALIZATION_FAILURE,
+            ]
+            .iter()
+            .any(|code| rest[..end] == *code.as_bytes());
         }
         body = rest.get(end + 1..).unwrap_or(&[]);
     }
