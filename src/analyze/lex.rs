@@ -94,12 +94,30 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// Byte classes, looked up once per byte (the lexer's inner loops).
+const IDENT_START: u8 = 1;
+const IDENT_CHAR: u8 = 2;
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 {
+            t[c] = IDENT_START | IDENT_CHAR;
+        } else if b.is_ascii_digit() || b == b'$' {
+            t[c] = IDENT_CHAR;
+        }
+        c += 1;
+    }
+    t
+};
+
 fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+    CLASS[c as usize] & IDENT_START != 0
 }
 
 fn is_ident_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+    CLASS[c as usize] & IDENT_CHAR != 0
 }
 
 impl Iterator for Lexer<'_> {
@@ -949,6 +967,19 @@ mod tests {
             .into_iter()
             .map(|r| sql[r].trim())
             .collect()
+    }
+
+    #[test]
+    fn byte_classes_match_postgresql_identifier_rules() {
+        for b in 0..=255u8 {
+            let start = b.is_ascii_alphabetic() || b == b'_' || b >= 0x80;
+            assert_eq!(is_ident_start(b), start, "{b}");
+            assert_eq!(
+                is_ident_char(b),
+                start || b.is_ascii_digit() || b == b'$',
+                "{b}"
+            );
+        }
     }
 
     /// The one-pass scanner gives, for every statement, what splitting

@@ -517,7 +517,10 @@ impl Session {
         if self.core.take_cross_region() {
             self.shared.metrics.cross_region_transaction();
         }
-        if let Some(c) = self.conns.get(self.core.current()) {
+        // Only a statement moves the session to another upstream.
+        if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_))
+            && let Some(c) = self.conns.get(self.core.current())
+        {
             self.cancel.set_target(&c.cancel);
         }
         Ok(handled.flow)
