@@ -77,7 +77,11 @@ impl Fleet {
         let cluster = Cluster::shared("moves");
         let db = cluster.create_db(prefix);
         cluster.psql(&db, &schema(fk));
-        let gw = cluster.url("geogate", Some(PASSWORD), &db) + "?sslmode=disable";
+        // A generous connect timeout: a session whose gateway connect times
+        // out marks the region down at once (docs/reliability.md), and its
+        // statements would get GG004, which this test counts as write errors.
+        let gw =
+            cluster.url("geogate", Some(PASSWORD), &db) + "?sslmode=disable&connect_timeout=60";
         let mut sidecars = Vec::new();
         let mut config_file = std::path::PathBuf::new();
         for region in REGIONS {
@@ -87,6 +91,14 @@ impl Fleet {
 listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 local_region = "{region}"
+# Tenant moves are under test here, not region health: on a shared, loaded
+# test machine a probe (a SCRAM login in a debug build) can take seconds,
+# and two slow probes in a row would mark the one gateway down (GG004).
+# Probes stay on, rarer and patient: only a gateway that fails for minutes
+# would be marked down.
+probe_interval = "2s"
+probe_timeout = "30s"
+probe_failures_down = 10
 
 [regions.eu]
 gateway = "{gw}"
@@ -123,11 +135,32 @@ password = "app-secret"
                 proxy: Proxy::start(&config),
             });
         }
-        Fleet {
+        let fleet = Fleet {
             cluster,
             db,
             sidecars,
             config_file,
+        };
+        fleet.wait_ready().await;
+        fleet
+    }
+
+    /// Waits (bounded) until every sidecar's `/readyz` answers 200: its
+    /// tenant directory loaded and its gateways up, before any workload.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for sc in &self.sidecars {
+            loop {
+                match http_get(sc.proxy.metrics(), "/readyz", None).await {
+                    Some((200, _)) => break,
+                    other => assert!(
+                        Instant::now() < deadline,
+                        "sidecar {} not ready: {other:?}",
+                        sc.region
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
