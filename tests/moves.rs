@@ -77,7 +77,11 @@ impl Fleet {
         let cluster = Cluster::shared("moves");
         let db = cluster.create_db(prefix);
         cluster.psql(&db, &schema(fk));
-        let gw = cluster.url("geogate", Some(PASSWORD), &db) + "?sslmode=disable";
+        // A generous connect timeout: a session whose gateway connect times
+        // out marks the region down at once (docs/reliability.md), and its
+        // statements would get GG004, which this test counts as write errors.
+        let gw =
+            cluster.url("geogate", Some(PASSWORD), &db) + "?sslmode=disable&connect_timeout=60";
         let mut sidecars = Vec::new();
         let mut config_file = std::path::PathBuf::new();
         for region in REGIONS {
@@ -87,6 +91,14 @@ impl Fleet {
 listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 local_region = "{region}"
+# Tenant moves are under test here, not region health: on a shared, loaded
+# test machine a probe (a SCRAM login in a debug build) can take seconds,
+# and two slow probes in a row would mark the one gateway down (GG004).
+# Probes stay on, rarer and patient: only a gateway that fails for minutes
+# would be marked down.
+probe_interval = "2s"
+probe_timeout = "30s"
+probe_failures_down = 10
 
 [regions.eu]
 gateway = "{gw}"
@@ -123,11 +135,32 @@ password = "app-secret"
                 proxy: Proxy::start(&config),
             });
         }
-        Fleet {
+        let fleet = Fleet {
             cluster,
             db,
             sidecars,
             config_file,
+        };
+        fleet.wait_ready().await;
+        fleet
+    }
+
+    /// Waits (bounded) until every sidecar's `/readyz` answers 200: its
+    /// tenant directory loaded and its gateways up, before any workload.
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for sc in &self.sidecars {
+            loop {
+                match http_get(sc.proxy.metrics(), "/readyz", None).await {
+                    Some((200, _)) => break,
+                    other => assert!(
+                        Instant::now() < deadline,
+                        "sidecar {} not ready: {other:?}",
+                        sc.region
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
@@ -479,4 +512,76 @@ async fn outside_a_transaction_a_stale_write_runs_again_in_the_new_region_with_o
         );
         let _ = std::fs::remove_file(&fleet.config_file);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_lookup_abandoned_by_its_timeout_leaves_no_answer_for_the_next_one() {
+    // The cache bounds each lookup with `lookup_timeout` by dropping it; the
+    // directory's one connection must not hand that lookup's late answer to
+    // the next query (it would name the wrong tenant's region, or a region
+    // from before a move).
+    use geogate::tenants::Directory;
+    let cluster = Cluster::shared("moves");
+    let db = cluster.create_db("moves_abandoned");
+    cluster.psql(&db, &schema(false));
+    let gw = cluster.url("geogate", Some(PASSWORD), &db) + "?sslmode=disable";
+    let config = geogate::config::Config::parse(&format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+local_region = "us"
+[regions.us]
+gateway = "{gw}"
+[tenants]
+query = "SELECT id, region FROM tenants"
+table = "tenants"
+[[users]]
+name = "app"
+password = "app-secret"
+"#
+    ))
+    .expect("test config is valid");
+    let gateway = geogate::upstream::Gateway::new(&config.regions["us"]).expect("no TLS");
+    let dir = geogate::upstream::GatewayDirectory::new(gateway, config.tenants.as_ref().unwrap());
+    assert_eq!(dir.lookup(TENANT).await.unwrap().as_deref(), Some("us"));
+
+    // A lookup stuck behind a lock is abandoned, as `lookup_timeout` does.
+    let locker = {
+        let (c, conn) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=geogate password={PASSWORD} dbname={db}",
+                cluster.port()
+            ),
+            NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        c
+    };
+    locker
+        .batch_execute("BEGIN; LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), dir.lookup(TENANT)).await;
+    assert!(abandoned.is_err(), "the lookup waits for the lock");
+    // The tenant moves; the abandoned lookup's answer is sent once the lock goes.
+    locker
+        .batch_execute(&format!(
+            "UPDATE tenants SET region = 'eu' WHERE id = '{TENANT}'; COMMIT"
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    assert_eq!(
+        dir.lookup(OTHER).await.unwrap().as_deref(),
+        Some("apac"),
+        "another tenant's lookup gets its own answer"
+    );
+    assert_eq!(
+        dir.lookup(TENANT).await.unwrap().as_deref(),
+        Some("eu"),
+        "the moved tenant's lookup sees the move"
+    );
 }

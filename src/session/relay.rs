@@ -42,14 +42,9 @@ impl Placement for Health<'_> {
         }
         match self.0.choose(region) {
             Ok(choice) => Ok(self.1.region_name(&choice.region_used)),
-            Err(e) => Err(ClientError::refused(
-                RejectReason::NoGateway,
-                format!(
-                    "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
-                    e.region,
-                    e.tried.join(", ")
-                ),
-            )),
+            // NoGateway's own text names the fallbacks only (the region
+            // itself is not its own fallback), or "none configured".
+            Err(e) => Err(ClientError::refused(RejectReason::NoGateway, e.to_string())),
         }
     }
 }
@@ -127,11 +122,7 @@ pub(super) async fn open_first(
         }) => Err(upstream_error(&local, e)),
         Err(OpenError::NoGateway { error, .. }) => Err(SessionError::Client(ClientError::fatal(
             RejectReason::NoGateway.sqlstate(),
-            format!(
-                "geogate: no gateway available for region {}: it and its fallbacks ({}) are down",
-                error.region,
-                error.tried.join(", ")
-            ),
+            error.to_string(),
         ))),
     }
 }

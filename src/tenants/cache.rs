@@ -301,21 +301,29 @@ impl TenantCache {
                 .entry(region)
                 .or_insert_with_key(|r| Arc::from(r.as_str()))
                 .clone();
-            self.entries
-                .entry(tenant)
-                .and_modify(|e| {
-                    // Written (set/lookup) after this load began: newer than the load.
-                    if e.version <= started {
-                        *e = Entry {
-                            value: Cached::Region(region.clone()),
-                            version,
-                        };
+            let entry = Entry {
+                value: Cached::Region(region),
+                version,
+            };
+            match self.entries.entry(tenant) {
+                // Written (set/lookup) after this load began: newer than the load.
+                dashmap::Entry::Occupied(mut e) => {
+                    if e.get().version <= started {
+                        e.insert(entry);
                     }
-                })
-                .or_insert_with(|| Entry {
-                    value: Cached::Region(region.clone()),
-                    version,
-                });
+                }
+                // An invalidation since the load began may have removed this
+                // very tenant, and the load's rows may predate its move: the
+                // old region must not come back. Which tenant it was is not
+                // kept, so while a feed invalidates during a load, tenants
+                // not cached yet are left to their first lookup. Checked
+                // under the shard lock, as in `store_if_newest`.
+                dashmap::Entry::Vacant(v) => {
+                    if self.last_invalidation.load(Ordering::SeqCst) <= started {
+                        v.insert(entry);
+                    }
+                }
+            }
         }
         // Drop tenants the directory no longer lists; keep what was written
         // during the load and "not found" entries still within their TTL.

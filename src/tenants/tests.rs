@@ -236,6 +236,27 @@ async fn invalidation_during_a_lookup_keeps_its_old_answer_out_of_the_cache() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn invalidation_during_a_full_load_is_not_undone_by_the_load() {
+    // A change feed invalidates a tenant while a full load is under way:
+    // the load's rows may predate the move; they must not put the tenant's
+    // old region back into the cache (a listener's reload after a
+    // reconnect, or the periodic `refresh`, racing with a move).
+    let dir = TestDirectory::with(&[("t1", "us"), ("t2", "apac")]);
+    let c = cache(&dir);
+    c.load().await.unwrap();
+    dir.set_delay(Duration::from_millis(100));
+    let load = {
+        let c = c.clone();
+        tokio::spawn(async move { c.load().await })
+    };
+    tokio::time::advance(Duration::from_millis(50)).await;
+    c.invalidate("t1");
+    load.await.unwrap().unwrap();
+    assert!(c.peek("t1").is_none(), "the next get asks the directory");
+    assert_eq!(c.peek("t2"), Some(found("apac")), "the others are loaded");
+}
+
+#[tokio::test(start_paused = true)]
 async fn set_during_a_full_load_is_not_overwritten_by_the_load() {
     let dir = TestDirectory::with(&[("t1", "us")]);
     dir.set_delay(Duration::from_millis(100));

@@ -49,8 +49,15 @@ impl GatewayDirectory {
         params: &[&str],
     ) -> Result<Vec<super::query::TextRow>, DirectoryError> {
         let mut slot = self.conn.lock().await;
-        if slot.is_none() {
-            let up = Upstream::connect(&self.gateway, &self.startup)
+        // Out of the slot while the query runs, back only once its answer
+        // has been read to the end. A query abandoned half way (the cache's
+        // `lookup_timeout` drops the future) leaves its answer on the
+        // connection, and the next query would read that answer as its own:
+        // another tenant's region, or a region from before a move. An
+        // abandoned query's connection is dropped with it instead.
+        let mut up = match slot.take() {
+            Some(up) => up,
+            None => Upstream::connect(&self.gateway, &self.startup)
                 .await
                 .map_err(|e| {
                     DirectoryError::Unreachable(format!(
@@ -58,16 +65,17 @@ impl GatewayDirectory {
                         self.gateway.region,
                         describe(&e)
                     ))
-                })?;
-            *slot = Some(up);
-        }
-        let up = slot.as_mut().expect("connected above");
+                })?,
+        };
         match up.query_text(sql, params).await {
-            Ok(rows) => Ok(rows),
+            Ok(rows) => {
+                *slot = Some(up);
+                Ok(rows)
+            }
             Err(e) => {
                 // A server error leaves the connection usable; anything else does not.
-                if !matches!(e, UpstreamError::Server { .. }) {
-                    *slot = None;
+                if matches!(e, UpstreamError::Server { .. }) {
+                    *slot = Some(up);
                 }
                 Err(DirectoryError::Query(describe(&e)))
             }
