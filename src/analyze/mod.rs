@@ -804,17 +804,28 @@ pub fn canonical_tenant(t: &str) -> String {
         .strip_prefix('{')
         .and_then(|x| x.strip_suffix('}'))
         .unwrap_or(s);
-    let hex: String = inner.chars().filter(|c| *c != '-').collect();
-    if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) && inner.len() <= 39 {
-        let h = hex.to_ascii_lowercase();
-        return format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        );
+    // Every byte but hyphens a hex digit, 32 of them: a UUID (one
+    // allocation, on every statement naming a tenant).
+    let mut hex = [0u8; 32];
+    let mut n = 0;
+    let mut uuid = inner.len() <= 39;
+    for b in inner.bytes().filter(|&b| b != b'-') {
+        if n == 32 || !b.is_ascii_hexdigit() {
+            uuid = false;
+            break;
+        }
+        hex[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    if uuid && n == 32 {
+        let mut out = String::with_capacity(36);
+        for (i, &c) in hex.iter().enumerate() {
+            if matches!(i, 8 | 12 | 16 | 20) {
+                out.push('-');
+            }
+            out.push(c as char);
+        }
+        return out;
     }
     let (neg, digits) = match s.strip_prefix('-') {
         Some(d) => (true, d),

@@ -118,3 +118,38 @@ fn longest_allowed_and_or_chains_fit_a_worker_stack() {
     assert!(!a_err && !b_err);
     assert!(rewritable);
 }
+
+#[test]
+fn tenant_ids_are_written_as_the_directory_writes_them() {
+    let uuid = "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9";
+    for written in [
+        uuid,
+        "0A1B2C3D-4E5F-6071-8293-A4B5C6D7E8F9",
+        "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "{0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9}",
+        " 0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9 ",
+        "0a1b-2c3d-4e5f-6071-8293-a4b5-c6d7-e8f9",
+    ] {
+        assert_eq!(canonical_tenant(written), uuid, "{written}");
+    }
+    for (written, canonical) in [
+        ("42", "42"),
+        ("+0042", "42"),
+        ("-7", "-7"),
+        ("-0", "0"),
+        ("000", "0"),
+        // Not a UUID: a hex digit too many, a foreign character, too long.
+        (
+            "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f90",
+            "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f90",
+        ),
+        (
+            "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8fg",
+            "0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8fg",
+        ),
+        ("acme", "acme"),
+        ("é", "é"),
+    ] {
+        assert_eq!(canonical_tenant(written), canonical, "{written}");
+    }
+}
