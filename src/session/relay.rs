@@ -326,15 +326,16 @@ impl Session {
             let (up_r, up_w) = borrow_two(&mut self.conns, read_from.as_ref(), write_to.as_ref());
             let (cin, uin, to_client) = (&mut self.cin, &mut self.uin, &self.to_client);
             // `biased`: polled in this order, without a random start per
-            // event: the server's phase first (a busy session still sees
-            // shutdown), answers before new client input.
+            // event: answers before new client input; the server's phase
+            // last (it is polled whenever the session waits, i.e. between
+            // any two statements).
             let event = tokio::select! {
                 biased;
-                (p, rx) = &mut phase_change => Event::Phase(p, rx),
                 r = async { match up_r { Some((reg, c)) => (reg, c.read_into(uin).await), None => std::future::pending().await } }, if read_up => Event::UpRead(r.0, r.1),
                 r = async { match up_w { Some((reg, w, out)) => (reg, w.write_some(out).await), None => std::future::pending().await } } => Event::UpWrote(r.0, r.1),
                 r = client_w.write_some(to_client), if !to_client.is_empty() => Event::ClientWrote(r),
                 r = client_r.read_into(cin), if read_client => Event::ClientRead(r),
+                (p, rx) = &mut phase_change => Event::Phase(p, rx),
             };
             match event {
                 Event::ClientRead(Ok(0)) | Event::ClientRead(Err(_)) => return End::ClientLeft,
