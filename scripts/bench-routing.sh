@@ -51,7 +51,8 @@ WORKER_THREADS=${WORKER_THREADS:-1}
 EXTRA_BINS=${EXTRA_BINS:-}
 # TXNS=n: each client runs n transactions (pgbench -t) instead of SECS.
 LENGTH="-T $SECS"; [ -n "${TXNS:-}" ] && LENGTH="-t $TXNS"
-# WRAP: a command prefix for the first binary's routing sidecar (profilers).
+# WRAP: a command prefix for the first binary's routing sidecar (profilers);
+# WRAP_PASS the same for its pass sidecar.
 # Regions whose tenants the clients draw (one pgbench script each, equal
 # weights). With one region no client ever changes upstream connection.
 SCRIPT_REGIONS=${SCRIPT_REGIONS:-eu us apac}
@@ -227,7 +228,9 @@ for spec in "geogate=$GEOGATE_BIN" $EXTRA_BINS; do
   # shellcheck disable=SC2086 # WRAP is a command prefix, split on purpose
   RUST_LOG=warn $wrap "$bin" serve --config "$WORK/geogate-$name.toml" >"$WORK/geogate-$name.log" 2>&1 &
   PIDS+=($!); PID[route$suffix]=$!; PID[rewrite$suffix]=$!
-  RUST_LOG=warn "$bin" serve --config "$WORK/geogate-$name-pass.toml" >"$WORK/geogate-$name-pass.log" 2>&1 &
+  wrap_pass=""; [ $first = 1 ] && wrap_pass=${WRAP_PASS:-}
+  # shellcheck disable=SC2086
+  RUST_LOG=warn $wrap_pass "$bin" serve --config "$WORK/geogate-$name-pass.toml" >"$WORK/geogate-$name-pass.log" 2>&1 &
   PIDS+=($!); PID[pass$suffix]=$!
   PORT[route$suffix]=$port; PORT[rewrite$suffix]=$port; PORT[pass$suffix]=$((port + 1))
   TARGETS_ALL="$TARGETS_ALL pass$suffix route$suffix rewrite$suffix"
