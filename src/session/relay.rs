@@ -20,6 +20,8 @@ use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
 use crate::cancel::CancelGuard;
 use crate::logging::ClientInfo;
+use crate::plan::{Plan, Planner};
+use crate::policy::Settings;
 use crate::refusal::RejectReason;
 use crate::shared::Live;
 use crate::upstream::{Attempt, CancelTarget, OpenError, StartupParams, Upstream, UpstreamError};
@@ -174,7 +176,7 @@ pub struct Session {
     /// The live config this session's `settings` were computed from;
     /// replaced by the next statement after a reload.
     live: Arc<Live>,
-    settings: crate::policy::Settings,
+    settings: Settings,
     startup: StartupParams,
     cancel: CancelGuard,
     core: Core,
@@ -441,35 +443,7 @@ impl Session {
         if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_)) {
             self.forget_closed_idle_links()?;
         }
-        let planner = &self.live.planner;
-        let analyzed = self
-            .core
-            .analysis_of(&msg, planner.analyzer_id(), |sql, ctx| {
-                planner.analyze(sql, ctx)
-            });
-        let plan = match analyzed {
-            Some((analysis, types)) => {
-                let bind = match &msg {
-                    Frontend::Bind(b) => b.decode(),
-                    _ => None,
-                };
-                let (values, formats) = match &bind {
-                    Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
-                    None => (&[][..], &[][..]),
-                };
-                let params = Params {
-                    values,
-                    formats,
-                    types,
-                };
-                Some(
-                    planner
-                        .plan_analysis(analysis, &params, &self.settings)
-                        .await,
-                )
-            }
-            None => None,
-        };
+        let plan = plan_message(&mut self.core, &self.live.planner, &self.settings, &msg).await;
         let mut tries = 0;
         let handled = loop {
             let placement = Health(&self.shared.health, &self.shared);
@@ -761,6 +735,35 @@ fn borrow_two<'a>(
 async fn terminate(conn: Conn) {
     drop(conn.reader);
     crate::upstream::say_goodbye(conn.writer).await;
+}
+
+/// The decision for a client message that runs a statement (a Query, or a
+/// Bind of a known statement): the statement's analysis (kept with a
+/// prepared statement), its Bind parameters, the plan. `None` for other
+/// messages.
+pub(super) async fn plan_message(
+    core: &mut Core,
+    planner: &Planner,
+    settings: &Settings,
+    msg: &Frontend<'_>,
+) -> Option<Plan> {
+    let (analysis, types) = core.analysis_of(msg, planner.analyzer_id(), |sql, ctx| {
+        planner.analyze(sql, ctx)
+    })?;
+    let bind = match msg {
+        Frontend::Bind(b) => b.decode(),
+        _ => None,
+    };
+    let (values, formats) = match &bind {
+        Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
+        None => (&[][..], &[][..]),
+    };
+    let params = Params {
+        values,
+        formats,
+        types,
+    };
+    Some(planner.plan_analysis(analysis, &params, settings).await)
 }
 
 /// Whether a socket may have something to read (or has closed), without

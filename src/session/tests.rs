@@ -109,35 +109,9 @@ impl H {
         let mut flow = None;
         for f in frames {
             let msg = Frontend::read(f).expect("well-formed");
-            let router = &self.planner;
-            let analyzed = self
-                .core
-                .analysis_of(&msg, router.analyzer_id(), |sql, ctx| {
-                    router.analyze(sql, ctx)
-                });
-            let plan = match analyzed {
-                Some((analysis, types)) => {
-                    let bind = match &msg {
-                        Frontend::Bind(b) => b.decode(),
-                        _ => None,
-                    };
-                    let (values, formats) = match &bind {
-                        Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
-                        None => (&[][..], &[][..]),
-                    };
-                    let params = crate::analyze::Params {
-                        values,
-                        formats,
-                        types,
-                    };
-                    Some(
-                        router
-                            .plan_analysis(analysis, &params, &self.settings)
-                            .await,
-                    )
-                }
-                None => None,
-            };
+            let plan =
+                super::relay::plan_message(&mut self.core, &self.planner, &self.settings, &msg)
+                    .await;
             loop {
                 match self.core.handle(&msg, f, plan.as_ref(), &AllUp) {
                     Ok(h) => {
