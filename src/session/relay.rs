@@ -516,8 +516,9 @@ impl Session {
         let mut closed_links: Vec<Arc<str>> = Vec::new();
         let (core, conns) = (&mut self.core, &mut self.conns);
         for (region, c) in conns.iter_mut() {
-            // Cheapest first: an idle link usually has no news.
-            if !has_news(&c.reader) || region == core.current() || !core.idle_link(region) {
+            // Cheapest first: an idle link usually has no news. (The current
+            // link is the relay loop's to read.)
+            if region == core.current() || !has_news(&c.reader) || !core.idle_link(region) {
                 continue;
             }
             let mut probe = BytesMut::new();
