@@ -60,26 +60,9 @@ as_pg "$PGBIN/pg_ctl" start -w -D "$WORK/pg" -l "$WORK/pg/server.log" \
 psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -c "CREATE DATABASE bench"
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGPORT" -U postgres bench >/dev/null 2>&1
 
-# PgBouncer, session pooling, trust auth (the cheapest setup it has).
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$PGPORT dbname=bench user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCERPORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/userlist.txt
-pool_mode = session
-max_client_conn = $((IDLE + 100))
-default_pool_size = $((IDLE + 50))
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-INI
-echo '"postgres" ""' > "$WORK/userlist.txt"
-[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
-as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
-PIDS+=($!)
+# PgBouncer, session pooling, trust auth.
+. scripts/bench-common.sh
+start_pgbouncer "$IDLE"
 
 geogate_config() { # name port
   cat > "$WORK/geogate-$1.toml" <<TOML

@@ -192,26 +192,9 @@ password = "bench"
 TOML
 }
 
-# PgBouncer, session pooling, trust auth (the cheapest setup it has).
-cat > "$WORK/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$PGPORT dbname=bench user=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCERPORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $WORK/userlist.txt
-pool_mode = session
-max_client_conn = $((CLIENTS + 100))
-default_pool_size = $((CLIENTS + 50))
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-INI
-echo '"postgres" ""' > "$WORK/userlist.txt"
-[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
-as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
-PIDS+=($!)
+# PgBouncer, session pooling, trust auth.
+. scripts/bench-common.sh
+start_pgbouncer "$CLIENTS"
 
 declare -A PORT PID
 PORT[direct]=$PGPORT

@@ -1035,21 +1035,7 @@ mod crdb {
             };
             cut.push((t.start, end));
         }
-        if cut.is_empty() {
-            return (text.to_string(), false);
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        for (a, b) in cut {
-            if a < at {
-                continue;
-            }
-            out.push_str(&text[at..a]);
-            out.push(' ');
-            at = b;
-        }
-        out.push_str(&text[at..]);
-        (out, true)
+        splice_out(text, &cut)
     }
 
     /// `FOR NO KEY UPDATE` / `FOR KEY SHARE` (PostgreSQL row locks the
@@ -1072,12 +1058,22 @@ mod crdb {
                 cut.push((toks[i + 1].start, toks[i + 1].end));
             }
         }
+        splice_out(text, &cut)
+    }
+
+    /// `text` with each byte range of `cut` (in order) replaced by a space;
+    /// `true` when something was cut. A range overlapping the previous one
+    /// is skipped.
+    fn splice_out(text: &str, cut: &[(usize, usize)]) -> (String, bool) {
         if cut.is_empty() {
             return (text.to_string(), false);
         }
         let mut out = String::with_capacity(text.len());
         let mut at = 0;
-        for (a, b) in cut {
+        for &(a, b) in cut {
+            if a < at {
+                continue;
+            }
             out.push_str(&text[at..a]);
             out.push(' ');
             at = b;
