@@ -889,3 +889,42 @@ async fn an_idle_connection_to_a_restarted_gateway_is_replaced_not_reused() {
     let port: i32 = c.query_one(served_by, &[]).await.unwrap().get(0);
     assert_eq!(port, i32::from(us.port()));
 }
+
+/// A CancelRequest reaches the gateway that runs the session's statement
+/// now, after the session moved between regions (simple Query and Bind):
+/// cancelling at another region's gateway would leave the sleep running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_the_region_the_statement_runs_in() {
+    let geo = seeded("route_cancel");
+    let proxy = Proxy::start(&config(&geo, ""));
+    let c = proxy.connect("app", "app-secret", &geo.db).await;
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM users WHERE region = 'eu'").await,
+        3 + 6
+    );
+    let sleep_us = "SELECT count(*) FROM users WHERE region = 'us' AND pg_sleep(10) IS NOT NULL";
+    let sleep_apac =
+        "SELECT count(*) FROM users WHERE region = 'apac' AND pg_sleep(10) IS NOT NULL";
+    for (i, extended) in [false, true].into_iter().enumerate() {
+        let token = c.cancel_token();
+        let started = std::time::Instant::now();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            token.cancel_query(NoTls).await
+        });
+        let e = if extended {
+            c.query(sleep_apac, &[]).await.map(|_| ()).unwrap_err()
+        } else {
+            c.simple_query(sleep_us).await.map(|_| ()).unwrap_err()
+        };
+        canceller.await.unwrap().unwrap();
+        assert_eq!(sqlstate(&e), "57014", "round {i}: {e}");
+        // Each sleep would last 10 s per row (not a timing assertion on geogate).
+        assert!(started.elapsed() < Duration::from_secs(9), "round {i}");
+    }
+    // The session goes on, back in eu.
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM users WHERE region = 'eu'").await,
+        3 + 6
+    );
+}
