@@ -7,8 +7,11 @@
 //! a large result must never wait on each other), with bounded buffers: a
 //! direction stops reading while its output buffer is above [`HIGH_WATER`].
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use rustc_hash::FxHashMap as HashMap;
@@ -160,6 +163,42 @@ async fn next_phase(mut rx: watch::Receiver<Phase>) -> (Option<Phase>, watch::Re
     }
 }
 
+type PhaseFuture = Pin<Box<dyn Future<Output = (Option<Phase>, watch::Receiver<Phase>)> + Send>>;
+
+/// The relay loop's wait for the server's phase. Its waiter, once
+/// registered, stays registered (this task's waker) until the phase
+/// changes; so after the first poll it is polled again only when a copy of
+/// the receiver says the phase moved: one version check per turn of the
+/// loop instead of a poll of the watch's future.
+struct PhaseWait {
+    next: PhaseFuture,
+    peek: watch::Receiver<Phase>,
+    armed: bool,
+}
+
+impl PhaseWait {
+    fn new(rx: watch::Receiver<Phase>) -> PhaseWait {
+        PhaseWait {
+            peek: rx.clone(),
+            next: Box::pin(next_phase(rx)),
+            armed: false,
+        }
+    }
+}
+
+impl Future for PhaseWait {
+    type Output = (Option<Phase>, watch::Receiver<Phase>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.armed && matches!(self.peek.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        let r = self.next.as_mut().poll(cx);
+        self.armed = r.is_pending();
+        r
+    }
+}
+
 /// How a session ended.
 enum End {
     /// Client said Terminate or closed its socket.
@@ -296,7 +335,7 @@ impl Session {
         if *phase.borrow_and_update() != Phase::Running {
             self.draining = true;
         }
-        let mut phase_change = Box::pin(next_phase(phase));
+        let mut phase_change = PhaseWait::new(phase);
         let mut terminating = false;
         if let Err(e) = self.step(&mut terminating).await {
             return e;
@@ -364,8 +403,12 @@ impl Session {
                     }
                     self.refresh_failed_tenants().await;
                     // Answers may unblock client input (verify decided,
-                    // room in buffers): handle what is waiting.
-                    if let Err(e) = self.step(&mut terminating).await {
+                    // room in buffers): handle what is waiting. (Nothing
+                    // waits in the common case: the client is waiting for
+                    // this answer, and the core's output is moved above.)
+                    if !self.cin.is_empty()
+                        && let Err(e) = self.step(&mut terminating).await
+                    {
                         return e;
                     }
                 }
@@ -393,7 +436,7 @@ impl Session {
                 // The server is gone: nothing will ever drain us gracefully.
                 Event::Phase(None, _) => return End::Fatal(ClientError::shutting_down()),
                 Event::Phase(Some(p), rx) => {
-                    phase_change = Box::pin(next_phase(rx));
+                    phase_change = PhaseWait::new(rx);
                     match p {
                         Phase::Running => {}
                         Phase::Draining => self.draining = true,
@@ -769,11 +812,13 @@ pub(super) async fn plan_message(
 
 /// Whether a socket may have something to read (or has closed), without
 /// reading it: a look at tokio's readiness flag, cheaper than setting up a
-/// read (it runs for each idle link before every statement).
+/// read (it runs for each idle link before every statement). Its no-op
+/// waker takes the socket's read-waker slot; the relay loop's next poll of
+/// that link puts its own back (nothing waits on an idle link meanwhile).
 fn has_news(r: &PgReader) -> bool {
     match r {
         PgReader::Plain(fd) => {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let mut cx = Context::from_waker(std::task::Waker::noop());
             fd.poll_read_ready(&mut cx).is_ready()
         }
         PgReader::Tls(_) => true,
@@ -781,11 +826,11 @@ fn has_news(r: &PgReader) -> bool {
 }
 
 /// Polls a future once: its output if it is ready now.
-fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
     match std::pin::pin!(f).as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
     }
 }
 

@@ -116,37 +116,71 @@ impl PgReader {
     /// stream). Cancel-safe: no data is lost when the future is dropped.
     pub async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            PgReader::Plain(fd) => loop {
-                fd.readable().await?;
-                let mut got = None;
-                let outcome = fd.try_io(Interest::READABLE, || {
-                    SCRATCH.with(|scratch| {
-                        let mut scratch = scratch.borrow_mut();
-                        let n = fd.try_read(&mut scratch[..])?;
-                        buf.extend_from_slice(&scratch[..n]);
-                        got = Some(n);
-                        if n > 0 && n < scratch.len() {
-                            // Drained: report "would block" so tokio clears
-                            // the readiness now (only if no new event came
-                            // in meanwhile; it compares ticks).
-                            Err(io::ErrorKind::WouldBlock.into())
-                        } else {
-                            Ok(())
-                        }
-                    })
-                });
-                match (got, outcome) {
-                    (Some(n), _) => return Ok(n),
-                    (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    (None, Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    (None, Err(e)) => return Err(e),
-                    (None, Ok(())) => continue,
-                }
-            },
+            PgReader::Plain(fd) => std::future::poll_fn(|cx| poll_read_plain(fd, cx, buf)).await,
             PgReader::Tls(r) => {
                 buf.reserve(READ_CHUNK);
                 r.read_buf(buf).await
             }
+        }
+    }
+}
+
+/// One read of a plain socket into `buf` once it is readable.
+///
+/// A poll function rather than `readable().await`: tokio keeps one waker
+/// slot per direction for it, where each `readable()` future joins and
+/// leaves a locked waiter list (a relay loop makes and drops several such
+/// futures per statement). Each direction of a socket has one reader here,
+/// so the single slot is enough.
+fn poll_read_plain(
+    fd: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    loop {
+        if let Err(e) = std::task::ready!(fd.poll_read_ready(cx)) {
+            return Poll::Ready(Err(e));
+        }
+        let mut got = None;
+        let outcome = fd.try_io(Interest::READABLE, || {
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let n = fd.try_read(&mut scratch[..])?;
+                buf.extend_from_slice(&scratch[..n]);
+                got = Some(n);
+                if n > 0 && n < scratch.len() {
+                    // Drained: report "would block" so tokio clears
+                    // the readiness now (only if no new event came
+                    // in meanwhile; it compares ticks).
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            })
+        });
+        match (got, outcome) {
+            (Some(n), _) => return Poll::Ready(Ok(n)),
+            (None, Err(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            (None, Err(e)) => return Poll::Ready(Err(e)),
+            (None, Ok(())) => {}
+        }
+    }
+}
+
+/// One write of some of `buf` to a plain socket once it is writable (a
+/// poll function for the reason [`poll_read_plain`] gives).
+fn poll_write_plain(fd: &TcpStream, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    loop {
+        if let Err(e) = std::task::ready!(fd.poll_write_ready(cx)) {
+            return Poll::Ready(Err(e));
+        }
+        match fd.try_write(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => return Poll::Ready(other),
         }
     }
 }
@@ -163,13 +197,7 @@ impl PgWriter {
     /// Writes some of `buf`, returning how much. Cancel-safe.
     pub async fn write_some(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            PgWriter::Plain(fd) => loop {
-                fd.writable().await?;
-                match fd.try_write(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            },
+            PgWriter::Plain(fd) => std::future::poll_fn(|cx| poll_write_plain(fd, cx, buf)).await,
             PgWriter::Tls(w) => {
                 let n = w.write(buf).await?;
                 // rustls buffers records; push them to the socket now.
