@@ -2,6 +2,7 @@
 //! serve it: its transaction, its prepared statements, the settings to
 //! replay on a newly opened upstream. Pure data; no I/O.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -177,7 +178,19 @@ pub struct ClientState {
     /// reported it) and the SQL-level prepared statements (`PREPARE`).
     pub sql: SqlContext,
     generations: u64,
+    /// Analyses of unnamed statements since replaced, newest first, at
+    /// most [`RECENT_UNNAMED`]: drivers cycle a few texts through the
+    /// unnamed statement, each Parse replacing the last (pgbench
+    /// `-M extended`, JDBC below its prepare threshold, node-postgres), and
+    /// a text parsed again finds its analysis here instead of being lexed
+    /// again. The current unnamed statement's text is never in it.
+    recent_unnamed: VecDeque<(Arc<str>, Memo)>,
 }
+
+/// How many replaced unnamed statements keep their analysis (a few hundred
+/// bytes each, shared with the shape cache; only for sessions that use
+/// the extended protocol).
+const RECENT_UNNAMED: usize = 16;
 
 impl ClientState {
     /// Records a Parse; returns the statement's generation.
@@ -195,12 +208,39 @@ impl ClientState {
             // that have it need no new Parse.
             match &self.unnamed {
                 Some(u) if *u.sql == *sql && u.types == types => return u.generation,
-                _ => self.unnamed = Some(stmt),
+                _ => {
+                    let memo = self.recall_unnamed(sql);
+                    self.set_unnamed(Some(Statement { memo, ..stmt }));
+                }
             }
         } else {
             self.statements.insert(name.into(), stmt);
         }
         self.generations
+    }
+
+    /// Replaces the unnamed statement; the replaced one's analysis is
+    /// kept by its text.
+    pub fn set_unnamed(&mut self, stmt: Option<Statement>) {
+        if let Some(old) = std::mem::replace(&mut self.unnamed, stmt)
+            && old.memo.0.is_some()
+        {
+            self.recent_unnamed.push_front((old.sql, old.memo));
+            self.recent_unnamed.truncate(RECENT_UNNAMED);
+        }
+    }
+
+    /// The kept analysis of a replaced unnamed statement with this text
+    /// (taken out: it goes with the statement parsed again).
+    fn recall_unnamed(&mut self, sql: &str) -> Memo {
+        match self.recent_unnamed.iter().position(|(t, _)| **t == *sql) {
+            Some(i) => self
+                .recent_unnamed
+                .remove(i)
+                .map(|(_, m)| m)
+                .unwrap_or_default(),
+            None => Memo::default(),
+        }
     }
 
     /// The statement a Bind or Describe names.
@@ -244,7 +284,7 @@ impl ClientState {
     /// Records a Close of a statement.
     pub fn on_close_statement(&mut self, name: &str) {
         match name {
-            "" => self.unnamed = None,
+            "" => self.set_unnamed(None),
             n => {
                 self.statements.remove(n);
             }
@@ -280,6 +320,7 @@ impl ClientState {
                 if sql.trim().to_ascii_lowercase().starts_with("discard") {
                     self.statements.clear();
                     self.unnamed = None;
+                    self.recent_unnamed.clear();
                 }
             }
             None => {}
@@ -357,6 +398,55 @@ mod tests {
         s.on_parse("q", "SELECT 1", &[]);
         let (replaced, _) = bind(&mut s, "q", &a2).unwrap();
         assert_eq!(replaced.sql(), "SELECT 1", "a new Parse drops the memo");
+    }
+
+    /// Texts cycled through the unnamed statement keep their analyses
+    /// (up to RECENT_UNNAMED of them), each re-Parse being a new
+    /// generation for the upstreams.
+    #[test]
+    fn unnamed_texts_cycled_by_a_driver_keep_their_analyses() {
+        let config =
+            crate::config::Config::parse(include_str!("../../tests/fixtures/seed.toml")).unwrap();
+        let z = crate::analyze::Analyzer::new(&config);
+        let mut s = ClientState::default();
+        let calls = std::cell::Cell::new(0);
+        let parse_bind = |s: &mut ClientState, sql: &str| {
+            let g = s.on_parse("", sql, &[25]);
+            let (a, types) = s
+                .prepared_analysis("", z.id(), |sql, ctx| {
+                    calls.set(calls.get() + 1);
+                    z.analyze_in(sql, ctx)
+                })
+                .unwrap();
+            assert_eq!(a.sql(), sql, "the analysis is of the text bound");
+            assert_eq!(types, [25]);
+            g
+        };
+        let texts: Vec<String> = (0..=RECENT_UNNAMED)
+            .map(|i| format!("SELECT {i} FROM users WHERE tenant_id = $1"))
+            .collect();
+        let g0 = parse_bind(&mut s, &texts[0]);
+        parse_bind(&mut s, &texts[1]);
+        let g0_again = parse_bind(&mut s, &texts[0]);
+        assert_ne!(
+            g0, g0_again,
+            "a re-Parse after another text is a new generation"
+        );
+        parse_bind(&mut s, &texts[1]);
+        assert_eq!(calls.get(), 2, "each text analysed once");
+        for t in &texts {
+            parse_bind(&mut s, t);
+        }
+        assert_eq!(calls.get(), RECENT_UNNAMED + 1, "new texts are analysed");
+        parse_bind(&mut s, &texts[0]);
+        assert_eq!(calls.get(), RECENT_UNNAMED + 1, "the oldest of 16 is kept");
+        // texts[1] is now the oldest kept; one more new text pushes it out.
+        parse_bind(&mut s, "SELECT 'new' FROM users WHERE tenant_id = $1");
+        parse_bind(&mut s, &texts[1]);
+        assert_eq!(calls.get(), RECENT_UNNAMED + 3, "the 17th is forgotten");
+        s.on_statement("DISCARD ALL");
+        parse_bind(&mut s, &texts[0]);
+        assert_eq!(calls.get(), RECENT_UNNAMED + 4, "DISCARD ALL forgets them");
     }
 
     #[test]

@@ -719,7 +719,7 @@ impl Core {
         }
         // A simple Query destroys the unnamed statement.
         link.unnamed = None;
-        self.client.unnamed = None;
+        self.client.set_unnamed(None);
         self.client.on_statement(sql);
         self.client.sql.record(&plan.analysis);
         let mut e = Expect::upstream(&region, Answer::Query, Fate::Forward);

@@ -17,10 +17,14 @@
 //! consecutive-result thresholds, so a single slow probe does not move traffic
 //! and a gateway that answers once while restarting does not get it back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+// Keyed by configured region names (not client input); looked up for
+// every statement.
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::config::RegionConfig;
 use crate::metrics::Metrics;
