@@ -406,9 +406,7 @@ impl Session {
                     // room in buffers): handle what is waiting. (Nothing
                     // waits in the common case: the client is waiting for
                     // this answer, and the core's output is moved above.)
-                    if !self.cin.is_empty()
-                        && let Err(e) = self.step(&mut terminating).await
-                    {
+                    if let Err(e) = self.step(&mut terminating).await {
                         return e;
                     }
                 }
