@@ -124,6 +124,16 @@ impl Iterator for Lexer<'_> {
     type Item = Token;
 
     fn next(&mut self) -> Option<Token> {
+        self.token()
+    }
+}
+
+impl Lexer<'_> {
+    /// The next token. Inlined into [`scan_statements`], the loop every
+    /// statement goes through (a call per token costs as much as lexing
+    /// a short one); other callers go through [`Iterator::next`].
+    #[inline(always)]
+    fn token(&mut self) -> Option<Token> {
         let s = self.src;
         let start = self.pos;
         if start >= s.len() {
@@ -336,7 +346,7 @@ pub(crate) const LIFT_BASE: u32 = 100_000;
 pub(crate) const REGION_MARK: u32 = 99_999;
 
 /// The result of scanning one statement.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Scan {
     /// The text with liftable literals replaced by `$LIFT_BASE+i`, comments
     /// dropped and spaces collapsed: the cache key and the text parsed.
@@ -356,6 +366,19 @@ pub(crate) struct Scan {
     pub undecidable: Option<&'static str>,
 }
 
+impl Scan {
+    /// No statement scanned yet (what `Default` gives, as a constant).
+    const EMPTY: Scan = Scan {
+        shape: String::new(),
+        lits: Vec::new(),
+        hint: false,
+        operators: 0,
+        max_param: 0,
+        huge_param: false,
+        undecidable: None,
+    };
+}
+
 /// Whether a comment is the scatter hint: exactly `/*+ geogate:allow_scatter */`
 /// (spaces around the name and its case do not matter; nothing else may be
 /// in the comment).
@@ -373,31 +396,48 @@ pub(crate) fn is_hint(comment: &str) -> bool {
 /// [`scan_statements`]; this one statement at a time is its reference.)
 #[cfg(test)]
 pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
-    let mut s = Scanner::new(sql, 0, lit_base);
+    let mut s = Scanner::new(Scan::default(), 0, lit_base);
     for t in Lexer::with_scs(sql, scs) {
         s.push(sql, t, scs);
     }
     s.sc
 }
 
+thread_local! {
+    /// The buffers [`scan_statements`] builds shapes in, kept per thread:
+    /// on a cache hit (the usual case) a shape is only looked up, so it
+    /// need not be allocated for each statement.
+    static SCAN_BUF: std::cell::Cell<Scan> = const { std::cell::Cell::new(Scan::EMPTY) };
+}
+
+/// A kept buffer larger than this is dropped (one huge text must not pin
+/// its size for the thread's life).
+const KEEP_BUF: usize = 64 * 1024;
+
 /// Splits a text into statements as [`split_statements`] does and scans
 /// each ([`scan`], literal slots from 0 in each), lexing the text once:
-/// the hot path of every simple Query. Statements of only spaces and
-/// comments are dropped.
-pub(crate) fn scan_statements(sql: &str, scs: bool) -> Vec<(Range<usize>, Scan)> {
-    let mut out = Vec::new();
+/// the hot path of every simple Query. `each` gets each statement's range
+/// and scan, in order; statements of only spaces and comments are
+/// dropped. The scan is only lent: its buffers are reused for the next
+/// statement.
+pub(crate) fn scan_statements(sql: &str, scs: bool, mut each: impl FnMut(Range<usize>, &Scan)) {
+    // Taken, not borrowed: `each` may analyse another text (EXECUTE's
+    // prepared statement), which then starts from empty buffers.
+    let mut buf = SCAN_BUF.with(std::cell::Cell::take);
+    buf.shape.reserve(sql.len().min(1024));
+    let mut cur = Scanner::new(buf, 0, 0);
     let mut depth = 0usize;
     let mut seg_start = 0;
-    let mut cur = Scanner::new(sql, 0, 0);
-    for t in Lexer::with_scs(sql, scs) {
+    let mut lexer = Lexer::with_scs(sql, scs);
+    while let Some(t) = lexer.token() {
         match t.kind {
             Tok::Open => depth += 1,
             Tok::Close => depth = depth.saturating_sub(1),
             Tok::Semicolon if depth == 0 => {
-                let done = std::mem::replace(&mut cur, Scanner::new(sql, t.end, 0));
-                if !done.sc.shape.is_empty() {
-                    out.push((seg_start..t.start, done.sc));
+                if !cur.sc.shape.is_empty() {
+                    each(seg_start..t.start, &cur.sc);
                 }
+                cur.restart(t.end);
                 seg_start = t.end;
                 continue;
             }
@@ -406,9 +446,11 @@ pub(crate) fn scan_statements(sql: &str, scs: bool) -> Vec<(Range<usize>, Scan)>
         cur.push(sql, t, scs);
     }
     if !cur.sc.shape.is_empty() {
-        out.push((seg_start..sql.len(), cur.sc));
+        each(seg_start..sql.len(), &cur.sc);
     }
-    out
+    if cur.sc.shape.capacity() <= KEEP_BUF && cur.sc.lits.capacity() <= KEEP_BUF {
+        SCAN_BUF.with(|b| b.set(cur.sc));
+    }
 }
 
 /// The state of scanning one statement, token by token.
@@ -423,19 +465,40 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn new(sql: &str, base: usize, lit_base: usize) -> Scanner {
-        Scanner {
-            sc: Scan {
-                // One text may hold many statements: not all of its
-                // length for each.
-                shape: String::with_capacity((sql.len() - base).min(1024)),
-                ..Scan::default()
-            },
+    /// A scanner filling `sc` (its buffers are cleared, their capacity kept).
+    fn new(sc: Scan, base: usize, lit_base: usize) -> Scanner {
+        let mut s = Scanner {
+            sc,
             prev: None,
             pending_space: false,
             base,
             lit_base,
-        }
+        };
+        s.restart(base);
+        s
+    }
+
+    /// Starts the next statement, at `base`, in the same buffers.
+    fn restart(&mut self, base: usize) {
+        let Scan {
+            shape,
+            lits,
+            hint,
+            operators,
+            max_param,
+            huge_param,
+            undecidable,
+        } = &mut self.sc;
+        shape.clear();
+        lits.clear();
+        *hint = false;
+        *operators = 0;
+        *max_param = 0;
+        *huge_param = false;
+        *undecidable = None;
+        self.prev = None;
+        self.pending_space = false;
+        self.base = base;
     }
 
     /// Takes the next token of the statement (`sql` is the whole text).
@@ -999,7 +1062,8 @@ mod tests {
         ];
         for sql in texts {
             for scs in [true, false] {
-                let one_pass = scan_statements(sql, scs);
+                let mut one_pass = Vec::new();
+                scan_statements(sql, scs, |r, sc| one_pass.push((r, sc.clone())));
                 let split: Vec<_> = split_statements(sql, scs)
                     .into_iter()
                     .map(|r| (r.clone(), scan(&sql[r], 0, scs)))
