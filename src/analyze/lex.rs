@@ -734,6 +734,13 @@ pub(crate) fn literal_value(tok: &str, scs: bool) -> Option<String> {
 fn unquote(body: &str, backslash: bool) -> Option<String> {
     let body = body.strip_suffix('\'')?;
     let b = body.as_bytes();
+    if !b
+        .iter()
+        .any(|&c| c == b'\'' || c == 0 || (backslash && c == b'\\'))
+    {
+        // Nothing to decode (the usual literal): the body as written.
+        return Some(body.to_string());
+    }
     let mut out: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -1030,6 +1037,36 @@ mod tests {
             .into_iter()
             .map(|r| sql[r].trim())
             .collect()
+    }
+
+    /// Literal values decode the same with or without the fast path for
+    /// bodies that need no decoding.
+    #[test]
+    fn literal_values_with_and_without_escapes() {
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("'eu'", true, Some("eu")),
+            ("'eu'", false, Some("eu")),
+            ("''", true, Some("")),
+            ("'a''b'", true, Some("a'b")),
+            ("'a\\b'", true, Some("a\\b")),
+            ("'a\\nb'", false, Some("a\nb")),
+            ("E'a\\nb'", true, Some("a\nb")),
+            ("N'x\\y'", false, Some("xy")),
+            ("N'x\\y'", true, Some("x\\y")),
+            ("'a\u{0}b'", true, None),
+            ("'a'b'", true, None),
+            ("'unterminated", true, None),
+            ("'é名'", true, Some("é名")),
+            ("42", true, Some("42")),
+            ("B'01'", true, None),
+        ];
+        for &(tok, scs, want) in cases {
+            assert_eq!(
+                literal_value(tok, scs).as_deref(),
+                want,
+                "{tok:?} scs={scs}"
+            );
+        }
     }
 
     #[test]
