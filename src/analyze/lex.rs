@@ -129,6 +129,19 @@ impl Iterator for Lexer<'_> {
 }
 
 impl Lexer<'_> {
+    /// Skips what a [`Tok::Space`] token would cover; whether there was any.
+    #[inline(always)]
+    fn skip_space(&mut self) -> bool {
+        let s = self.src;
+        let start = self.pos;
+        let mut i = start;
+        while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
+            i += 1;
+        }
+        self.pos = i;
+        i > start
+    }
+
     /// The next token. Inlined into [`scan_statements`], the loop every
     /// statement goes through (a call per token costs as much as lexing
     /// a short one); other callers go through [`Iterator::next`].
@@ -410,7 +423,13 @@ pub(crate) fn scan_statements(sql: &str, scs: bool, mut each: impl FnMut(Range<u
     let mut depth = 0usize;
     let mut seg_start = 0;
     let mut lexer = Lexer::with_scs(sql, scs);
-    while let Some(t) = lexer.token() {
+    loop {
+        // Spaces (every other token) only make a space due in the shape:
+        // skipped here, without making a token of them.
+        if lexer.skip_space() {
+            cur.pending_space = true;
+        }
+        let Some(t) = lexer.token() else { break };
         match t.kind {
             Tok::Open => depth += 1,
             Tok::Close => depth = depth.saturating_sub(1),
