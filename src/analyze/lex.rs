@@ -552,6 +552,7 @@ impl Scanner {
 
     /// Starts writing token `t` differently from the source: the run and
     /// any space due are written; the caller writes the token.
+    #[inline]
     fn rewritten(&mut self, sql: &str) {
         self.flush(sql);
         if self.pending_space && !self.sc.shape.is_empty() {
@@ -652,6 +653,7 @@ impl Scanner {
     }
 
     /// Writes a placeholder for the literal `t` and records its range.
+    #[inline]
     fn lift(&mut self, sql: &str, t: Token) {
         self.rewritten(sql);
         let slot = self.lit_base + self.sc.lits.len();
@@ -724,6 +726,7 @@ fn push_placeholder(out: &mut String, slot: usize) {
 }
 
 /// Whether a literal after token `prev` is an expression operand.
+#[inline]
 fn liftable(sql: &str, prev: Option<Token>) -> bool {
     let Some(p) = prev else { return false };
     let b = &sql.as_bytes()[p.start..p.end];
