@@ -6,8 +6,9 @@
 //! an arbitrary entry (HashMap order) is evicted: cheaper than LRU
 //! bookkeeping and good enough for a working set that fits.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxBuildHasher;
@@ -17,8 +18,10 @@ use super::StatementTemplate;
 const SHARDS: usize = 16;
 
 /// Keys are statement shapes; a client able to craft collisions only
-/// slows its own lookups in one shard, which is bounded in size.
-type Map = HashMap<String, Entry, FxBuildHasher>;
+/// slows its own lookups in one shard, which is bounded in size. A shape
+/// is hashed once per lookup: the hash picks the shard and is kept with
+/// the key, which the map then uses as it is.
+type Map = HashMap<Key, Entry, BuildHasherDefault<Prehashed>>;
 
 /// A cache entry.
 #[derive(Clone)]
@@ -34,6 +37,89 @@ pub(super) struct Cache {
     per_shard: usize,
 }
 
+/// A stored key: the shape and its hash.
+struct Key {
+    hash: u64,
+    shape: Box<str>,
+}
+
+/// A key as looked up: stored ([`Key`]) or borrowed (`(u64, &str)`), so a
+/// lookup needs no copy of the shape.
+trait Lookup {
+    fn key_hash(&self) -> u64;
+    fn key_shape(&self) -> &str;
+}
+
+impl Lookup for Key {
+    fn key_hash(&self) -> u64 {
+        self.hash
+    }
+    fn key_shape(&self) -> &str {
+        &self.shape
+    }
+}
+
+impl Lookup for (u64, &str) {
+    fn key_hash(&self) -> u64 {
+        self.0
+    }
+    fn key_shape(&self) -> &str {
+        self.1
+    }
+}
+
+impl<'a> Borrow<dyn Lookup + 'a> for Key {
+    fn borrow(&self) -> &(dyn Lookup + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn Lookup + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.key_hash());
+    }
+}
+
+impl PartialEq for dyn Lookup + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_hash() == other.key_hash() && self.key_shape() == other.key_shape()
+    }
+}
+
+impl Eq for dyn Lookup + '_ {}
+
+// As its borrowed form hashes and compares (the map requires it).
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        (self as &dyn Lookup) == (other as &dyn Lookup)
+    }
+}
+
+impl Eq for Key {}
+
+/// The map's hasher: keys hash as their stored hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used (keys write one u64); hashes correctly all the same.
+        self.0 = FxBuildHasher.hash_one(bytes);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 impl Cache {
     pub fn new(capacity: usize) -> Cache {
         Cache {
@@ -42,22 +128,29 @@ impl Cache {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<Map> {
+    /// The hash of a shape and its shard.
+    fn shard(&self, key: &str) -> (u64, &Mutex<Map>) {
         // The whole key: shapes differ anywhere (a column in the middle).
         let h = FxBuildHasher.hash_one(key);
-        &self.shards[(h >> 32) as usize % SHARDS]
+        (h, &self.shards[(h >> 32) as usize % SHARDS])
     }
 
     pub fn get(&self, key: &str) -> Option<Entry> {
-        let map = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).cloned()
+        let (hash, shard) = self.shard(key);
+        let map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(hash, key) as &dyn Lookup).cloned()
     }
 
     pub fn put(&self, key: String, entry: Entry) {
-        let mut map = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= self.per_shard && !map.contains_key(&key) {
-            if let Some(victim) = map.keys().next().cloned() {
-                map.remove(&victim);
+        let (hash, shard) = self.shard(&key);
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let key = Key {
+            hash,
+            shape: key.into_boxed_str(),
+        };
+        if map.len() >= self.per_shard && !map.contains_key(&key as &dyn Lookup) {
+            if let Some(victim) = map.keys().next().map(|k| (k.hash, k.shape.clone())) {
+                map.remove(&(victim.0, &*victim.1) as &dyn Lookup);
             }
         }
         map.insert(key, entry);
@@ -72,5 +165,37 @@ impl Cache {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_by_borrowed_shape_find_what_was_put() {
+        let c = Cache::new(64);
+        for i in 0..20 {
+            c.put(format!("select {i}"), Entry::Raw);
+        }
+        for i in 0..20 {
+            assert!(c.get(&format!("select {i}")).is_some(), "{i}");
+        }
+        assert!(c.get("select 20").is_none());
+        assert!(c.get("select 1 ").is_none());
+        assert!(c.get("").is_none());
+        // Putting a shape again replaces its entry.
+        c.put("select 1".into(), Entry::Raw);
+        assert_eq!(c.len(), 20);
+    }
+
+    #[test]
+    fn full_shards_evict_to_stay_within_bound() {
+        let c = Cache::new(SHARDS);
+        for i in 0..1000 {
+            c.put(format!("s{i}"), Entry::Raw);
+            assert!(c.get(&format!("s{i}")).is_some(), "{i}");
+        }
+        assert!(c.len() <= SHARDS);
     }
 }

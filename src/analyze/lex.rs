@@ -124,6 +124,29 @@ impl Iterator for Lexer<'_> {
     type Item = Token;
 
     fn next(&mut self) -> Option<Token> {
+        self.token()
+    }
+}
+
+impl Lexer<'_> {
+    /// Skips what a [`Tok::Space`] token would cover; whether there was any.
+    #[inline(always)]
+    fn skip_space(&mut self) -> bool {
+        let s = self.src;
+        let start = self.pos;
+        let mut i = start;
+        while i < s.len() && matches!(s[i], b' ' | b'\t' | b'\n' | b'\r' | 0x0c) {
+            i += 1;
+        }
+        self.pos = i;
+        i > start
+    }
+
+    /// The next token. Inlined into [`scan_statements`], the loop every
+    /// statement goes through (a call per token costs as much as lexing
+    /// a short one); other callers go through [`Iterator::next`].
+    #[inline(always)]
+    fn token(&mut self) -> Option<Token> {
         let s = self.src;
         let start = self.pos;
         if start >= s.len() {
@@ -308,26 +331,6 @@ pub(crate) fn split_statements(sql: &str, scs: bool) -> Vec<Range<usize>> {
     out
 }
 
-/// Keywords after which a literal is an expression operand (so it can be
-/// replaced by a placeholder without changing the grammar).
-const LIFT_AFTER_WORDS: &[&str] = &[
-    "and",
-    "or",
-    "not",
-    "where",
-    "select",
-    "then",
-    "else",
-    "when",
-    "like",
-    "ilike",
-    "limit",
-    "offset",
-    "between",
-    "returning",
-    "values",
-];
-
 /// First placeholder number used for lifted literals: `$100000` is literal
 /// slot 0. PostgreSQL allows at most 65535 parameters, so real parameters
 /// never reach it.
@@ -336,7 +339,7 @@ pub(crate) const LIFT_BASE: u32 = 100_000;
 pub(crate) const REGION_MARK: u32 = 99_999;
 
 /// The result of scanning one statement.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Scan {
     /// The text with liftable literals replaced by `$LIFT_BASE+i`, comments
     /// dropped and spaces collapsed: the cache key and the text parsed.
@@ -356,6 +359,19 @@ pub(crate) struct Scan {
     pub undecidable: Option<&'static str>,
 }
 
+impl Scan {
+    /// No statement scanned yet (what `Default` gives, as a constant).
+    const EMPTY: Scan = Scan {
+        shape: String::new(),
+        lits: Vec::new(),
+        hint: false,
+        operators: 0,
+        max_param: 0,
+        huge_param: false,
+        undecidable: None,
+    };
+}
+
 /// Whether a comment is the scatter hint: exactly `/*+ geogate:allow_scatter */`
 /// (spaces around the name and its case do not matter; nothing else may be
 /// in the comment).
@@ -373,31 +389,56 @@ pub(crate) fn is_hint(comment: &str) -> bool {
 /// [`scan_statements`]; this one statement at a time is its reference.)
 #[cfg(test)]
 pub(crate) fn scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
-    let mut s = Scanner::new(sql, 0, lit_base);
+    let mut s = Scanner::new(Scan::default(), 0, lit_base);
     for t in Lexer::with_scs(sql, scs) {
         s.push(sql, t, scs);
     }
+    s.finish(sql);
     s.sc
 }
 
+thread_local! {
+    /// The buffers [`scan_statements`] builds shapes in, kept per thread:
+    /// on a cache hit (the usual case) a shape is only looked up, so it
+    /// need not be allocated for each statement.
+    static SCAN_BUF: std::cell::Cell<Scan> = const { std::cell::Cell::new(Scan::EMPTY) };
+}
+
+/// A kept buffer larger than this is dropped (one huge text must not pin
+/// its size for the thread's life).
+const KEEP_BUF: usize = 64 * 1024;
+
 /// Splits a text into statements as [`split_statements`] does and scans
 /// each ([`scan`], literal slots from 0 in each), lexing the text once:
-/// the hot path of every simple Query. Statements of only spaces and
-/// comments are dropped.
-pub(crate) fn scan_statements(sql: &str, scs: bool) -> Vec<(Range<usize>, Scan)> {
-    let mut out = Vec::new();
+/// the hot path of every simple Query. `each` gets each statement's range
+/// and scan, in order; statements of only spaces and comments are
+/// dropped. The scan is only lent: its buffers are reused for the next
+/// statement.
+pub(crate) fn scan_statements(sql: &str, scs: bool, mut each: impl FnMut(Range<usize>, &Scan)) {
+    // Taken, not borrowed: `each` may analyse another text (EXECUTE's
+    // prepared statement), which then starts from empty buffers.
+    let mut buf = SCAN_BUF.with(std::cell::Cell::take);
+    buf.shape.reserve(sql.len().min(1024));
+    let mut cur = Scanner::new(buf, 0, 0);
     let mut depth = 0usize;
     let mut seg_start = 0;
-    let mut cur = Scanner::new(sql, 0, 0);
-    for t in Lexer::with_scs(sql, scs) {
+    let mut lexer = Lexer::with_scs(sql, scs);
+    loop {
+        // Spaces (every other token) only make a space due in the shape:
+        // skipped here, without making a token of them.
+        if lexer.skip_space() {
+            cur.pending_space = true;
+        }
+        let Some(t) = lexer.token() else { break };
         match t.kind {
             Tok::Open => depth += 1,
             Tok::Close => depth = depth.saturating_sub(1),
             Tok::Semicolon if depth == 0 => {
-                let done = std::mem::replace(&mut cur, Scanner::new(sql, t.end, 0));
-                if !done.sc.shape.is_empty() {
-                    out.push((seg_start..t.start, done.sc));
+                let sc = cur.finish(sql);
+                if !sc.shape.is_empty() {
+                    each(seg_start..t.start, sc);
                 }
+                cur.restart(t.end);
                 seg_start = t.end;
                 continue;
             }
@@ -405,13 +446,21 @@ pub(crate) fn scan_statements(sql: &str, scs: bool) -> Vec<(Range<usize>, Scan)>
         }
         cur.push(sql, t, scs);
     }
-    if !cur.sc.shape.is_empty() {
-        out.push((seg_start..sql.len(), cur.sc));
+    let sc = cur.finish(sql);
+    if !sc.shape.is_empty() {
+        each(seg_start..sql.len(), sc);
     }
-    out
+    if cur.sc.shape.capacity() <= KEEP_BUF && cur.sc.lits.capacity() <= KEEP_BUF {
+        SCAN_BUF.with(|b| b.set(cur.sc));
+    }
 }
 
 /// The state of scanning one statement, token by token.
+///
+/// The shape is mostly the text itself: tokens written as they are, with
+/// one space between them, go on a pending *run* of the source that is
+/// copied in one piece when something else must be written (a
+/// placeholder, a collapsed space), instead of token by token.
 struct Scanner {
     sc: Scan,
     prev: Option<Token>,
@@ -420,33 +469,108 @@ struct Scanner {
     /// are relative to it.
     base: usize,
     lit_base: usize,
+    /// The run of source not yet copied to the shape; it ends where the
+    /// last significant token (or the statement's start) ends.
+    run: Range<usize>,
 }
 
 impl Scanner {
-    fn new(sql: &str, base: usize, lit_base: usize) -> Scanner {
-        Scanner {
-            sc: Scan {
-                // One text may hold many statements: not all of its
-                // length for each.
-                shape: String::with_capacity((sql.len() - base).min(1024)),
-                ..Scan::default()
-            },
+    /// A scanner filling `sc` (its buffers are cleared, their capacity kept).
+    fn new(sc: Scan, base: usize, lit_base: usize) -> Scanner {
+        let mut s = Scanner {
+            sc,
             prev: None,
             pending_space: false,
             base,
             lit_base,
+            run: base..base,
+        };
+        s.restart(base);
+        s
+    }
+
+    /// Starts the next statement, at `base`, in the same buffers.
+    fn restart(&mut self, base: usize) {
+        let Scan {
+            shape,
+            lits,
+            hint,
+            operators,
+            max_param,
+            huge_param,
+            undecidable,
+        } = &mut self.sc;
+        shape.clear();
+        lits.clear();
+        *hint = false;
+        *operators = 0;
+        *max_param = 0;
+        *huge_param = false;
+        *undecidable = None;
+        self.prev = None;
+        self.pending_space = false;
+        self.base = base;
+        self.run = base..base;
+    }
+
+    /// The statement's scan, its shape complete.
+    fn finish(&mut self, sql: &str) -> &Scan {
+        self.flush(sql);
+        &self.sc
+    }
+
+    /// Copies the pending run to the shape.
+    fn flush(&mut self, sql: &str) {
+        if self.run.start < self.run.end {
+            self.sc.shape.push_str(&sql[self.run.clone()]);
+            self.run.start = self.run.end;
         }
+    }
+
+    /// Whether a space goes before the next significant token: spaces or
+    /// comments came before it, and something is written already.
+    fn space_due(&self) -> bool {
+        self.pending_space && !(self.sc.shape.is_empty() && self.run.is_empty())
+    }
+
+    /// Writes token `t` as it is.
+    fn verbatim(&mut self, sql: &str, t: Token) {
+        let gap = if self.space_due() { 1 } else { 0 };
+        // The run goes on when the source already has what the shape
+        // needs between the two: nothing, or exactly one space.
+        if self.run.end + gap == t.start && (gap == 0 || sql.as_bytes()[self.run.end] == b' ') {
+            self.run.end = t.end;
+        } else {
+            self.flush(sql);
+            if gap == 1 {
+                self.sc.shape.push(' ');
+            }
+            self.run = t.start..t.end;
+        }
+        self.pending_space = false;
+    }
+
+    /// Starts writing token `t` differently from the source: the run and
+    /// any space due are written; the caller writes the token.
+    #[inline]
+    fn rewritten(&mut self, sql: &str) {
+        self.flush(sql);
+        if self.pending_space && !self.sc.shape.is_empty() {
+            self.sc.shape.push(' ');
+        }
+        self.pending_space = false;
     }
 
     /// Takes the next token of the statement (`sql` is the whole text).
     fn push(&mut self, sql: &str, t: Token, scs: bool) {
-        let text = &sql[t.start..t.end];
+        let b = &sql.as_bytes()[t.start..t.end];
         match t.kind {
             Tok::Space => {
                 self.pending_space = true;
                 return;
             }
             Tok::Comment => {
+                let text = &sql[t.start..t.end];
                 if is_hint(text) {
                     self.sc.hint = true;
                 }
@@ -456,86 +580,86 @@ impl Scanner {
                 self.pending_space = true;
                 return;
             }
-            _ => {}
-        }
-        if self.pending_space && !self.sc.shape.is_empty() {
-            self.sc.shape.push(' ');
-        }
-        self.pending_space = false;
-        // The text the parser sees for this token: with
-        // standard_conforming_strings off a plain string with a backslash
-        // is written as the E'' string PostgreSQL reads it as.
-        let as_parsed: std::borrow::Cow<'_, str> = match t.kind {
             Tok::String => {
-                let b = text.as_bytes();
-                if !text.ends_with('\'') || text.len() < 2 {
+                if b.len() < 2 || b[b.len() - 1] != b'\'' {
                     self.sc.undecidable = Some("unterminated string");
                 }
-                if matches!(b[0], b'u' | b'U') {
+                let u_and = matches!(b[0], b'u' | b'U');
+                if u_and && !scs {
                     // U&'…' (with UESCAPE): PostgreSQL refuses it when
                     // standard_conforming_strings is off; its escapes
                     // are never decoded here.
-                    if !scs {
-                        self.sc.undecidable =
-                            Some("U& string with standard_conforming_strings off");
-                    }
-                    text.into()
-                } else if !scs && text.contains('\\') && b[0] == b'\'' {
-                    format!("E{text}").into()
-                } else if !scs && text.contains('\\') && matches!(b[0], b'n' | b'N') {
-                    format!("E{}", &text[1..]).into()
+                    self.sc.undecidable = Some("U& string with standard_conforming_strings off");
+                }
+                if liftable(sql, self.prev) {
+                    self.lift(sql, t);
+                } else if !u_and
+                    && !scs
+                    && b.contains(&b'\\')
+                    && matches!(b[0], b'\'' | b'n' | b'N')
+                {
+                    // With standard_conforming_strings off a plain string
+                    // with a backslash is written as the E'' string
+                    // PostgreSQL reads it as.
+                    self.rewritten(sql);
+                    self.sc.shape.push('E');
+                    let quote = if b[0] == b'\'' { t.start } else { t.start + 1 };
+                    self.run = quote..t.end;
                 } else {
-                    text.into()
+                    self.verbatim(sql, t);
                 }
             }
+            Tok::Number if liftable(sql, self.prev) => self.lift(sql, t),
             Tok::QuotedIdent => {
-                if !text.ends_with('"')
-                    || text.len() < 2
-                    || (text.len() < 4 && text.starts_with(['u', 'U']))
+                if b.len() < 2
+                    || b[b.len() - 1] != b'"'
+                    || (b.len() < 4 && matches!(b[0], b'u' | b'U'))
                 {
                     self.sc.undecidable = Some("unterminated quoted identifier");
                 }
-                text.into()
+                self.verbatim(sql, t);
             }
             Tok::DollarString => {
+                let text = &sql[t.start..t.end];
                 let tag_len = text[1..].find('$').map_or(text.len(), |i| i + 2);
                 if text.len() < 2 * tag_len || !text.ends_with(&text[..tag_len]) {
                     self.sc.undecidable = Some("unterminated dollar-quoted string");
                 }
-                text.into()
-            }
-            _ => text.into(),
-        };
-        match t.kind {
-            Tok::String | Tok::Number if liftable(sql, self.prev) => {
-                let slot = self.lit_base + self.sc.lits.len();
-                self.sc.lits.push(t.start - self.base..t.end - self.base);
-                self.sc.shape.push('$');
-                push_decimal(&mut self.sc.shape, LIFT_BASE as usize + slot);
+                self.verbatim(sql, t);
             }
             Tok::Param => {
-                let n = text[1..].parse::<u32>().unwrap_or(u32::MAX);
+                let n = sql[t.start + 1..t.end].parse::<u32>().unwrap_or(u32::MAX);
                 if n >= REGION_MARK {
                     self.sc.huge_param = true;
                 }
                 self.sc.max_param = self.sc.max_param.max(n);
-                self.sc.shape.push_str(text);
+                self.verbatim(sql, t);
             }
             Tok::Word => {
-                if text.eq_ignore_ascii_case("and") || text.eq_ignore_ascii_case("or") {
+                if b.eq_ignore_ascii_case(b"and") || b.eq_ignore_ascii_case(b"or") {
                     self.sc.operators += 1;
                 }
-                self.sc.shape.push_str(text);
+                self.verbatim(sql, t);
             }
             Tok::Punct => {
-                if text != "," && text != "." {
+                if !matches!(b, b"," | b".") {
                     self.sc.operators += 1;
                 }
-                self.sc.shape.push_str(text);
+                self.verbatim(sql, t);
             }
-            _ => self.sc.shape.push_str(&as_parsed),
+            _ => self.verbatim(sql, t),
         }
         self.prev = Some(t);
+    }
+
+    /// Writes a placeholder for the literal `t` and records its range.
+    #[inline]
+    fn lift(&mut self, sql: &str, t: Token) {
+        self.rewritten(sql);
+        let slot = self.lit_base + self.sc.lits.len();
+        self.sc.lits.push(t.start - self.base..t.end - self.base);
+        push_placeholder(&mut self.sc.shape, slot);
+        self.run = t.end..t.end;
     }
 }
 
@@ -574,9 +698,18 @@ pub(crate) fn plain(sql: &str, scs: bool) -> String {
     out
 }
 
-/// Appends a number in decimal without the formatting machinery (hot path).
-fn push_decimal(out: &mut String, mut n: usize) {
-    let mut buf = [0u8; 20];
+/// Appends the placeholder of lifted literal `slot` (`$100000` for 0).
+fn push_placeholder(out: &mut String, slot: usize) {
+    // The first few spelled out: statements rarely lift more.
+    const FIRST: [&str; 8] = [
+        "$100000", "$100001", "$100002", "$100003", "$100004", "$100005", "$100006", "$100007",
+    ];
+    if let Some(p) = FIRST.get(slot) {
+        out.push_str(p);
+        return;
+    }
+    let mut n = LIFT_BASE as usize + slot;
+    let mut buf = [0u8; 21];
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -586,22 +719,55 @@ fn push_decimal(out: &mut String, mut n: usize) {
             break;
         }
     }
-    for &b in &buf[i..] {
-        out.push(b as char);
+    i -= 1;
+    buf[i] = b'$';
+    // Only ASCII was written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+}
+
+/// Whether a literal after token `prev` is an expression operand.
+#[inline]
+fn liftable(sql: &str, prev: Option<Token>) -> bool {
+    let Some(p) = prev else { return false };
+    let b = &sql.as_bytes()[p.start..p.end];
+    match p.kind {
+        Tok::Open => true,
+        Tok::Punct => !matches!(b, b"." | b"::" | b"$"),
+        Tok::Word => lifts_after_word(b),
+        _ => false,
     }
 }
 
-fn liftable(sql: &str, prev: Option<Token>) -> bool {
-    let Some(p) = prev else { return false };
-    let text = &sql[p.start..p.end];
-    match p.kind {
-        Tok::Open => true,
-        Tok::Punct => !matches!(text, "." | "::" | "$"),
-        Tok::Word => LIFT_AFTER_WORDS
-            .iter()
-            .any(|w| text.eq_ignore_ascii_case(w)),
-        _ => false,
+/// Whether `word` (any case) is a keyword after which a literal is an
+/// expression operand (so it can be replaced by a placeholder without
+/// changing the grammar).
+fn lifts_after_word(word: &[u8]) -> bool {
+    // Lower-cased into a buffer as long as the longest keyword.
+    let mut buf = [0u8; 9];
+    let Some(lower) = buf.get_mut(..word.len()) else {
+        return false;
+    };
+    for (d, c) in lower.iter_mut().zip(word) {
+        *d = c.to_ascii_lowercase();
     }
+    matches!(
+        &*lower,
+        b"and"
+            | b"or"
+            | b"not"
+            | b"where"
+            | b"select"
+            | b"then"
+            | b"else"
+            | b"when"
+            | b"like"
+            | b"ilike"
+            | b"limit"
+            | b"offset"
+            | b"between"
+            | b"returning"
+            | b"values"
+    )
 }
 
 /// A fingerprint of a shape: every literal and lifted literal becomes `?`,
@@ -671,6 +837,13 @@ pub(crate) fn literal_value(tok: &str, scs: bool) -> Option<String> {
 fn unquote(body: &str, backslash: bool) -> Option<String> {
     let body = body.strip_suffix('\'')?;
     let b = body.as_bytes();
+    if !b
+        .iter()
+        .any(|&c| c == b'\'' || c == 0 || (backslash && c == b'\\'))
+    {
+        // Nothing to decode (the usual literal): the body as written.
+        return Some(body.to_string());
+    }
     let mut out: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -969,6 +1142,461 @@ mod tests {
             .collect()
     }
 
+    /// The scanner before it copied runs of the source (the reference the
+    /// faster one must agree with).
+    fn ref_scan(sql: &str, lit_base: usize, scs: bool) -> Scan {
+        let mut s = RefScanner::new(Scan::default(), 0, lit_base);
+        for t in Lexer::with_scs(sql, scs) {
+            s.push(sql, t, scs);
+        }
+        s.sc
+    }
+
+    fn ref_push_decimal(out: &mut String, mut n: usize) {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &b in &buf[i..] {
+            out.push(b as char);
+        }
+    }
+
+    fn ref_liftable(sql: &str, prev: Option<Token>) -> bool {
+        let Some(p) = prev else { return false };
+        let text = &sql[p.start..p.end];
+        match p.kind {
+            Tok::Open => true,
+            Tok::Punct => !matches!(text, "." | "::" | "$"),
+            Tok::Word => LIFT_AFTER_WORDS
+                .iter()
+                .any(|w| text.eq_ignore_ascii_case(w)),
+            _ => false,
+        }
+    }
+
+    /// Keywords after which a literal is an expression operand (so it can be
+    /// replaced by a placeholder without changing the grammar).
+    const LIFT_AFTER_WORDS: &[&str] = &[
+        "and",
+        "or",
+        "not",
+        "where",
+        "select",
+        "then",
+        "else",
+        "when",
+        "like",
+        "ilike",
+        "limit",
+        "offset",
+        "between",
+        "returning",
+        "values",
+    ];
+
+    /// The state of scanning one statement, token by token.
+    struct RefScanner {
+        sc: Scan,
+        prev: Option<Token>,
+        pending_space: bool,
+        /// Where the statement starts in the text: lifted literals' ranges
+        /// are relative to it.
+        base: usize,
+        lit_base: usize,
+    }
+
+    impl RefScanner {
+        /// A scanner filling `sc` (its buffers are cleared, their capacity kept).
+        fn new(sc: Scan, base: usize, lit_base: usize) -> RefScanner {
+            let mut s = RefScanner {
+                sc,
+                prev: None,
+                pending_space: false,
+                base,
+                lit_base,
+            };
+            s.restart(base);
+            s
+        }
+
+        /// Starts the next statement, at `base`, in the same buffers.
+        fn restart(&mut self, base: usize) {
+            let Scan {
+                shape,
+                lits,
+                hint,
+                operators,
+                max_param,
+                huge_param,
+                undecidable,
+            } = &mut self.sc;
+            shape.clear();
+            lits.clear();
+            *hint = false;
+            *operators = 0;
+            *max_param = 0;
+            *huge_param = false;
+            *undecidable = None;
+            self.prev = None;
+            self.pending_space = false;
+            self.base = base;
+        }
+
+        /// Takes the next token of the statement (`sql` is the whole text).
+        fn push(&mut self, sql: &str, t: Token, scs: bool) {
+            let text = &sql[t.start..t.end];
+            match t.kind {
+                Tok::Space => {
+                    self.pending_space = true;
+                    return;
+                }
+                Tok::Comment => {
+                    if is_hint(text) {
+                        self.sc.hint = true;
+                    }
+                    if text.starts_with("/*") && !(text.len() >= 4 && text.ends_with("*/")) {
+                        self.sc.undecidable = Some("unterminated comment");
+                    }
+                    self.pending_space = true;
+                    return;
+                }
+                _ => {}
+            }
+            if self.pending_space && !self.sc.shape.is_empty() {
+                self.sc.shape.push(' ');
+            }
+            self.pending_space = false;
+            // The text the parser sees for this token: with
+            // standard_conforming_strings off a plain string with a backslash
+            // is written as the E'' string PostgreSQL reads it as.
+            let as_parsed: std::borrow::Cow<'_, str> = match t.kind {
+                Tok::String => {
+                    let b = text.as_bytes();
+                    if !text.ends_with('\'') || text.len() < 2 {
+                        self.sc.undecidable = Some("unterminated string");
+                    }
+                    if matches!(b[0], b'u' | b'U') {
+                        // U&'…' (with UESCAPE): PostgreSQL refuses it when
+                        // standard_conforming_strings is off; its escapes
+                        // are never decoded here.
+                        if !scs {
+                            self.sc.undecidable =
+                                Some("U& string with standard_conforming_strings off");
+                        }
+                        text.into()
+                    } else if !scs && text.contains('\\') && b[0] == b'\'' {
+                        format!("E{text}").into()
+                    } else if !scs && text.contains('\\') && matches!(b[0], b'n' | b'N') {
+                        format!("E{}", &text[1..]).into()
+                    } else {
+                        text.into()
+                    }
+                }
+                Tok::QuotedIdent => {
+                    if !text.ends_with('"')
+                        || text.len() < 2
+                        || (text.len() < 4 && text.starts_with(['u', 'U']))
+                    {
+                        self.sc.undecidable = Some("unterminated quoted identifier");
+                    }
+                    text.into()
+                }
+                Tok::DollarString => {
+                    let tag_len = text[1..].find('$').map_or(text.len(), |i| i + 2);
+                    if text.len() < 2 * tag_len || !text.ends_with(&text[..tag_len]) {
+                        self.sc.undecidable = Some("unterminated dollar-quoted string");
+                    }
+                    text.into()
+                }
+                _ => text.into(),
+            };
+            match t.kind {
+                Tok::String | Tok::Number if ref_liftable(sql, self.prev) => {
+                    let slot = self.lit_base + self.sc.lits.len();
+                    self.sc.lits.push(t.start - self.base..t.end - self.base);
+                    self.sc.shape.push('$');
+                    ref_push_decimal(&mut self.sc.shape, LIFT_BASE as usize + slot);
+                }
+                Tok::Param => {
+                    let n = text[1..].parse::<u32>().unwrap_or(u32::MAX);
+                    if n >= REGION_MARK {
+                        self.sc.huge_param = true;
+                    }
+                    self.sc.max_param = self.sc.max_param.max(n);
+                    self.sc.shape.push_str(text);
+                }
+                Tok::Word => {
+                    if text.eq_ignore_ascii_case("and") || text.eq_ignore_ascii_case("or") {
+                        self.sc.operators += 1;
+                    }
+                    self.sc.shape.push_str(text);
+                }
+                Tok::Punct => {
+                    if text != "," && text != "." {
+                        self.sc.operators += 1;
+                    }
+                    self.sc.shape.push_str(text);
+                }
+                _ => self.sc.shape.push_str(&as_parsed),
+            }
+            self.prev = Some(t);
+        }
+    }
+
+    /// Texts made of fragments that exercise every branch of the scanner
+    /// (a small deterministic generator: no new dependency).
+    fn generated_texts(n: usize) -> Vec<String> {
+        const FRAGS: &[&str] = &[
+            "SELECT",
+            "select",
+            "from",
+            "users",
+            "WHERE",
+            "where",
+            "and",
+            "AND",
+            "or",
+            "Or",
+            "not",
+            "limit",
+            "LIMIT",
+            "offset",
+            "values",
+            "VALUES",
+            "returning",
+            "between",
+            "then",
+            "else",
+            "when",
+            "like",
+            "ILIKE",
+            "in",
+            "id",
+            "x",
+            "é",
+            "名前",
+            "t$x",
+            " ",
+            " ",
+            " ",
+            "  ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\u{c}",
+            "'eu'",
+            "'a''b'",
+            "''",
+            "E'x\\'y'",
+            "e'\\n'",
+            "'x\\'",
+            "'x\\'y'",
+            "N'a\\b'",
+            "n'q'",
+            "b'01'",
+            "X'ff'",
+            "U&'x'",
+            "u&'\\0061'",
+            "U&\"x\"",
+            "u&\"",
+            "\"id\"",
+            "\"a\"\"b\"",
+            "\"unterm",
+            "'unterm",
+            "$$a;b$$",
+            "$t$x$t$",
+            "$t$x",
+            "$",
+            "$$",
+            "$1",
+            "$12",
+            "$99999",
+            "$100000",
+            "$4294967296",
+            "42",
+            "1.5e3",
+            ".5",
+            "1_000",
+            "7e",
+            "--c\n",
+            "--c\r",
+            "-- c",
+            "/* c */",
+            "/* a /* b */ c */",
+            "/*+ geogate:allow_scatter */",
+            "/*+geogate:allow_scatter*/",
+            "/* unterminated",
+            "(",
+            ")",
+            ";",
+            ",",
+            ".",
+            "::",
+            "=",
+            "<>",
+            "-",
+            "+",
+            "*",
+            "@",
+            "[",
+            "]",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        (0..n)
+            .map(|_| {
+                let len = (next() % 24) as usize;
+                let mut s = String::new();
+                for _ in 0..len {
+                    s.push_str(FRAGS[(next() % FRAGS.len() as u64) as usize]);
+                    // Mostly separated by one space, as real statements are.
+                    if next() % 3 != 0 {
+                        s.push(' ');
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+
+    fn same_scan(a: &Scan, b: &Scan, what: &str) {
+        assert_eq!(a.shape, b.shape, "{what}");
+        assert_eq!(a.lits, b.lits, "{what}");
+        assert_eq!(
+            (
+                a.hint,
+                a.operators,
+                a.max_param,
+                a.huge_param,
+                a.undecidable
+            ),
+            (
+                b.hint,
+                b.operators,
+                b.max_param,
+                b.huge_param,
+                b.undecidable
+            ),
+            "{what}"
+        );
+    }
+
+    /// The scanner that copies runs of the source gives what the token by
+    /// token one gave, on hand-picked and generated texts.
+    #[test]
+    fn scan_matches_the_token_by_token_reference() {
+        let mut texts: Vec<String> = [
+            "SELECT count(*) FROM users WHERE region = 'eu' AND tenant_id = 123;",
+            "  SELECT  email FROM users\n WHERE region='eu' AND tenant_id = 123 ORDER BY id LIMIT 5",
+            "/* c */ UPDATE tenants SET name = name WHERE region = 'eu' AND id = 123 -- x",
+            "select E'a\\';b', 'c\\'' , N'd\\e', n'f', 'g'",
+            "select U&'x' UESCAPE '!' from t where a = U&\"b\"",
+            "select $a$ x ; $a$ , $$y$$ where a = $1 and b=$100000 and c = $99999",
+            "SELECT 1 --x\rOR true",
+            "select 'unterminated",
+            "select ((1); select 2",
+            "select * from t where a in (1,2,3) and b between 4 and 5 limit 6 offset 7",
+            "insert into t values (1, 'b', 2.5, .5, 1e3) returning id",
+            "select a.b::int, -1, +2, 3 - 4 from \"T\" where é = 'ü' and 名前 = '値'",
+            "select 1 ; ; select 2",
+            "",
+            "   ",
+            "-- only a comment",
+            "/*+ geogate:allow_scatter */ select 1",
+            "select 1 /* unterminated",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        texts.extend(generated_texts(4000));
+        for sql in &texts {
+            for scs in [true, false] {
+                for lit_base in [0, 5, 20] {
+                    let what = format!("{sql:?} scs={scs} lit_base={lit_base}");
+                    same_scan(
+                        &scan(sql, lit_base, scs),
+                        &ref_scan(sql, lit_base, scs),
+                        &what,
+                    );
+                }
+                let mut one_pass = Vec::new();
+                scan_statements(sql, scs, |r, sc| one_pass.push((r, sc.clone())));
+                let split: Vec<_> = split_statements(sql, scs)
+                    .into_iter()
+                    .map(|r| (r.clone(), ref_scan(&sql[r], 0, scs)))
+                    .filter(|(_, sc)| !sc.shape.is_empty())
+                    .collect();
+                assert_eq!(one_pass.len(), split.len(), "{sql:?} scs={scs}");
+                for ((r1, a), (r2, b)) in one_pass.iter().zip(&split) {
+                    assert_eq!(r1, r2, "{sql:?}");
+                    same_scan(a, b, &format!("{sql:?} scs={scs}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn placeholders_and_lift_keywords_match_their_definitions() {
+        for slot in 0..40 {
+            let mut out = String::from("x");
+            push_placeholder(&mut out, slot);
+            assert_eq!(out, format!("x${}", LIFT_BASE as usize + slot));
+        }
+        for w in LIFT_AFTER_WORDS {
+            assert!(lifts_after_word(w.as_bytes()), "{w}");
+            assert!(lifts_after_word(w.to_uppercase().as_bytes()), "{w}");
+            for other in [format!("{w}x"), w[1..].to_string()] {
+                let want = LIFT_AFTER_WORDS.contains(&other.as_str());
+                assert_eq!(lifts_after_word(other.as_bytes()), want, "{other}");
+            }
+        }
+        for w in ["", "a", "an", "an d", "selects", "returnings", "é", "ÄND"] {
+            assert!(!lifts_after_word(w.as_bytes()), "{w}");
+        }
+    }
+
+    /// Literal values decode the same with or without the fast path for
+    /// bodies that need no decoding.
+    #[test]
+    fn literal_values_with_and_without_escapes() {
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("'eu'", true, Some("eu")),
+            ("'eu'", false, Some("eu")),
+            ("''", true, Some("")),
+            ("'a''b'", true, Some("a'b")),
+            ("'a\\b'", true, Some("a\\b")),
+            ("'a\\nb'", false, Some("a\nb")),
+            ("E'a\\nb'", true, Some("a\nb")),
+            ("N'x\\y'", false, Some("xy")),
+            ("N'x\\y'", true, Some("x\\y")),
+            ("'a\u{0}b'", true, None),
+            ("'a'b'", true, None),
+            ("'unterminated", true, None),
+            ("'é名'", true, Some("é名")),
+            ("42", true, Some("42")),
+            ("B'01'", true, None),
+        ];
+        for &(tok, scs, want) in cases {
+            assert_eq!(
+                literal_value(tok, scs).as_deref(),
+                want,
+                "{tok:?} scs={scs}"
+            );
+        }
+    }
+
     #[test]
     fn byte_classes_match_postgresql_identifier_rules() {
         for b in 0..=255u8 {
@@ -999,7 +1627,8 @@ mod tests {
         ];
         for sql in texts {
             for scs in [true, false] {
-                let one_pass = scan_statements(sql, scs);
+                let mut one_pass = Vec::new();
+                scan_statements(sql, scs, |r, sc| one_pass.push((r, sc.clone())));
                 let split: Vec<_> = split_statements(sql, scs)
                     .into_iter()
                     .map(|r| (r.clone(), scan(&sql[r], 0, scs)))

@@ -126,12 +126,53 @@ pub struct StatementAnalysis {
     /// Byte range of the statement in [`Analysis::sql`].
     pub range: Range<usize>,
     /// Byte ranges of the lifted literals, by slot.
-    lits: Vec<Range<usize>>,
+    lits: Lits,
     /// Whether this statement carries the hint comment
     /// `/*+ geogate:allow_scatter */` (it applies to this statement only).
     pub hint: bool,
     /// For EXECUTE: what it runs.
     pub exec: Option<Exec>,
+}
+
+/// Byte ranges of a statement's lifted literals, by slot: a few inline
+/// (statements rarely lift more), all of them on the heap otherwise, so
+/// the usual statement allocates nothing for them.
+#[derive(Debug, Clone, Default)]
+struct Lits {
+    len: usize,
+    inline: [(usize, usize); Lits::INLINE],
+    heap: Vec<Range<usize>>,
+}
+
+impl Lits {
+    const INLINE: usize = 4;
+
+    /// The ranges of `lits` (relative to a statement) moved by `offset`.
+    fn shifted(lits: &[Range<usize>], offset: usize) -> Lits {
+        let mut out = Lits {
+            len: lits.len(),
+            ..Lits::default()
+        };
+        if lits.len() <= Lits::INLINE {
+            for (slot, r) in out.inline.iter_mut().zip(lits) {
+                *slot = (r.start + offset, r.end + offset);
+            }
+        } else {
+            out.heap = lits
+                .iter()
+                .map(|r| r.start + offset..r.end + offset)
+                .collect();
+        }
+        out
+    }
+
+    fn get(&self, slot: usize) -> Option<Range<usize>> {
+        if self.len <= Lits::INLINE {
+            self.inline[..self.len].get(slot).map(|&(a, b)| a..b)
+        } else {
+            self.heap.get(slot).cloned()
+        }
+    }
 }
 
 /// The analysis of a query text (one or several statements).
@@ -221,7 +262,7 @@ impl Analysis {
     /// The raw text of a lifted literal of statement `i`.
     pub(crate) fn lit_text(&self, i: usize, slot: usize) -> Option<&str> {
         let r = self.statements.get(i)?.lits.get(slot)?;
-        self.sql.get(r.clone())
+        self.sql.get(r)
     }
 
     /// A value's text: lifted literals decoded, parameters from the Bind
@@ -376,7 +417,7 @@ impl Analyzer {
                 statements: vec![StatementAnalysis {
                     template: Arc::new(tpl),
                     range: 0..sql.len(),
-                    lits: Vec::new(),
+                    lits: Lits::default(),
                     hint: false,
                     exec: None,
                 }],
@@ -384,19 +425,17 @@ impl Analyzer {
                 scs,
             };
         }
-        let mut statements = Vec::new();
+        // Nearly every text is one statement.
+        let mut statements = Vec::with_capacity(1);
         let mut any_hint = false;
-        for (range, sc) in lex::scan_statements(sql, scs) {
+        lex::scan_statements(sql, scs, |range, sc| {
             let text = &sql[range.clone()];
             any_hint |= sc.hint;
-            let (template, lifted) = self.template(text, &sc, use_cache, scs);
-            let lits: Vec<Range<usize>> = if lifted {
-                sc.lits
-                    .iter()
-                    .map(|r| r.start + range.start..r.end + range.start)
-                    .collect()
+            let (template, lifted) = self.template(text, sc, use_cache, scs);
+            let lits = if lifted {
+                Lits::shifted(&sc.lits, range.start)
             } else {
-                Vec::new()
+                Lits::default()
             };
             let exec = template.execute.as_ref().map(|call| {
                 match ctx.prepared(&call.name) {
@@ -423,7 +462,7 @@ impl Analyzer {
                 hint: sc.hint,
                 exec,
             });
-        }
+        });
         Analysis {
             sql: sql.into(),
             statements,
@@ -777,7 +816,7 @@ impl Analyzer {
 }
 
 /// The Bind value of an EXECUTE argument.
-fn exec_value(a: &ExecArg, sql: &str, lits: &[Range<usize>], scs: bool) -> Option<bytes::Bytes> {
+fn exec_value(a: &ExecArg, sql: &str, lits: &Lits, scs: bool) -> Option<bytes::Bytes> {
     let unknown = || Some(bytes::Bytes::from_static(UNKNOWN_ARG.as_bytes()));
     match a {
         ExecArg::Null => None,
@@ -785,7 +824,7 @@ fn exec_value(a: &ExecArg, sql: &str, lits: &[Range<usize>], scs: bool) -> Optio
         ExecArg::Val(Val::Text(t)) => Some(bytes::Bytes::from(t.clone())),
         ExecArg::Val(Val::Lit(slot)) => match lits
             .get(*slot)
-            .and_then(|r| sql.get(r.clone()))
+            .and_then(|r| sql.get(r))
             .and_then(|t| lex::literal_value(t, scs))
         {
             Some(v) => Some(bytes::Bytes::from(v)),
