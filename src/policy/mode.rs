@@ -1,7 +1,9 @@
 //! Applying the mode (enforce / warn / observe) to a decision: the one
 //! helper the session needs to act on a [`Decision`].
 
-use super::{Decision, Outcome, Rejection};
+use std::sync::Arc;
+
+use super::{Decision, Outcome, Rejection, Settings};
 use crate::config::Mode;
 
 /// What the session does with a statement.
@@ -10,8 +12,9 @@ pub enum Effect {
     /// Forward the statement.
     Forward {
         /// The region whose gateway serves it; `None`: the local gateway
-        /// (or the transaction's pinned one).
-        region: Option<String>,
+        /// (or the transaction's pinned one). Shared with the settings'
+        /// region names: no copy per statement.
+        region: Option<Arc<str>>,
         /// Forward the rewritten text (`Outcome::Rewrite`) instead of the original.
         rewritten: bool,
         /// `warn` mode: send this as a WARNING notice first.
@@ -26,6 +29,19 @@ pub enum Effect {
 /// anyway, scatter with cause `observe`); `warn` forwards what `enforce`
 /// would reject, unchanged to the local gateway, with a warning.
 pub fn apply_mode(mode: Mode, decision: &Decision) -> Effect {
+    effect(mode, decision, |r| Arc::from(r))
+}
+
+/// [`apply_mode`] whose `region` is the configured name `settings` holds
+/// (a reference count, not a copy; any other name is copied).
+pub fn apply_mode_in(mode: Mode, decision: &Decision, settings: &Settings) -> Effect {
+    effect(mode, decision, |r| match settings.region_name(r) {
+        Some(name) => name.clone(),
+        None => Arc::from(r),
+    })
+}
+
+fn effect(mode: Mode, decision: &Decision, name: impl Fn(&str) -> Arc<str>) -> Effect {
     let local = Effect::Forward {
         region: None,
         rewritten: false,
@@ -35,12 +51,12 @@ pub fn apply_mode(mode: Mode, decision: &Decision) -> Effect {
         (Mode::Observe, _) => local,
         (_, Outcome::Global) | (_, Outcome::Scatter { .. }) => local,
         (_, Outcome::Route { region }) => Effect::Forward {
-            region: Some(region.clone()),
+            region: Some(name(region)),
             rewritten: false,
             warning: None,
         },
         (_, Outcome::Rewrite { region, .. }) => Effect::Forward {
-            region: Some(region.clone()),
+            region: Some(name(region)),
             rewritten: true,
             warning: None,
         },
