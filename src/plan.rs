@@ -148,7 +148,7 @@ impl Planner {
             resolved.push((key.0, answer));
         }
         let decision = policy::decide(&analysis, params, &Resolved(&resolved), settings);
-        let effect = policy::apply_mode_in(self.config.proxy.mode, &decision, settings);
+        let effect = policy::apply_mode(self.config.proxy.mode, &decision);
         let tenants = match &decision.outcome {
             Outcome::Rewrite { .. } => resolved.into_iter().map(|(t, _)| t).collect(),
             _ => Vec::new(),

@@ -14,8 +14,10 @@ use std::sync::Arc;
 
 /// Why a statement is refused: the policy gives GG001–GG003, GG006, GG007.
 pub use crate::refusal::RejectReason;
-pub use decision::{Decision, Outcome, ParamRewrite, RegionMove, Rejection, ScatterCause};
-pub use mode::{Effect, apply_mode, apply_mode_in};
+pub use decision::{
+    Decision, Outcome, ParamRewrite, RegionMove, RegionName, Rejection, ScatterCause, TableName,
+};
+pub use mode::{Effect, apply_mode};
 
 use crate::analyze::{
     Alt, Analysis, Exec, ParamText, Params, StatementAnalysis, TableRef, Val, canonical_tenant,
@@ -68,8 +70,10 @@ pub struct Settings {
     /// `[tenants]`' tenant-move settings, for the rewriter's write guard.
     pub moves: Option<Arc<TenantMoves>>,
     /// `regions` in the same (sorted) order, shared: the policy names a
-    /// region by its index here and an `Effect` shares the name.
+    /// region by its index here and a decision shares the name.
     names: Arc<[Arc<str>]>,
+    /// The `[tables]` names (normalised, sorted), shared by decisions.
+    tables: Arc<[Arc<str>]>,
 }
 
 impl Settings {
@@ -86,6 +90,20 @@ impl Settings {
             local_region: cfg.proxy.local_region.clone(),
             moves: cfg.tenants.as_ref().map(|t| Arc::new(t.moves.clone())),
             names: regions.iter().map(|r| Arc::from(r.as_str())).collect(),
+            tables: {
+                let mut t: Vec<Arc<str>> =
+                    cfg.tables.keys().map(|t| Arc::from(t.as_str())).collect();
+                t.sort();
+                t.into()
+            },
+        }
+    }
+
+    /// A table name as a decision holds it: shared when it is a `[tables]` name.
+    fn table_name(&self, name: &str) -> TableName {
+        match self.tables.binary_search_by(|n| (**n).cmp(name)) {
+            Ok(i) => TableName::from(self.tables[i].clone()),
+            Err(_) => TableName::from(name),
         }
     }
 
@@ -98,9 +116,12 @@ impl Settings {
             .and_then(|i| u32::try_from(i).ok())
     }
 
-    /// The shared name of a configured region (`None`: not configured).
-    pub fn region_name(&self, name: &str) -> Option<&Arc<str>> {
-        self.region_index(name).map(|i| &self.names[i as usize])
+    /// `name` as a decision names it: shared when it is a configured region.
+    fn region_name(&self, name: &str) -> RegionName {
+        match self.region_index(name) {
+            Some(i) => RegionName::from(self.names[i as usize].clone()),
+            None => RegionName::from(name),
+        }
     }
 }
 
@@ -126,7 +147,7 @@ pub fn decide(
 }
 
 fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
-    let mut tables: Vec<String> = Vec::new();
+    let mut tables: Vec<TableName> = Vec::new();
     let mut moves = Vec::new();
     let mut parse_error = false;
     let mut regions = BTreeSet::new();
@@ -140,11 +161,11 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
         match &d.outcome {
             Outcome::Reject(r) if reject.is_none() => reject = Some(r.clone()),
             Outcome::Route { region } => {
-                regions.insert(region.clone());
+                regions.insert(region.to_string());
             }
             Outcome::Rewrite { region, .. } => {
                 any_rewrite = true;
-                regions.insert(region.clone());
+                regions.insert(region.to_string());
             }
             Outcome::Scatter { regions: rs, cause } => {
                 regions.extend(rs.iter().cloned());
@@ -182,7 +203,9 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
             regions: regions.into_iter().collect(),
             cause: ScatterCause::MultiRegion,
         }
-    } else if let Some(region) = first_region.or_else(|| regions.into_iter().next()) {
+    } else if let Some(region) =
+        first_region.or_else(|| regions.into_iter().next().map(RegionName::from))
+    {
         if any_rewrite {
             let parts: Vec<String> = per
                 .iter()
@@ -213,7 +236,7 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
         Outcome::Global
     };
     let table = match &outcome {
-        Outcome::Reject(r) => r.table.clone(),
+        Outcome::Reject(r) => r.table.as_deref().map(TableName::from),
         _ => None,
     }
     .or_else(|| per.iter().find_map(|d| d.table.clone()));
@@ -247,11 +270,11 @@ enum Region {
 impl Region {
     /// The region as a decision names it: `eu`, or offline `$1` and
     /// `tenant($1)`.
-    fn into_name(self, settings: &Settings) -> String {
+    fn into_name(self, settings: &Settings) -> RegionName {
         match self {
-            Region::Name(i) => settings.names[i as usize].to_string(),
-            Region::Param(n) => format!("${n}"),
-            Region::TenantParam(n) => format!("tenant(${n})"),
+            Region::Name(i) => RegionName::from(settings.names[i as usize].clone()),
+            Region::Param(n) => RegionName::from(format!("${n}")),
+            Region::TenantParam(n) => RegionName::from(format!("tenant(${n})")),
         }
     }
 }
@@ -370,7 +393,7 @@ pub fn decide_statement(
     if let Outcome::Reject(r) = &d.outcome
         && r.table.is_some()
     {
-        d.table = r.table.clone();
+        d.table = r.table.as_deref().map(|t| settings.table_name(t));
     }
     d
 }
@@ -391,13 +414,18 @@ fn decide_one(
     let t = &st.template;
     let mut d = Decision {
         outcome: Outcome::Global,
-        tables: t.facts.tables.iter().cloned().collect(),
+        tables: t
+            .facts
+            .tables
+            .iter()
+            .map(|n| settings.table_name(n))
+            .collect(),
         table: t
             .facts
             .refs
             .first()
-            .map(|r| r.table.clone())
-            .or_else(|| t.facts.tables.iter().next().cloned()),
+            .map(|r| settings.table_name(&r.table))
+            .or_else(|| t.facts.tables.iter().next().map(|n| settings.table_name(n))),
         moves: Vec::new(),
         parse_error: t.parse_error.is_some(),
         cross_region: false,
@@ -540,7 +568,7 @@ fn decide_one(
                 .as_ref()
                 .filter(|s| s.len() == 1)
                 .and_then(RegionSet::first)
-                .map(|r| r.into_name(settings)),
+                .map(|r| r.into_name(settings).to_string()),
             to: to.filter(|r| settings.regions.contains(r)),
         });
     }
@@ -551,7 +579,10 @@ fn decide_one(
         }
     } else if regions.len() > 1 {
         // Sorted by name, as the decision shows them.
-        let mut names: Vec<String> = regions.iter().map(|r| r.into_name(settings)).collect();
+        let mut names: Vec<String> = regions
+            .iter()
+            .map(|r| r.into_name(settings).to_string())
+            .collect();
         names.sort();
         Outcome::Scatter {
             regions: names,
@@ -569,7 +600,7 @@ fn decide_one(
         // Contradictory predicates (region = 'eu' AND region = 'us'):
         // no rows anywhere; the local gateway answers.
         Outcome::Route {
-            region: settings.local_region.clone(),
+            region: settings.region_name(&settings.local_region),
         }
     };
     d

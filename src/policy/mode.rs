@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Decision, Outcome, Rejection, Settings};
+use super::{Decision, Outcome, Rejection};
 use crate::config::Mode;
 
 /// What the session does with a statement.
@@ -12,8 +12,8 @@ pub enum Effect {
     /// Forward the statement.
     Forward {
         /// The region whose gateway serves it; `None`: the local gateway
-        /// (or the transaction's pinned one). Shared with the settings'
-        /// region names: no copy per statement.
+        /// (or the transaction's pinned one). Shared with the decision's
+        /// [`RegionName`](super::RegionName): no copy per statement.
         region: Option<Arc<str>>,
         /// Forward the rewritten text (`Outcome::Rewrite`) instead of the original.
         rewritten: bool,
@@ -29,19 +29,6 @@ pub enum Effect {
 /// anyway, scatter with cause `observe`); `warn` forwards what `enforce`
 /// would reject, unchanged to the local gateway, with a warning.
 pub fn apply_mode(mode: Mode, decision: &Decision) -> Effect {
-    effect(mode, decision, |r| Arc::from(r))
-}
-
-/// [`apply_mode`] whose `region` is the configured name `settings` holds
-/// (a reference count, not a copy; any other name is copied).
-pub fn apply_mode_in(mode: Mode, decision: &Decision, settings: &Settings) -> Effect {
-    effect(mode, decision, |r| match settings.region_name(r) {
-        Some(name) => name.clone(),
-        None => Arc::from(r),
-    })
-}
-
-fn effect(mode: Mode, decision: &Decision, name: impl Fn(&str) -> Arc<str>) -> Effect {
     let local = Effect::Forward {
         region: None,
         rewritten: false,
@@ -51,12 +38,12 @@ fn effect(mode: Mode, decision: &Decision, name: impl Fn(&str) -> Arc<str>) -> E
         (Mode::Observe, _) => local,
         (_, Outcome::Global) | (_, Outcome::Scatter { .. }) => local,
         (_, Outcome::Route { region }) => Effect::Forward {
-            region: Some(name(region)),
+            region: Some(region.shared().clone()),
             rewritten: false,
             warning: None,
         },
         (_, Outcome::Rewrite { region, .. }) => Effect::Forward {
-            region: Some(name(region)),
+            region: Some(region.shared().clone()),
             rewritten: true,
             warning: None,
         },
