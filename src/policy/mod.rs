@@ -72,6 +72,8 @@ pub struct Settings {
     /// `regions` in the same (sorted) order, shared: the policy names a
     /// region by its index here and a decision shares the name.
     names: Arc<[Arc<str>]>,
+    /// `names` as SQL literals (`'eu'`), for the rewrites.
+    quoted: Arc<[Box<str>]>,
     /// The `[tables]` names (normalised, sorted), shared by decisions.
     tables: Arc<[Arc<str>]>,
 }
@@ -90,6 +92,7 @@ impl Settings {
             local_region: cfg.proxy.local_region.clone(),
             moves: cfg.tenants.as_ref().map(|t| Arc::new(t.moves.clone())),
             names: regions.iter().map(|r| Arc::from(r.as_str())).collect(),
+            quoted: regions.iter().map(|r| quote_literal(r).into()).collect(),
             tables: {
                 let mut t: Vec<Arc<str>> =
                     cfg.tables.keys().map(|t| Arc::from(t.as_str())).collect();
@@ -665,6 +668,7 @@ fn rewrite_outcome(
     // Offline, a tenant bound at execution has no region yet: show the
     // parameterised form.
     let unbound_tenant = !params.is_bound() && matches!(region, Region::TenantParam(_));
+    let id = region;
     let region = region.into_name(settings);
     let Some(tpl) = rewrite::template(&st.template, settings.moves.as_deref()) else {
         return Outcome::Route { region };
@@ -680,12 +684,15 @@ fn rewrite_outcome(
         ));
     }
     let k = max + 1;
+    let mut buf = [0u8; 11];
     let parameterized = ParamRewrite {
-        sql: tpl.render(&lit, &format!("${k}")),
+        sql: tpl.render(&lit, dollar(k, &mut buf)),
         region_param: k,
     };
     let sql = if unbound_tenant {
         parameterized.sql.clone()
+    } else if let Region::Name(r) = id {
+        tpl.render(&lit, &settings.quoted[r as usize])
     } else {
         tpl.render(&lit, &quote_literal(&region))
     };
@@ -694,6 +701,23 @@ fn rewrite_outcome(
         sql,
         parameterized: Some(parameterized),
     }
+}
+
+/// `$k`, written into `buf` (no heap allocation per statement).
+fn dollar(k: u32, buf: &mut [u8; 11]) -> &str {
+    let mut n = k;
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    buf[at] = b'$';
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// Sets `to` to the intersection with `from`'s set: along equality edges
