@@ -205,7 +205,7 @@ impl NameSet {
 
 /// A name's length and its first 8 bytes (zero-padded) as an integer:
 /// equal for two names of up to 8 bytes exactly when the names are equal.
-fn word(name: &str) -> (usize, u64) {
+pub(crate) fn word(name: &str) -> (usize, u64) {
     let mut w = [0u8; 8];
     for (d, s) in w.iter_mut().zip(name.as_bytes()) {
         *d = *s;

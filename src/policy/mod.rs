@@ -23,6 +23,7 @@ use crate::analyze::{
     Alt, Analysis, Exec, ParamText, Params, StatementAnalysis, TableRef, Val, canonical_tenant,
 };
 use crate::config::{Config, OnMissingRegion, OnParseError, TenantMoves, UnlistedTables};
+use crate::metrics::name_word;
 use crate::rewrite::{self, quote_literal};
 
 /// The answer of the tenant directory for one tenant (the cache's type:
@@ -71,11 +72,49 @@ pub struct Settings {
     pub moves: Option<Arc<TenantMoves>>,
     /// `regions` in the same (sorted) order, shared: the policy names a
     /// region by its index here and a decision shares the name.
-    names: Arc<[Arc<str>]>,
+    names: Names,
     /// `names` as SQL literals (`'eu'`), for the rewrites.
     quoted: Arc<[Box<str>]>,
     /// The `[tables]` names (normalised, sorted), shared by decisions.
-    tables: Arc<[Arc<str>]>,
+    tables: Names,
+}
+
+/// Configured names, sorted and shared, with a lookup that needs no
+/// `memcmp` call per name for the usual short names.
+#[derive(Debug, Clone)]
+struct Names {
+    names: Arc<[Arc<str>]>,
+    /// [`name_word`] of each name.
+    words: Arc<[(usize, u64)]>,
+}
+
+impl Names {
+    fn new<'a>(names: impl Iterator<Item = &'a String>) -> Names {
+        let mut names: Vec<Arc<str>> = names.map(|n| Arc::from(n.as_str())).collect();
+        names.sort();
+        names.dedup();
+        Names {
+            words: names.iter().map(|n| name_word(n)).collect(),
+            names: names.into(),
+        }
+    }
+
+    /// The index of `name`.
+    fn index(&self, name: &str) -> Option<usize> {
+        if name.len() <= 8 && self.names.len() <= 16 {
+            let w = name_word(name);
+            self.words.iter().position(|&k| k == w)
+        } else {
+            self.names.binary_search_by(|n| (**n).cmp(name)).ok()
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Names {
+    type Output = Arc<str>;
+    fn index(&self, i: usize) -> &Arc<str> {
+        &self.names[i]
+    }
 }
 
 impl Settings {
@@ -91,32 +130,23 @@ impl Settings {
             regions: regions.clone(),
             local_region: cfg.proxy.local_region.clone(),
             moves: cfg.tenants.as_ref().map(|t| Arc::new(t.moves.clone())),
-            names: regions.iter().map(|r| Arc::from(r.as_str())).collect(),
+            names: Names::new(regions.iter()),
             quoted: regions.iter().map(|r| quote_literal(r).into()).collect(),
-            tables: {
-                let mut t: Vec<Arc<str>> =
-                    cfg.tables.keys().map(|t| Arc::from(t.as_str())).collect();
-                t.sort();
-                t.into()
-            },
+            tables: Names::new(cfg.tables.keys()),
         }
     }
 
     /// A table name as a decision holds it: shared when it is a `[tables]` name.
     fn table_name(&self, name: &str) -> TableName {
-        match self.tables.binary_search_by(|n| (**n).cmp(name)) {
-            Ok(i) => TableName::from(self.tables[i].clone()),
-            Err(_) => TableName::from(name),
+        match self.tables.index(name) {
+            Some(i) => TableName::from(self.tables[i].clone()),
+            None => TableName::from(name),
         }
     }
 
     /// The index of a configured region in `regions` (sorted).
     fn region_index(&self, name: &str) -> Option<u32> {
-        // Few regions: a binary search on the sorted names, no hashing.
-        self.names
-            .binary_search_by(|n| (**n).cmp(name))
-            .ok()
-            .and_then(|i| u32::try_from(i).ok())
+        self.names.index(name).and_then(|i| u32::try_from(i).ok())
     }
 
     /// `name` as a decision names it: shared when it is a configured region.
@@ -415,20 +445,28 @@ fn decide_one(
         return decide_execute(exec, &st.template.fingerprint, tenants, settings);
     }
     let t = &st.template;
+    let tables: Vec<TableName> = t
+        .facts
+        .tables
+        .iter()
+        .map(|n| settings.table_name(n))
+        .collect();
+    // The first reference's table is one of `tables` (names are looked up
+    // once).
+    let table = match t.facts.refs.first() {
+        Some(r) => Some(
+            tables
+                .iter()
+                .find(|n| n.as_str() == r.table)
+                .cloned()
+                .unwrap_or_else(|| settings.table_name(&r.table)),
+        ),
+        None => tables.first().cloned(),
+    };
     let mut d = Decision {
         outcome: Outcome::Global,
-        tables: t
-            .facts
-            .tables
-            .iter()
-            .map(|n| settings.table_name(n))
-            .collect(),
-        table: t
-            .facts
-            .refs
-            .first()
-            .map(|r| settings.table_name(&r.table))
-            .or_else(|| t.facts.tables.iter().next().map(|n| settings.table_name(n))),
+        tables,
+        table,
         moves: Vec::new(),
         parse_error: t.parse_error.is_some(),
         cross_region: false,
