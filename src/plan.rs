@@ -47,19 +47,24 @@ impl Plan {
     }
 }
 
-/// Tenant answers resolved before the (synchronous) policy runs; borrowed,
-/// so that the tenant ids can move into the plan afterwards without a copy.
-struct Resolved<'a>(&'a [(String, TenantAnswer)]);
+/// Tenant answers resolved before the (synchronous) policy runs: the
+/// tenant ids and their answers, in the same order. Borrowed, so that the
+/// ids can move into the plan afterwards without a copy.
+struct Resolved<'a>(&'a [String], &'a [TenantAnswer]);
 
 impl TenantLookup for Resolved<'_> {
     fn region_of(&self, tenant: &str) -> TenantAnswer {
         self.0
             .iter()
-            .find(|(t, _)| t == tenant)
+            .zip(self.1)
+            .find(|(t, _)| *t == tenant)
             .map(|(_, a)| a.clone())
             .unwrap_or(TenantAnswer::Unavailable)
     }
 }
+
+/// Up to this many tenant answers are kept on the stack.
+const INLINE_ANSWERS: usize = 2;
 
 impl Planner {
     /// A planner for `config`, with its tenant cache (if `[tenants]` is set) and metrics.
@@ -138,19 +143,31 @@ impl Planner {
         params: &Params<'_>,
         settings: &Settings,
     ) -> Plan {
-        let keys = analysis.tenant_keys(params);
-        let mut resolved = Vec::with_capacity(keys.len());
-        for key in keys {
-            let answer = match &self.tenants {
-                None => TenantAnswer::Unavailable,
-                Some(cache) => cache.get(&key.0).await,
-            };
-            resolved.push((key.0, answer));
+        // `TenantKey` is a `String`: this reuses the keys' allocation.
+        let ids: Vec<String> = analysis
+            .tenant_keys(params)
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
+        // The usual one or two answers need no heap allocation.
+        let mut inline: [TenantAnswer; INLINE_ANSWERS] =
+            std::array::from_fn(|_| TenantAnswer::Unavailable);
+        let mut heap = Vec::new();
+        let answers: &mut [TenantAnswer] = if ids.len() <= INLINE_ANSWERS {
+            &mut inline[..ids.len()]
+        } else {
+            heap.resize(ids.len(), TenantAnswer::Unavailable);
+            &mut heap
+        };
+        if let Some(cache) = &self.tenants {
+            for (id, answer) in ids.iter().zip(answers.iter_mut()) {
+                *answer = cache.get(id).await;
+            }
         }
-        let decision = policy::decide(&analysis, params, &Resolved(&resolved), settings);
+        let decision = policy::decide(&analysis, params, &Resolved(&ids, answers), settings);
         let effect = policy::apply_mode(self.config.proxy.mode, &decision);
         let tenants = match &decision.outcome {
-            Outcome::Rewrite { .. } => resolved.into_iter().map(|(t, _)| t).collect(),
+            Outcome::Rewrite { .. } => ids,
             _ => Vec::new(),
         };
         Plan {

@@ -108,6 +108,9 @@ const LINEAR_SCAN_MAX: usize = 16;
 pub(crate) struct NameSet {
     /// Configured names, then `other`, then `none`.
     names: Vec<String>,
+    /// [`word`] of each name: a name of up to 8 bytes is matched by one
+    /// integer comparison, without a `memcmp` call per name.
+    words: Vec<(usize, u64)>,
     index: HashMap<String, usize>,
     /// Whether lookups normalise like table names (case, schema qualifier).
     tables: bool,
@@ -147,6 +150,7 @@ impl NameSet {
             .map(|(i, n)| (n.clone(), i))
             .collect();
         NameSet {
+            words: sorted.iter().map(|n| word(n)).collect(),
             names: sorted,
             index,
             tables,
@@ -168,7 +172,12 @@ impl NameSet {
         // allocating. A few configured names (the usual case, looked up twice
         // per statement) are found faster by comparing them than by hashing.
         let found = if self.names.len() <= LINEAR_SCAN_MAX {
-            self.names.iter().position(|n| n == name)
+            if name.len() <= 8 {
+                let w = word(name);
+                self.words.iter().position(|&k| k == w)
+            } else {
+                self.names.iter().position(|n| n == name)
+            }
         } else {
             self.index.get(name).copied()
         };
@@ -194,6 +203,16 @@ impl NameSet {
     }
 }
 
+/// A name's length and its first 8 bytes (zero-padded) as an integer:
+/// equal for two names of up to 8 bytes exactly when the names are equal.
+pub(crate) fn word(name: &str) -> (usize, u64) {
+    let mut w = [0u8; 8];
+    for (d, s) in w.iter_mut().zip(name.as_bytes()) {
+        *d = *s;
+    }
+    (name.len(), u64::from_le_bytes(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +225,17 @@ mod tests {
         assert_eq!(set.label(Some("tenants")), "tenants");
         assert_eq!(set.label(Some("secret_table")), OTHER);
         assert_eq!(set.label(None), NONE);
+    }
+
+    #[test]
+    fn short_and_long_names_match_exactly() {
+        let set = NameSet::regions(["eu", "eu-west", "eu-west-1", "europe-west-2"]);
+        for n in ["eu", "eu-west", "eu-west-1", "europe-west-2"] {
+            assert_eq!(set.label(Some(n)), n);
+        }
+        for n in ["e", "eu\0", "eu-wes", "eu-west-2", "europe-west-1", ""] {
+            assert_eq!(set.label(Some(n)), OTHER, "{n:?}");
+        }
     }
 
     #[test]

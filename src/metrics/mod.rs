@@ -49,6 +49,7 @@ use crate::config::{Config, Mode};
 
 pub use crate::refusal::RejectReason;
 use labels::NameSet;
+pub(crate) use labels::word as name_word;
 pub use labels::{CacheResult, DecisionLabel, NONE, OTHER, ScatterCause};
 pub use store::{
     DEFAULT_CAPACITY, Detail, MAX_FINGERPRINT_LEN, StatementFilter, StatementRow, StatementStore,

@@ -7,7 +7,8 @@
 //! down to 90 % of the capacity, so a burst of new fingerprints costs one
 //! scan per tenth of the capacity, not one per statement.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -100,13 +101,120 @@ pub struct StatementFilter {
 }
 
 /// An eviction candidate: (count, last_seen, fingerprint, decision, table).
-type Victim = (u64, u64, Box<str>, DecisionLabel, Box<str>);
+type Victim = (u64, u64, Key, DecisionLabel, Box<str>);
+
+/// A fingerprint with its hash. Fingerprints come from client SQL, so the
+/// hash stays SipHash with a per-process key (no HashDoS); keeping it with
+/// the key lets a lookup whose hash is known skip hashing the text.
+#[derive(Debug, Clone)]
+struct Key {
+    hash: u64,
+    text: Box<str>,
+}
+
+/// A key to look up: [`Key`] itself, or a borrowed (hash, text).
+trait AsKey {
+    fn key_hash(&self) -> u64;
+    fn text(&self) -> &str;
+}
+
+impl AsKey for Key {
+    fn key_hash(&self) -> u64 {
+        self.hash
+    }
+    fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl AsKey for (u64, &str) {
+    fn key_hash(&self) -> u64 {
+        self.0
+    }
+    fn text(&self) -> &str {
+        self.1
+    }
+}
+
+// Hash: the stored hash only; equality: the text only. A lookup with a
+// wrong hash (a stale hint) can only miss, never match another text.
+impl Hash for dyn AsKey + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.key_hash());
+    }
+}
+
+impl PartialEq for dyn AsKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Eq for dyn AsKey + '_ {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Key {}
+
+impl<'a> Borrow<dyn AsKey + 'a> for Key {
+    fn borrow(&self) -> &(dyn AsKey + 'a) {
+        self
+    }
+}
+
+/// Hands the precomputed [`Key`] hash through (the map only ever hashes
+/// a `u64`).
+#[derive(Debug, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached (keys hash as one u64); kept total for safety.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Number of remembered (fingerprint address → hash) hints.
+const HINTS: usize = 64;
+
+/// The hash last computed for a fingerprint at this address and length.
+/// An analysed statement's fingerprint lives in its shape's cached
+/// template, so the same shape comes back with the same address: the hint
+/// saves hashing it again. Only a hint: a stale or torn one gives a wrong
+/// hash, the lookup misses, and the text is hashed.
+#[derive(Debug, Default)]
+struct Hint {
+    addr: AtomicUsize,
+    len: AtomicUsize,
+    hash: AtomicU64,
+}
 
 /// Bounded, concurrent map of statement fingerprints to counts.
 #[derive(Debug)]
 pub struct StatementStore {
     /// Fingerprint → one slot per (decision, table) seen with it (few).
-    map: DashMap<Box<str>, Vec<Slot>>,
+    map: DashMap<Key, Vec<Slot>, BuildHasherDefault<PassThrough>>,
+    /// SipHash, randomly keyed: the hash of every [`Key`].
+    hasher: RandomState,
+    hints: [Hint; HINTS],
     capacity: usize,
     slots: AtomicUsize,
     evicted: AtomicU64,
@@ -116,7 +224,9 @@ impl StatementStore {
     /// A store that keeps at most `capacity` entries (at least 1).
     pub fn new(capacity: usize) -> StatementStore {
         StatementStore {
-            map: DashMap::new(),
+            map: DashMap::default(),
+            hasher: RandomState::new(),
+            hints: std::array::from_fn(|_| Hint::default()),
             capacity: capacity.max(1),
             slots: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
@@ -160,13 +270,37 @@ impl StatementStore {
             // Every key is a sanitised fingerprint, so a text equal to a key
             // is clean already: it is sanitised (a scan of the whole text)
             // only when it is not found as it is.
-            let mut slots = match self.map.get_mut(fingerprint) {
+            let hint = &self.hints[hint_index(fingerprint)];
+            let hinted = (hint.addr.load(Ordering::Relaxed) == fingerprint.as_ptr() as usize
+                && hint.len.load(Ordering::Relaxed) == fingerprint.len())
+            .then(|| hint.hash.load(Ordering::Relaxed));
+            let found = hinted.and_then(|h| self.map.get_mut(&(h, fingerprint) as &dyn AsKey));
+            let mut slots = match found {
                 Some(slots) => slots,
                 None => {
-                    let clean = sanitize_fingerprint(fingerprint);
-                    match self.map.get_mut(clean.as_ref()) {
-                        Some(slots) => slots,
-                        None => self.map.entry(Box::from(clean.as_ref())).or_default(),
+                    let h = self.hasher.hash_one(fingerprint);
+                    match self.map.get_mut(&(h, fingerprint) as &dyn AsKey) {
+                        Some(slots) => {
+                            hint.addr
+                                .store(fingerprint.as_ptr() as usize, Ordering::Relaxed);
+                            hint.len.store(fingerprint.len(), Ordering::Relaxed);
+                            hint.hash.store(h, Ordering::Relaxed);
+                            slots
+                        }
+                        None => {
+                            let clean = sanitize_fingerprint(fingerprint);
+                            let h = self.hasher.hash_one(clean.as_ref());
+                            match self.map.get_mut(&(h, clean.as_ref()) as &dyn AsKey) {
+                                Some(slots) => slots,
+                                None => self
+                                    .map
+                                    .entry(Key {
+                                        hash: h,
+                                        text: Box::from(clean.as_ref()),
+                                    })
+                                    .or_default(),
+                            }
+                        }
                     }
                 }
             };
@@ -221,7 +355,7 @@ impl StatementStore {
         all.sort_unstable_by_key(|v| (v.0, v.1));
         for (_, _, fp, decision, table) in all.into_iter().take(excess) {
             let mut emptied = false;
-            if let Some(mut slots) = self.map.get_mut(&fp) {
+            if let Some(mut slots) = self.map.get_mut(&fp as &dyn AsKey) {
                 let before = slots.len();
                 slots.retain(|s| !(s.decision == decision && s.table == table));
                 let removed = before - slots.len();
@@ -232,7 +366,8 @@ impl StatementStore {
                 emptied = slots.is_empty();
             }
             if emptied {
-                self.map.remove_if(&fp, |_, slots| slots.is_empty());
+                self.map
+                    .remove_if(&fp as &dyn AsKey, |_, slots| slots.is_empty());
             }
         }
     }
@@ -249,7 +384,7 @@ impl StatementStore {
                     continue;
                 }
                 rows.push(StatementRow {
-                    fingerprint: entry.key().to_string(),
+                    fingerprint: entry.key().text.to_string(),
                     decision: s.decision.as_str(),
                     table: s.table.to_string(),
                     reason: s.detail.as_str(),
@@ -275,6 +410,13 @@ impl StatementStore {
             statements: rows,
         }
     }
+}
+
+/// The hint slot of a fingerprint, by its address.
+fn hint_index(fingerprint: &str) -> usize {
+    let addr = fingerprint.as_ptr() as usize as u64;
+    // Fibonacci hashing of the address: the top bits pick the slot.
+    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - HINTS.trailing_zeros())) as usize
 }
 
 fn unix_now() -> u64 {

@@ -1,8 +1,110 @@
 //! The decision for a statement and the rejections (their reasons and
 //! SQLSTATEs are the vocabulary of [`crate::refusal`]).
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
 use crate::analyze::TableRef;
 use crate::refusal::RejectReason;
+
+/// Defines a name a decision holds: an `Arc<str>` shared with the policy
+/// [`Settings`](super::Settings) when the name is configured, so deciding
+/// a statement copies no name. Reads like a `&str` (`as_str`, `Deref`,
+/// `Borrow<str>`, `Display`); `Debug` and serde show the string.
+macro_rules! shared_name {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// The name.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The name, shared.
+            pub fn shared(&self) -> &Arc<str> {
+                &self.0
+            }
+        }
+
+        impl Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&*self.0, f)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl From<Arc<str>> for $name {
+            fn from(name: Arc<str>) -> $name {
+                $name(name)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(name: &str) -> $name {
+                $name(Arc::from(name))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(name: String) -> $name {
+                $name(Arc::from(name))
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                *self.0 == *other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                *self.0 == **other
+            }
+        }
+    };
+}
+
+shared_name! {
+    /// A region as a decision names it (`eu`; offline also `$1`, `tenant($1)`).
+    RegionName
+}
+
+shared_name! {
+    /// A table as a decision names it (normalised, as in `[tables]`).
+    TableName
+}
 
 /// What to do with a statement, plus what to count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,11 +112,11 @@ pub struct Decision {
     /// The verdict.
     pub outcome: Outcome,
     /// Tables named (sorted).
-    pub tables: Vec<String>,
+    pub tables: Vec<TableName>,
     /// The statement's main table for the `table` metric label: the
     /// rejected table, else the first regional reference, else the first
     /// table named.
-    pub table: Option<String>,
+    pub table: Option<TableName>,
     /// UPDATEs that set the partition column (`geogate_region_moves_total`).
     pub moves: Vec<RegionMove>,
     /// A statement could not be parsed (`geogate_parse_errors_total`);
@@ -34,12 +136,12 @@ pub enum Outcome {
     /// Every regional reference confined to this one region.
     Route {
         /// The region.
-        region: String,
+        region: RegionName,
     },
     /// Confined to `region` once `sql` is forwarded instead of the original.
     Rewrite {
         /// The region.
-        region: String,
+        region: RegionName,
         /// The rewritten text with the region as a literal (simple protocol).
         sql: String,
         /// The rewritten text with the region as an added parameter
@@ -290,7 +392,7 @@ impl Decision {
     /// Sorted regions (empty for global and reject).
     pub fn regions(&self) -> Vec<String> {
         match &self.outcome {
-            Outcome::Route { region } | Outcome::Rewrite { region, .. } => vec![region.clone()],
+            Outcome::Route { region } | Outcome::Rewrite { region, .. } => vec![region.to_string()],
             Outcome::Scatter { regions, .. } => regions.clone(),
             _ => Vec::new(),
         }

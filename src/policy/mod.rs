@@ -14,13 +14,16 @@ use std::sync::Arc;
 
 /// Why a statement is refused: the policy gives GG001–GG003, GG006, GG007.
 pub use crate::refusal::RejectReason;
-pub use decision::{Decision, Outcome, ParamRewrite, RegionMove, Rejection, ScatterCause};
+pub use decision::{
+    Decision, Outcome, ParamRewrite, RegionMove, RegionName, Rejection, ScatterCause, TableName,
+};
 pub use mode::{Effect, apply_mode};
 
 use crate::analyze::{
     Alt, Analysis, Exec, ParamText, Params, StatementAnalysis, TableRef, Val, canonical_tenant,
 };
 use crate::config::{Config, OnMissingRegion, OnParseError, TenantMoves, UnlistedTables};
+use crate::metrics::name_word;
 use crate::rewrite::{self, quote_literal};
 
 /// The answer of the tenant directory for one tenant (the cache's type:
@@ -67,20 +70,90 @@ pub struct Settings {
     pub local_region: String,
     /// `[tenants]`' tenant-move settings, for the rewriter's write guard.
     pub moves: Option<Arc<TenantMoves>>,
+    /// `regions` in the same (sorted) order, shared: the policy names a
+    /// region by its index here and a decision shares the name.
+    names: Names,
+    /// `names` as SQL literals (`'eu'`), for the rewrites.
+    quoted: Arc<[Box<str>]>,
+    /// The `[tables]` names (normalised, sorted), shared by decisions.
+    tables: Names,
+}
+
+/// Configured names, sorted and shared, with a lookup that needs no
+/// `memcmp` call per name for the usual short names.
+#[derive(Debug, Clone)]
+struct Names {
+    names: Arc<[Arc<str>]>,
+    /// [`name_word`] of each name.
+    words: Arc<[(usize, u64)]>,
+}
+
+impl Names {
+    fn new<'a>(names: impl Iterator<Item = &'a String>) -> Names {
+        let mut names: Vec<Arc<str>> = names.map(|n| Arc::from(n.as_str())).collect();
+        names.sort();
+        names.dedup();
+        Names {
+            words: names.iter().map(|n| name_word(n)).collect(),
+            names: names.into(),
+        }
+    }
+
+    /// The index of `name`.
+    fn index(&self, name: &str) -> Option<usize> {
+        if name.len() <= 8 && self.names.len() <= 16 {
+            let w = name_word(name);
+            self.words.iter().position(|&k| k == w)
+        } else {
+            self.names.binary_search_by(|n| (**n).cmp(name)).ok()
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Names {
+    type Output = Arc<str>;
+    fn index(&self, i: usize) -> &Arc<str> {
+        &self.names[i]
+    }
 }
 
 impl Settings {
     /// Settings for a user (`None`: no user, e.g. `check`).
     pub fn from_config(cfg: &Config, user: Option<&str>) -> Settings {
+        let regions: BTreeSet<String> = cfg.regions.keys().cloned().collect();
         Settings {
             unlisted_tables: cfg.proxy.unlisted_tables,
             on_parse_error: cfg.proxy.on_parse_error,
             allow_scatter: user
                 .and_then(|u| cfg.users.get(u))
                 .is_some_and(|u| u.allow_scatter),
-            regions: cfg.regions.keys().cloned().collect(),
+            regions: regions.clone(),
             local_region: cfg.proxy.local_region.clone(),
             moves: cfg.tenants.as_ref().map(|t| Arc::new(t.moves.clone())),
+            names: Names::new(regions.iter()),
+            quoted: regions.iter().map(|r| quote_literal(r).into()).collect(),
+            tables: Names::new(cfg.tables.keys()),
+        }
+    }
+
+    /// A table name as a decision holds it: shared when it is a `[tables]` name.
+    fn table_name(&self, name: &str) -> TableName {
+        match self.tables.index(name) {
+            Some(i) => TableName::from(self.tables[i].clone()),
+            None => TableName::from(name),
+        }
+    }
+
+    /// The index of a configured region in `regions` (sorted).
+    fn region_index(&self, name: &str) -> Option<u32> {
+        self.names.index(name).and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// `name` as a decision names it: shared when it is a configured region.
+    fn region_name(&self, name: &str) -> RegionName {
+        match self.region_index(name) {
+            Some(i) => RegionName::from(self.names[i as usize].clone()),
+            None => RegionName::from(name),
         }
     }
 }
@@ -107,7 +180,7 @@ pub fn decide(
 }
 
 fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
-    let mut tables: Vec<String> = Vec::new();
+    let mut tables: Vec<TableName> = Vec::new();
     let mut moves = Vec::new();
     let mut parse_error = false;
     let mut regions = BTreeSet::new();
@@ -121,11 +194,11 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
         match &d.outcome {
             Outcome::Reject(r) if reject.is_none() => reject = Some(r.clone()),
             Outcome::Route { region } => {
-                regions.insert(region.clone());
+                regions.insert(region.to_string());
             }
             Outcome::Rewrite { region, .. } => {
                 any_rewrite = true;
-                regions.insert(region.clone());
+                regions.insert(region.to_string());
             }
             Outcome::Scatter { regions: rs, cause } => {
                 regions.extend(rs.iter().cloned());
@@ -163,7 +236,9 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
             regions: regions.into_iter().collect(),
             cause: ScatterCause::MultiRegion,
         }
-    } else if let Some(region) = first_region.or_else(|| regions.into_iter().next()) {
+    } else if let Some(region) =
+        first_region.or_else(|| regions.into_iter().next().map(RegionName::from))
+    {
         if any_rewrite {
             let parts: Vec<String> = per
                 .iter()
@@ -194,7 +269,7 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
         Outcome::Global
     };
     let table = match &outcome {
-        Outcome::Reject(r) => r.table.clone(),
+        Outcome::Reject(r) => r.table.as_deref().map(TableName::from),
         _ => None,
     }
     .or_else(|| per.iter().find_map(|d| d.table.clone()));
@@ -211,10 +286,14 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
 /// A region a predicate names, as the policy resolved it. Offline (no
 /// Bind: `check`, `explain`) a parameter has no value yet: the region is
 /// then the parameter's, or the region of the tenant the parameter names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// `Copy`, with configured regions by index: sets of them are bitmasks,
+/// so deciding a statement builds no tree and copies no name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Region {
-    /// A configured region.
-    Name(String),
+    /// A configured region: its index in [`Settings::regions`] (sorted, so
+    /// the order is the names' order).
+    Name(u32),
     /// `region = $n`, unbound.
     Param(u32),
     /// `tenant_id = $n`, unbound: the tenant's region.
@@ -224,17 +303,109 @@ enum Region {
 impl Region {
     /// The region as a decision names it: `eu`, or offline `$1` and
     /// `tenant($1)`.
-    fn into_name(self) -> String {
+    fn into_name(self, settings: &Settings) -> RegionName {
         match self {
-            Region::Name(s) => s,
-            Region::Param(n) => format!("${n}"),
-            Region::TenantParam(n) => format!("tenant(${n})"),
+            Region::Name(i) => RegionName::from(settings.names[i as usize].clone()),
+            Region::Param(n) => RegionName::from(format!("${n}")),
+            Region::TenantParam(n) => RegionName::from(format!("tenant(${n})")),
         }
     }
 }
 
+/// A set of [`Region`]s. The first 64 configured regions are bits; more
+/// regions and offline parameters go to a sorted `Vec` (empty, hence not
+/// allocated, when a proxy decides with a usual config).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RegionSet {
+    bits: u64,
+    rest: Vec<Region>,
+}
+
+impl RegionSet {
+    fn insert(&mut self, r: Region) {
+        match r {
+            Region::Name(i) if i < 64 => self.bits |= 1 << i,
+            _ => {
+                if let Err(at) = self.rest.binary_search(&r) {
+                    self.rest.insert(at, r);
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bits.count_ones() as usize + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bits == 0 && self.rest.is_empty()
+    }
+
+    fn intersection(&self, other: &RegionSet) -> RegionSet {
+        RegionSet {
+            bits: self.bits & other.bits,
+            rest: self
+                .rest
+                .iter()
+                .filter(|r| other.rest.binary_search(r).is_ok())
+                .copied()
+                .collect(),
+        }
+    }
+
+    fn union_with(&mut self, other: &RegionSet) {
+        self.bits |= other.bits;
+        for &r in &other.rest {
+            self.insert(r);
+        }
+    }
+
+    /// The smallest region (the set's only one when `len() == 1`).
+    fn first(&self) -> Option<Region> {
+        if self.bits != 0 {
+            Some(Region::Name(self.bits.trailing_zeros()))
+        } else {
+            self.rest.first().copied()
+        }
+    }
+
+    /// In order.
+    fn iter(&self) -> impl Iterator<Item = Region> + '_ {
+        let bits = self.bits;
+        (0..64u32)
+            .take_while(move |i| bits >> i != 0)
+            .filter(move |i| bits & (1 << i) != 0)
+            .map(Region::Name)
+            .chain(self.rest.iter().copied())
+    }
+}
+
 /// A reference's resolved region set: `None` = unconstrained.
-type Set = Option<BTreeSet<Region>>;
+type Set = Option<RegionSet>;
+
+/// Per-reference scratch space without a heap allocation for the usual
+/// few references (a `Vec` beyond `N`).
+enum Scratch<T, const N: usize> {
+    Inline([T; N]),
+    Heap(Vec<T>),
+}
+
+impl<T: Default, const N: usize> Scratch<T, N> {
+    fn new(len: usize) -> Scratch<T, N> {
+        if len <= N {
+            Scratch::Inline(std::array::from_fn(|_| T::default()))
+        } else {
+            Scratch::Heap((0..len).map(|_| T::default()).collect())
+        }
+    }
+
+    fn slice(&mut self, len: usize) -> &mut [T] {
+        match self {
+            Scratch::Inline(a) => &mut a[..len],
+            Scratch::Heap(v) => &mut v[..len],
+        }
+    }
+}
 
 /// What went wrong resolving a value.
 enum Bad {
@@ -255,7 +426,7 @@ pub fn decide_statement(
     if let Outcome::Reject(r) = &d.outcome
         && r.table.is_some()
     {
-        d.table = r.table.clone();
+        d.table = r.table.as_deref().map(|t| settings.table_name(t));
     }
     d
 }
@@ -274,15 +445,28 @@ fn decide_one(
         return decide_execute(exec, &st.template.fingerprint, tenants, settings);
     }
     let t = &st.template;
+    let tables: Vec<TableName> = t
+        .facts
+        .tables
+        .iter()
+        .map(|n| settings.table_name(n))
+        .collect();
+    // The first reference's table is one of `tables` (names are looked up
+    // once).
+    let table = match t.facts.refs.first() {
+        Some(r) => Some(
+            tables
+                .iter()
+                .find(|n| n.as_str() == r.table)
+                .cloned()
+                .unwrap_or_else(|| settings.table_name(&r.table)),
+        ),
+        None => tables.first().cloned(),
+    };
     let mut d = Decision {
         outcome: Outcome::Global,
-        tables: t.facts.tables.iter().cloned().collect(),
-        table: t
-            .facts
-            .refs
-            .first()
-            .map(|r| r.table.clone())
-            .or_else(|| t.facts.tables.iter().next().cloned()),
+        tables,
+        table,
         moves: Vec::new(),
         parse_error: t.parse_error.is_some(),
         cross_region: false,
@@ -320,10 +504,11 @@ fn decide_one(
     }
 
     // 1. Explicit region predicates.
-    let mut sets: Vec<Set> = Vec::with_capacity(refs.len());
+    let mut sets_buf = Scratch::<Set, 8>::new(refs.len());
+    let sets = sets_buf.slice(refs.len());
     for (ri, r) in refs.iter().enumerate() {
         match region_set(analysis, i, r, params, settings) {
-            Ok(s) => sets.push(s),
+            Ok(s) => sets[ri] = s,
             Err(_) => {
                 d.outcome = Outcome::Reject(Rejection::unknown_region(&refs[ri]));
                 return d;
@@ -331,13 +516,14 @@ fn decide_one(
         }
     }
     // 2. Tenant predicates of rewrite candidates.
-    let mut rewrite_regions = BTreeSet::new();
-    let mut cand_sets = Vec::new();
-    for &c in &t.candidates {
+    let mut rewrite_regions = RegionSet::default();
+    let mut cand_buf = Scratch::<RegionSet, 4>::new(t.candidates.len());
+    let cand_sets = cand_buf.slice(t.candidates.len());
+    for (k, &c) in t.candidates.iter().enumerate() {
         match tenant_set(analysis, i, &refs[c], params, tenants, settings) {
             Ok(s) => {
-                rewrite_regions.extend(s.iter().cloned());
-                cand_sets.push((c, s));
+                rewrite_regions.union_with(&s);
+                cand_sets[k] = s;
             }
             Err(Bad::UnknownTenant) => {
                 d.outcome = Outcome::Reject(Rejection::unknown_tenant(&refs[c]));
@@ -356,23 +542,27 @@ fn decide_one(
     // Tenants in several regions cannot be served by one injected region:
     // the statement scatters over those regions (multi_region).
     let rewriting = rewrite_regions.len() == 1;
-    for (c, s) in cand_sets {
+    for (&c, s) in t.candidates.iter().zip(cand_sets.iter_mut()) {
         // Rows an INSERT adds carry no region unless one is injected: an
         // INSERT for tenants of several regions stays unconstrained.
         let inserting = matches!(refs[c].inject, Some((_, crate::analyze::At::InsertRows)));
         if !s.is_empty() && (rewriting || !inserting) {
-            sets[c] = Some(s);
+            sets[c] = Some(std::mem::take(s));
         }
     }
     // 3. Carry along region equalities.
-    let mut carriable: Vec<bool> = refs.iter().map(|r| r.eq_region).collect();
+    let mut carriable_buf = Scratch::<bool, 16>::new(refs.len());
+    let carriable = carriable_buf.slice(refs.len());
+    for (c, r) in carriable.iter_mut().zip(refs) {
+        *c = r.eq_region;
+    }
     if rewriting {
         // The rewrite injects `q.region = r`: an equality.
         for &c in &t.candidates {
             carriable[c] = true;
         }
     }
-    carry(&mut sets, &mut carriable, &t.facts.edges, &t.facts.corr);
+    carry(sets, carriable, &t.facts.edges, &t.facts.corr);
 
     // 4. Unconstrained references: scatter if allowed, else reject.
     let mut scatter_allowed = false;
@@ -396,9 +586,12 @@ fn decide_one(
             return d;
         }
     }
-    let regions: BTreeSet<Region> = sets.iter().flatten().flatten().cloned().collect();
+    let mut regions = RegionSet::default();
+    for s in sets.iter().flatten() {
+        regions.union_with(s);
+    }
     let decided = if regions.len() == 1 {
-        regions.iter().next().cloned()
+        regions.first()
     } else {
         None
     };
@@ -415,8 +608,8 @@ fn decide_one(
             from: sets[m.target]
                 .as_ref()
                 .filter(|s| s.len() == 1)
-                .and_then(|s| s.iter().next().cloned())
-                .map(Region::into_name),
+                .and_then(RegionSet::first)
+                .map(|r| r.into_name(settings).to_string()),
             to: to.filter(|r| settings.regions.contains(r)),
         });
     }
@@ -427,7 +620,10 @@ fn decide_one(
         }
     } else if regions.len() > 1 {
         // Sorted by name, as the decision shows them.
-        let mut names: Vec<String> = regions.into_iter().map(Region::into_name).collect();
+        let mut names: Vec<String> = regions
+            .iter()
+            .map(|r| r.into_name(settings).to_string())
+            .collect();
         names.sort();
         Outcome::Scatter {
             regions: names,
@@ -438,14 +634,14 @@ fn decide_one(
             rewrite_outcome(analysis, i, st, region, params, settings)
         } else {
             Outcome::Route {
-                region: region.into_name(),
+                region: region.into_name(settings),
             }
         }
     } else {
         // Contradictory predicates (region = 'eu' AND region = 'us'):
         // no rows anywhere; the local gateway answers.
         Outcome::Route {
-            region: settings.local_region.clone(),
+            region: settings.region_name(&settings.local_region),
         }
     };
     d
@@ -510,7 +706,8 @@ fn rewrite_outcome(
     // Offline, a tenant bound at execution has no region yet: show the
     // parameterised form.
     let unbound_tenant = !params.is_bound() && matches!(region, Region::TenantParam(_));
-    let region = region.into_name();
+    let id = region;
+    let region = region.into_name(settings);
     let Some(tpl) = rewrite::template(&st.template, settings.moves.as_deref()) else {
         return Outcome::Route { region };
     };
@@ -525,12 +722,15 @@ fn rewrite_outcome(
         ));
     }
     let k = max + 1;
+    let mut buf = [0u8; 11];
     let parameterized = ParamRewrite {
-        sql: tpl.render(&lit, &format!("${k}")),
+        sql: tpl.render(&lit, dollar(k, &mut buf)),
         region_param: k,
     };
     let sql = if unbound_tenant {
         parameterized.sql.clone()
+    } else if let Region::Name(r) = id {
+        tpl.render(&lit, &settings.quoted[r as usize])
     } else {
         tpl.render(&lit, &quote_literal(&region))
     };
@@ -539,6 +739,23 @@ fn rewrite_outcome(
         sql,
         parameterized: Some(parameterized),
     }
+}
+
+/// `$k`, written into `buf` (no heap allocation per statement).
+fn dollar(k: u32, buf: &mut [u8; 11]) -> &str {
+    let mut n = k;
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    at -= 1;
+    buf[at] = b'$';
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// Sets `to` to the intersection with `from`'s set: along equality edges
@@ -565,7 +782,7 @@ fn carry(
             let next = match &sets[b] {
                 None => Some(sa),
                 Some(sb) => {
-                    let x: BTreeSet<Region> = sb.intersection(&sa).cloned().collect();
+                    let x = sb.intersection(&sa);
                     if x.len() == sb.len() { None } else { Some(x) }
                 }
             };
@@ -592,8 +809,11 @@ fn resolve_region(
     settings: &Settings,
 ) -> Result<Option<Region>, ()> {
     match analysis.label(i, v, params) {
-        ParamText::Text(s) if settings.regions.contains(&s) => Ok(Some(Region::Name(s))),
-        ParamText::Text(_) | ParamText::Null => Err(()),
+        ParamText::Text(s) => match settings.region_index(&s) {
+            Some(i) => Ok(Some(Region::Name(i))),
+            None => Err(()),
+        },
+        ParamText::Null => Err(()),
         // Without a Bind (offline check): the region is the parameter's.
         ParamText::Unbound => match v {
             Val::Param(n) if !params.is_bound() => Ok(Some(Region::Param(*n))),
@@ -615,7 +835,7 @@ fn region_set(
         if !conf.iter().all(|a| matches!(a, Alt::Region(_))) {
             continue;
         }
-        let mut s = BTreeSet::new();
+        let mut s = RegionSet::default();
         for a in conf {
             if let Alt::Region(v) = a {
                 match resolve_region(analysis, i, v, params, settings) {
@@ -629,7 +849,7 @@ fn region_set(
         }
         out = Some(match out {
             None => s,
-            Some(o) => o.intersection(&s).cloned().collect(),
+            Some(o) => o.intersection(&s),
         });
     }
     Ok(out)
@@ -644,13 +864,13 @@ fn tenant_set(
     params: &Params<'_>,
     tenants: &dyn TenantLookup,
     settings: &Settings,
-) -> Result<BTreeSet<Region>, Bad> {
-    let mut out: Option<BTreeSet<Region>> = None;
+) -> Result<RegionSet, Bad> {
+    let mut out: Option<RegionSet> = None;
     for conf in &r.confiners {
         if !conf.iter().any(|a| matches!(a, Alt::Tenant(_))) {
             continue;
         }
-        let mut s = BTreeSet::new();
+        let mut s = RegionSet::default();
         for a in conf {
             match a {
                 Alt::Region(v) => match resolve_region(analysis, i, v, params, settings) {
@@ -662,10 +882,10 @@ fn tenant_set(
                 },
                 Alt::Tenant(v) => match analysis.value(i, v, params) {
                     ParamText::Text(t) => match tenants.region_of(&canonical_tenant(&t)) {
-                        TenantAnswer::Found(reg) if settings.regions.contains(&*reg) => {
-                            s.insert(Region::Name(reg.to_string()));
-                        }
-                        TenantAnswer::Found(_) => return Err(Bad::UnknownRegion),
+                        TenantAnswer::Found(reg) => match settings.region_index(&reg) {
+                            Some(i) => s.insert(Region::Name(i)),
+                            None => return Err(Bad::UnknownRegion),
+                        },
                         TenantAnswer::NotFound => return Err(Bad::UnknownTenant),
                         TenantAnswer::Unavailable => return Err(Bad::Directory),
                     },
@@ -681,7 +901,7 @@ fn tenant_set(
         }
         out = Some(match out {
             None => s,
-            Some(o) => o.intersection(&s).cloned().collect(),
+            Some(o) => o.intersection(&s),
         });
     }
     Ok(out.unwrap_or_default())

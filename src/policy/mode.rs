@@ -1,6 +1,8 @@
 //! Applying the mode (enforce / warn / observe) to a decision: the one
 //! helper the session needs to act on a [`Decision`].
 
+use std::sync::Arc;
+
 use super::{Decision, Outcome, Rejection};
 use crate::config::Mode;
 
@@ -10,8 +12,9 @@ pub enum Effect {
     /// Forward the statement.
     Forward {
         /// The region whose gateway serves it; `None`: the local gateway
-        /// (or the transaction's pinned one).
-        region: Option<String>,
+        /// (or the transaction's pinned one). Shared with the decision's
+        /// [`RegionName`](super::RegionName): no copy per statement.
+        region: Option<Arc<str>>,
         /// Forward the rewritten text (`Outcome::Rewrite`) instead of the original.
         rewritten: bool,
         /// `warn` mode: send this as a WARNING notice first.
@@ -35,12 +38,12 @@ pub fn apply_mode(mode: Mode, decision: &Decision) -> Effect {
         (Mode::Observe, _) => local,
         (_, Outcome::Global) | (_, Outcome::Scatter { .. }) => local,
         (_, Outcome::Route { region }) => Effect::Forward {
-            region: Some(region.clone()),
+            region: Some(region.shared().clone()),
             rewritten: false,
             warning: None,
         },
         (_, Outcome::Rewrite { region, .. }) => Effect::Forward {
-            region: Some(region.clone()),
+            region: Some(region.shared().clone()),
             rewritten: true,
             warning: None,
         },

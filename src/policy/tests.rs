@@ -46,3 +46,11 @@ fn warn_mode_forwards_rejections_with_a_warning_and_observe_forwards_all_locally
         }
     );
 }
+
+#[test]
+fn dollar_writes_any_parameter_number() {
+    let mut buf = [0u8; 11];
+    for k in [0, 1, 9, 10, 65_535, u32::MAX] {
+        assert_eq!(dollar(k, &mut buf), format!("${k}"));
+    }
+}
