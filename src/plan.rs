@@ -99,7 +99,10 @@ impl Planner {
 
     /// Policy settings for one user (computed once per session).
     pub fn settings_for(&self, user: &str) -> Settings {
-        Settings::from_config(&self.config, Some(user))
+        let mut s = Settings::from_config(&self.config, Some(user));
+        // The session forwards the literal form of a rewrite only.
+        s.parameterized_rewrites = false;
+        s
     }
 
     /// Decides one statement text with its Bind parameters (none for a

@@ -70,6 +70,11 @@ pub struct Settings {
     pub local_region: String,
     /// `[tenants]`' tenant-move settings, for the rewriter's write guard.
     pub moves: Option<Arc<TenantMoves>>,
+    /// Whether a rewrite also renders its parameterised form
+    /// ([`Outcome::Rewrite`]'s `parameterized`): `check` and `explain` show
+    /// it; a live session forwards the literal form only, so it is not
+    /// rendered for every statement ([`crate::plan::Planner::settings_for`]).
+    pub parameterized_rewrites: bool,
     /// `regions` in the same (sorted) order, shared: the policy names a
     /// region by its index here and a decision shares the name.
     names: Names,
@@ -130,6 +135,7 @@ impl Settings {
             regions: regions.clone(),
             local_region: cfg.proxy.local_region.clone(),
             moves: cfg.tenants.as_ref().map(|t| Arc::new(t.moves.clone())),
+            parameterized_rewrites: true,
             names: Names::new(regions.iter()),
             quoted: regions.iter().map(|r| quote_literal(r).into()).collect(),
             tables: Names::new(cfg.tables.keys()),
@@ -723,21 +729,19 @@ fn rewrite_outcome(
     }
     let k = max + 1;
     let mut buf = [0u8; 11];
-    let parameterized = ParamRewrite {
+    let parameterized = (settings.parameterized_rewrites || unbound_tenant).then(|| ParamRewrite {
         sql: tpl.render(&lit, dollar(k, &mut buf)),
         region_param: k,
-    };
-    let sql = if unbound_tenant {
-        parameterized.sql.clone()
-    } else if let Region::Name(r) = id {
-        tpl.render(&lit, &settings.quoted[r as usize])
-    } else {
-        tpl.render(&lit, &quote_literal(&region))
+    });
+    let sql = match (&parameterized, id) {
+        (Some(p), _) if unbound_tenant => p.sql.clone(),
+        (_, Region::Name(r)) => tpl.render(&lit, &settings.quoted[r as usize]),
+        _ => tpl.render(&lit, &quote_literal(&region)),
     };
     Outcome::Rewrite {
         region,
         sql,
-        parameterized: Some(parameterized),
+        parameterized,
     }
 }
 

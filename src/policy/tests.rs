@@ -54,3 +54,37 @@ fn dollar_writes_any_parameter_number() {
         assert_eq!(dollar(k, &mut buf), format!("${k}"));
     }
 }
+
+/// A live session's settings skip the parameterised form of a rewrite
+/// (it forwards the literal form only); the literal form is the same.
+#[test]
+fn live_settings_render_only_the_literal_form_of_a_rewrite() {
+    let cfg = Config::parse(SEED).unwrap();
+    let a = Analyzer::new(&cfg).analyze("SELECT * FROM users WHERE tenant_id = 7");
+    let tenants: std::collections::HashMap<String, String> =
+        [("7".to_string(), "eu".to_string())].into();
+    let offline = Settings::from_config(&cfg, None);
+    let mut live = offline.clone();
+    live.parameterized_rewrites = false;
+    let (o, l) = (
+        decide(&a, &Params::NONE, &tenants, &offline).outcome,
+        decide(&a, &Params::NONE, &tenants, &live).outcome,
+    );
+    let (
+        Outcome::Rewrite {
+            sql: osql,
+            parameterized: Some(_),
+            ..
+        },
+        Outcome::Rewrite {
+            sql: lsql,
+            parameterized: None,
+            ..
+        },
+    ) = (&o, &l)
+    else {
+        panic!("expected rewrites, offline with a parameterised form: {o:?} / {l:?}");
+    };
+    assert_eq!(osql, lsql);
+    assert!(lsql.contains("'eu'"), "{lsql}");
+}
