@@ -250,6 +250,17 @@ impl Analysis {
             .any(|s| s.template.parse_error.is_some())
     }
 
+    /// Whether a decision may read Bind parameters: some statement has a
+    /// `$n` and a regional reference or a partition-column update (only
+    /// their predicates and values hold parameters the policy reads). When
+    /// not, a Bind's values need not be decoded.
+    pub fn reads_params(&self) -> bool {
+        self.statements.iter().any(|s| {
+            let t = &s.template;
+            t.max_param > 0 && (!t.facts.refs.is_empty() || !t.facts.moves.is_empty())
+        })
+    }
+
     /// The highest `$n` in the text (0: none).
     pub fn max_param(&self) -> u32 {
         self.statements

@@ -13,6 +13,29 @@ fn statements_naming_no_regional_table_are_not_parsed() {
     assert!(a.tables().is_empty());
 }
 
+/// Bind values are decoded only for statements whose decision reads them.
+#[test]
+fn only_regional_predicates_and_moves_read_bind_parameters() {
+    let z = analyzer();
+    for (sql, reads) in [
+        ("SELECT * FROM plans WHERE id = $1", false),
+        ("SELECT * FROM users WHERE region = 'eu'", false),
+        ("SELECT * FROM users WHERE tenant_id = $1", true),
+        ("SELECT * FROM users WHERE region = $1 AND id = 2", true),
+        (
+            "UPDATE users SET region = $1 WHERE region = 'eu' AND id = 2",
+            true,
+        ),
+        // The parameter is not in the statement with the regional table.
+        (
+            "SELECT $1::int; SELECT * FROM users WHERE region = 'eu'",
+            false,
+        ),
+    ] {
+        assert_eq!(z.analyze(sql).reads_params(), reads, "{sql}");
+    }
+}
+
 #[test]
 fn literal_varying_texts_share_one_template() {
     let z = analyzer();

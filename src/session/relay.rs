@@ -792,8 +792,9 @@ pub(super) async fn plan_message(
     let (analysis, types) = core.analysis_of(msg, planner.analyzer_id(), |sql, ctx| {
         planner.analyze(sql, ctx)
     })?;
+    // Decoding a Bind copies its values: only when the decision reads them.
     let bind = match msg {
-        Frontend::Bind(b) => b.decode(),
+        Frontend::Bind(b) if analysis.reads_params() => b.decode(),
         _ => None,
     };
     let (values, formats) = match &bind {
