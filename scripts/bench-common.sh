@@ -2,7 +2,9 @@
 # BOUNCERPORT, PIDS and as_pg).
 
 # Starts PgBouncer in front of the bench database: session pooling, trust
-# auth (the cheapest setup it has), room for $1 clients.
+# auth (the cheapest setup it has), room for $1 clients. WRAP_BOUNCER: a
+# command prefix (a profiler, e.g. valgrind --tool=callgrind with an output
+# file the postgres user can write).
 start_pgbouncer() {
   local clients=$1
   cat > "$WORK/pgbouncer.ini" <<INI
@@ -22,6 +24,7 @@ pidfile = $WORK/pgbouncer.pid
 INI
   echo '"postgres" ""' > "$WORK/userlist.txt"
   [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
-  as_pg pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+  # shellcheck disable=SC2086 # WRAP_BOUNCER is a command prefix
+  as_pg ${WRAP_BOUNCER:-} pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
   PIDS+=($!)
 }
