@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use super::core::same_region;
 use crate::metrics::DecisionLabel;
 use crate::refusal::sqlstate;
 use crate::wire::{ClientError, FrameError, peek_frame};
@@ -251,7 +252,7 @@ impl Answers {
     pub fn owed_by(&self, region: &str) -> bool {
         self.queue
             .iter()
-            .any(|e| matches!(&e.source, Source::Upstream(r) if **r == *region))
+            .any(|e| matches!(&e.source, Source::Upstream(r) if same_region(r, region)))
     }
 
     /// An Execute for `region` is still unanswered (a COPY it started may
@@ -259,7 +260,7 @@ impl Answers {
     pub fn executing(&self, region: &str) -> bool {
         self.queue.iter().any(|e| {
             e.answer == Answer::Execute
-                && matches!(&e.source, Source::Upstream(r) if **r == *region)
+                && matches!(&e.source, Source::Upstream(r) if same_region(r, region))
         })
     }
 
@@ -365,6 +366,11 @@ impl Answers {
                     continue;
                 }
                 Source::Upstream(r) if region.is_none_or(|reg| reg != r) => {
+                    return Ok(Pumped::NeedBytes(Some(r.clone())));
+                }
+                // Nothing read yet (the client's messages just went out):
+                // nothing to walk.
+                Source::Upstream(r) if rx.is_empty() => {
                     return Ok(Pumped::NeedBytes(Some(r.clone())));
                 }
                 Source::Upstream(_) => {}

@@ -64,6 +64,124 @@ pub struct Link {
     copy_ends: u64,
 }
 
+/// A map keyed by region name. A session holds a link to a few regions at
+/// most, looked up several times per message: a scan that compares the
+/// shared name's pointer before its bytes costs less than hashing the name
+/// each time. Iteration is in insertion order (a hash map's was arbitrary).
+#[derive(Debug)]
+pub struct RegionMap<V> {
+    entries: Vec<(Arc<str>, V)>,
+}
+
+impl<V> Default for RegionMap<V> {
+    fn default() -> Self {
+        RegionMap {
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// `key` names `region`: nearly always the same shared name, else equal text.
+#[inline]
+pub(super) fn same_region(key: &Arc<str>, region: &str) -> bool {
+    (std::ptr::eq(key.as_ptr(), region.as_ptr()) && key.len() == region.len()) || **key == *region
+}
+
+impl<V> RegionMap<V> {
+    #[inline]
+    fn position(&self, region: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|(k, _)| same_region(k, region))
+    }
+
+    /// The entry of `region`.
+    #[inline]
+    pub fn get(&self, region: &str) -> Option<&V> {
+        self.entries
+            .iter()
+            .find(|(k, _)| same_region(k, region))
+            .map(|(_, v)| v)
+    }
+
+    /// The entry of `region`, mutable.
+    #[inline]
+    pub fn get_mut(&mut self, region: &str) -> Option<&mut V> {
+        self.entries
+            .iter_mut()
+            .find(|(k, _)| same_region(k, region))
+            .map(|(_, v)| v)
+    }
+
+    /// `region` has an entry.
+    #[inline]
+    pub fn contains_key(&self, region: &str) -> bool {
+        self.position(region).is_some()
+    }
+
+    /// Sets `region`'s entry (its name kept if it had one), returning the
+    /// one it replaces.
+    pub fn insert(&mut self, region: Arc<str>, value: V) -> Option<V> {
+        match self.position(&region) {
+            Some(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            None => {
+                self.entries.push((region, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `region`'s entry.
+    pub fn remove(&mut self, region: &str) -> Option<V> {
+        let i = self.position(region)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The entries, values mutable.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut V)> {
+        self.entries.iter_mut().map(|(k, v)| (&*k, v))
+    }
+
+    /// The names.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    /// The values.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// The values, mutable.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|(_, v)| v)
+    }
+}
+
+impl<V> IntoIterator for RegionMap<V> {
+    type Item = (Arc<str>, V);
+    type IntoIter = std::vec::IntoIter<(Arc<str>, V)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
 /// Where a portal's answers come from.
 #[derive(Debug, Clone)]
 enum Portal {
@@ -253,7 +371,7 @@ pub struct Core {
     on_cross: OnCrossRegionTxn,
     /// What belongs to the client.
     pub client: ClientState,
-    links: HashMap<Arc<str>, Link>,
+    links: RegionMap<Link>,
     /// Where messages that name no region go (the last region used).
     current: Arc<str>,
     /// The region the current batch is pinned to (outside a transaction).
@@ -287,7 +405,7 @@ pub struct Core {
 impl Core {
     /// A core whose first upstream is `region` (already connected).
     pub fn new(local: Arc<str>, first: Arc<str>, on_cross: OnCrossRegionTxn) -> Core {
-        let mut links = HashMap::default();
+        let mut links = RegionMap::default();
         links.insert(
             first.clone(),
             Link {

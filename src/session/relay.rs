@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::watch;
 
-use super::core::{Core, Flow, Loss, Need, Placement, Record};
+use super::core::{Core, Flow, Loss, Need, Placement, Record, RegionMap};
 use super::message::Frontend;
 use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
@@ -219,7 +218,7 @@ pub struct Session {
     startup: StartupParams,
     cancel: CancelGuard,
     core: Core,
-    conns: HashMap<Arc<str>, Conn>,
+    conns: RegionMap<Conn>,
     /// Client bytes not yet handled.
     cin: BytesMut,
     /// Bytes for the client.
@@ -246,7 +245,7 @@ impl Session {
         for (k, v) in &upstream.parameters {
             core.client.sql.observe_parameter(k, v);
         }
-        let mut conns = HashMap::default();
+        let mut conns = RegionMap::default();
         let Upstream {
             reader,
             writer,
@@ -752,7 +751,7 @@ impl Session {
 /// another, or of the same one.
 #[allow(clippy::type_complexity)]
 fn borrow_two<'a>(
-    conns: &'a mut HashMap<Arc<str>, Conn>,
+    conns: &'a mut RegionMap<Conn>,
     read: Option<&Arc<str>>,
     write: Option<&Arc<str>>,
 ) -> (
