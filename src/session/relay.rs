@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::sync::watch;
 
-use super::core::{Core, Flow, Loss, Need, Placement, Record, RegionMap};
+use super::core::{Core, Flow, Loss, Need, Placement, Record, RegionMap, same_region};
 use super::message::Frontend;
 use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
@@ -558,7 +558,10 @@ impl Session {
         for (region, c) in conns.iter_mut() {
             // Cheapest first: an idle link usually has no news. (The current
             // link is the relay loop's to read.)
-            if region == core.current() || !has_news(&c.reader) || !core.idle_link(region) {
+            if same_region(region, core.current())
+                || !has_news(&c.reader)
+                || !core.idle_link(region)
+            {
                 continue;
             }
             let mut probe = BytesMut::new();
@@ -762,10 +765,10 @@ fn borrow_two<'a>(
     let mut writer = None;
     // One pass: each entry is borrowed once, its two halves apart.
     for (region, c) in conns.iter_mut() {
-        if read == Some(region) {
+        if read.is_some_and(|r| same_region(r, region)) {
             reader = Some((region.clone(), &mut c.reader));
         }
-        if write == Some(region) {
+        if write.is_some_and(|r| same_region(r, region)) {
             writer = Some((region.clone(), &mut c.writer, &c.out));
         }
     }
