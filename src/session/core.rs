@@ -1513,6 +1513,11 @@ impl Core {
     /// Walks what the upstreams sent against the expected answers, writing
     /// the client's bytes. Errors are the session's end (`08P01`).
     pub fn pump(&mut self) -> Result<(), ClientError> {
+        // Nothing owed and nothing read (after an answer's last byte):
+        // nothing to walk.
+        if self.answers.is_empty() && self.links.values().all(|l| l.rx.is_empty()) {
+            return Ok(());
+        }
         loop {
             let status = self.status();
             let front = self.answers.front_upstream().cloned();

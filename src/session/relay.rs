@@ -480,10 +480,16 @@ impl Session {
     async fn on_message(&mut self, frame: &[u8]) -> Result<Flow, End> {
         let msg = Frontend::read(frame).map_err(End::Fatal)?;
         self.refresh_live();
-        if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_)) {
+        let statement = matches!(msg, Frontend::Query { .. } | Frontend::Bind(_));
+        if statement {
             self.forget_closed_idle_links()?;
         }
-        let plan = plan_message(&mut self.core, &self.live.planner, &self.settings, &msg).await;
+        // Only a statement is decided (no decision future for the others).
+        let plan = if statement {
+            plan_message(&mut self.core, &self.live.planner, &self.settings, &msg).await
+        } else {
+            None
+        };
         let mut tries = 0;
         let handled = loop {
             let placement = Health(&self.shared.health, &self.shared);
@@ -524,9 +530,7 @@ impl Session {
             self.shared.metrics.cross_region_transaction();
         }
         // Only a statement moves the session to another upstream.
-        if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_))
-            && let Some(c) = self.conns.get(self.core.current())
-        {
+        if statement && let Some(c) = self.conns.get(self.core.current()) {
             self.cancel.set_target(&c.cancel);
         }
         Ok(handled.flow)
