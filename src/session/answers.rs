@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use super::core::same_region;
 use crate::metrics::DecisionLabel;
 use crate::refusal::sqlstate;
 use crate::wire::{ClientError, FrameError, peek_frame};
@@ -251,7 +252,7 @@ impl Answers {
     pub fn owed_by(&self, region: &str) -> bool {
         self.queue
             .iter()
-            .any(|e| matches!(&e.source, Source::Upstream(r) if **r == *region))
+            .any(|e| matches!(&e.source, Source::Upstream(r) if same_region(r, region)))
     }
 
     /// An Execute for `region` is still unanswered (a COPY it started may
@@ -259,7 +260,7 @@ impl Answers {
     pub fn executing(&self, region: &str) -> bool {
         self.queue.iter().any(|e| {
             e.answer == Answer::Execute
-                && matches!(&e.source, Source::Upstream(r) if **r == *region)
+                && matches!(&e.source, Source::Upstream(r) if same_region(r, region))
         })
     }
 
@@ -270,7 +271,7 @@ impl Answers {
             !(e.answer == Answer::Ready
                 && e.copy_epoch == epoch
                 && e.fate != Fate::Abort
-                && matches!(&e.source, Source::Upstream(r) if r == region))
+                && matches!(&e.source, Source::Upstream(r) if same_region(r, region)))
         });
     }
 
@@ -280,8 +281,12 @@ impl Answers {
     /// stake (a closed statement is gone with its connection anyway).
     /// `false`, changing nothing, when it owed anything else.
     pub fn answer_for_lost(&mut self, region: &str) -> bool {
-        let owed = |e: &Expect| matches!(&e.source, Source::Upstream(r) if **r == *region);
-        if self.partial.is_some() && self.front_upstream().is_some_and(|r| **r == *region) {
+        let owed = |e: &Expect| matches!(&e.source, Source::Upstream(r) if same_region(r, region));
+        if self.partial.is_some()
+            && self
+                .front_upstream()
+                .is_some_and(|r| same_region(r, region))
+        {
             return false;
         }
         if !self
@@ -364,7 +369,12 @@ impl Answers {
                     self.emit(e, status);
                     continue;
                 }
-                Source::Upstream(r) if region.is_none_or(|reg| reg != r) => {
+                Source::Upstream(r) if region.is_none_or(|reg| !same_region(reg, r)) => {
+                    return Ok(Pumped::NeedBytes(Some(r.clone())));
+                }
+                // Nothing read yet (the client's messages just went out):
+                // nothing to walk.
+                Source::Upstream(r) if rx.is_empty() => {
                     return Ok(Pumped::NeedBytes(Some(r.clone())));
                 }
                 Source::Upstream(_) => {}
@@ -378,7 +388,12 @@ impl Answers {
                     return Ok(Pumped::NeedBytes(Some(region)));
                 }
                 // The front changed to another source: go on with it.
-                None if self.front_upstream() != Some(&region) => continue,
+                None if !self
+                    .front_upstream()
+                    .is_some_and(|r| same_region(r, &region)) =>
+                {
+                    continue;
+                }
                 None => return Ok(Pumped::NeedBytes(Some(region))),
             }
         }
@@ -452,7 +467,7 @@ impl Answers {
             let Some(front) = self.queue.front() else {
                 break;
             };
-            if !matches!(&front.source, Source::Upstream(r) if r == region) {
+            if !matches!(&front.source, Source::Upstream(r) if same_region(r, region)) {
                 break;
             }
             if h.tag == b'G' && front.answer == Answer::Execute && self.partial.is_none() {
@@ -559,7 +574,11 @@ impl Answers {
                 flush_run!(pos);
                 return Ok((pos, Some(ev)));
             }
-            if ends && self.front_upstream() != Some(region) {
+            if ends
+                && !self
+                    .front_upstream()
+                    .is_some_and(|r| same_region(r, region))
+            {
                 break;
             }
         }
@@ -572,7 +591,7 @@ impl Answers {
     fn skip_after_error(&mut self, region: &Arc<str>) {
         while let Some(e) = self.queue.front() {
             let skip = match &e.source {
-                Source::Upstream(r) => r == region && e.answer.extended(),
+                Source::Upstream(r) => same_region(r, region) && e.answer.extended(),
                 Source::Own(_) => e.skippable,
             };
             if !skip {

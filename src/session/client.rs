@@ -63,10 +63,13 @@ pub enum SessionCommand {
 pub fn classify_session_command(sql: &str) -> Option<SessionCommand> {
     // Hot path (every simple Query): most statements are not SET/RESET/DISCARD;
     // decide that from the first letter without allocating.
-    let first = sql
-        .trim_start()
-        .split(|c: char| c.is_ascii_whitespace() || c == ';')
-        .next()?;
+    // By bytes: a word ends at an ASCII byte, never inside a character.
+    let t = sql.trim_start();
+    let end = t
+        .bytes()
+        .position(|b| b.is_ascii_whitespace() || b == b';')
+        .unwrap_or(t.len());
+    let first = &t[..end];
     if !["set", "reset", "discard"]
         .iter()
         .any(|w| first.eq_ignore_ascii_case(w))
@@ -196,11 +199,13 @@ impl ClientState {
     /// Records a Parse; returns the statement's generation.
     pub fn on_parse(&mut self, name: &str, sql: &str, types: &[u32]) -> u64 {
         self.generations += 1;
-        let stmt = Statement {
+        let generation = self.generations;
+        // Built only when kept (a re-parse of the unnamed one copies nothing).
+        let stmt = |memo| Statement {
             sql: sql.into(),
             types: types.to_vec(),
-            generation: self.generations,
-            memo: Memo::default(),
+            generation,
+            memo,
         };
         if name.is_empty() {
             // Drivers re-parse the same unnamed statement over and over:
@@ -210,10 +215,12 @@ impl ClientState {
                 Some(u) if *u.sql == *sql && u.types == types => return u.generation,
                 _ => {
                     let memo = self.recall_unnamed(sql);
-                    self.set_unnamed(Some(Statement { memo, ..stmt }));
+                    let stmt = stmt(memo);
+                    self.set_unnamed(Some(stmt));
                 }
             }
         } else {
+            let stmt = stmt(Memo::default());
             self.statements.insert(name.into(), stmt);
         }
         self.generations

@@ -64,6 +64,133 @@ pub struct Link {
     copy_ends: u64,
 }
 
+/// A map keyed by region name. A session holds a link to a few regions at
+/// most, looked up several times per message: a scan that compares the
+/// shared name's pointer before its bytes costs less than hashing the name
+/// each time. Iteration is in insertion order (a hash map's was arbitrary).
+#[derive(Debug)]
+pub struct RegionMap<V> {
+    entries: Vec<(Arc<str>, V)>,
+}
+
+impl<V> Default for RegionMap<V> {
+    fn default() -> Self {
+        RegionMap {
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// `key` names `region`: nearly always the same shared name, else equal
+/// text. (`Arc<str>`'s own `==` compares the bytes, never the pointer.)
+#[inline]
+pub(super) fn same_region(key: &Arc<str>, region: &str) -> bool {
+    (std::ptr::eq(key.as_ptr(), region.as_ptr()) && key.len() == region.len()) || **key == *region
+}
+
+/// [`same_region`] for optional names: both absent, or the same region.
+fn same_region_opt(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same_region(a, b),
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
+impl<V> RegionMap<V> {
+    #[inline]
+    fn position(&self, region: &str) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|(k, _)| same_region(k, region))
+    }
+
+    /// The entry of `region`.
+    #[inline]
+    pub fn get(&self, region: &str) -> Option<&V> {
+        self.entries
+            .iter()
+            .find(|(k, _)| same_region(k, region))
+            .map(|(_, v)| v)
+    }
+
+    /// The entry of `region`, mutable.
+    #[inline]
+    pub fn get_mut(&mut self, region: &str) -> Option<&mut V> {
+        self.entries
+            .iter_mut()
+            .find(|(k, _)| same_region(k, region))
+            .map(|(_, v)| v)
+    }
+
+    /// `region` has an entry.
+    #[inline]
+    pub fn contains_key(&self, region: &str) -> bool {
+        self.position(region).is_some()
+    }
+
+    /// Sets `region`'s entry (its name kept if it had one), returning the
+    /// one it replaces.
+    pub fn insert(&mut self, region: Arc<str>, value: V) -> Option<V> {
+        match self.position(&region) {
+            Some(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            None => {
+                self.entries.push((region, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `region`'s entry.
+    pub fn remove(&mut self, region: &str) -> Option<V> {
+        let i = self.position(region)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// The entries, values mutable.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut V)> {
+        self.entries.iter_mut().map(|(k, v)| (&*k, v))
+    }
+
+    /// The names.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
+    /// The values.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    /// The values, mutable.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|(_, v)| v)
+    }
+}
+
+impl<V> IntoIterator for RegionMap<V> {
+    type Item = (Arc<str>, V);
+    type IntoIter = std::vec::IntoIter<(Arc<str>, V)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
 /// Where a portal's answers come from.
 #[derive(Debug, Clone)]
 enum Portal {
@@ -253,7 +380,7 @@ pub struct Core {
     on_cross: OnCrossRegionTxn,
     /// What belongs to the client.
     pub client: ClientState,
-    links: HashMap<Arc<str>, Link>,
+    links: RegionMap<Link>,
     /// Where messages that name no region go (the last region used).
     current: Arc<str>,
     /// The region the current batch is pinned to (outside a transaction).
@@ -282,12 +409,14 @@ pub struct Core {
     answers: Answers,
     /// Statements forwarded.
     pub statements: u64,
+    /// The unnamed statement's name, shared by the messages held for it.
+    empty_name: Arc<str>,
 }
 
 impl Core {
     /// A core whose first upstream is `region` (already connected).
     pub fn new(local: Arc<str>, first: Arc<str>, on_cross: OnCrossRegionTxn) -> Core {
-        let mut links = HashMap::default();
+        let mut links = RegionMap::default();
         links.insert(
             first.clone(),
             Link {
@@ -314,6 +443,7 @@ impl Core {
             pending_cross: false,
             answers: Answers::default(),
             statements: 0,
+            empty_name: Arc::from(""),
         }
     }
 
@@ -458,7 +588,7 @@ impl Core {
             Frontend::Parse { name, sql, types } => {
                 let generation = self.client.on_parse(name, sql, types);
                 self.hold(Held::Parse {
-                    name: (**name).into(),
+                    name: self.held_name(name),
                     generation,
                     frame: frame.into(),
                 });
@@ -469,7 +599,7 @@ impl Core {
                 name,
             } => {
                 self.hold(Held::DescribeStatement {
-                    name: (**name).into(),
+                    name: self.held_name(name),
                     frame: frame.into(),
                 });
                 Ok(Handled::go(Record::Nothing))
@@ -480,7 +610,7 @@ impl Core {
             } => {
                 self.client.on_close_statement(name);
                 self.hold(Held::CloseStatement {
-                    name: (**name).into(),
+                    name: self.held_name(name),
                     frame: frame.into(),
                 });
                 Ok(Handled::go(Record::Nothing))
@@ -533,6 +663,16 @@ impl Core {
         }
     }
 
+    /// A statement name to hold: the unnamed one's is shared (drivers
+    /// send it with nearly every statement).
+    fn held_name(&self, name: &str) -> Arc<str> {
+        if name.is_empty() {
+            self.empty_name.clone()
+        } else {
+            name.into()
+        }
+    }
+
     /// Parse, Describe and Close of statements touch no data and pin
     /// nothing: they wait for the batch's first data statement to know
     /// where it goes (every path that sends a message sends what is held
@@ -575,18 +715,12 @@ impl Core {
     /// The Sync goes to the upstream the batch ran on; a batch that reached
     /// no upstream is answered by geogate.
     fn finish_sync(&mut self, frame: &[u8]) {
-        let open = self
-            .links
-            .iter()
-            .find(|(_, l)| l.open_batch)
-            .map(|(r, _)| r.clone());
         let fate = self.verify_fate();
-        match open {
-            Some(region) => {
-                let l = self.links.get_mut(&region).expect("found above");
+        match self.links.iter_mut().find(|(_, l)| l.open_batch) {
+            Some((region, l)) => {
                 l.tx.extend_from_slice(frame);
                 l.open_batch = false;
-                let mut e = Expect::upstream(&region, Answer::Ready, fate);
+                let mut e = Expect::upstream(region, Answer::Ready, fate);
                 e.copy_epoch = l.copy_ends;
                 self.answers.push(e);
             }
@@ -656,9 +790,13 @@ impl Core {
             _ => self.home(placement)?,
         };
         self.release_held(&home);
-        self.send(&home, frame);
-        let mut e = Expect::upstream(&home, answer, self.verify_fate());
-        e.copy_epoch = self.links.get(&home).map_or(0, |l| l.copy_ends);
+        let fate = self.verify_fate();
+        // One lookup of the link: the frame, and its COPY epoch.
+        let link = self.links.get_mut(&home).expect("placed on an open link");
+        link.tx.extend_from_slice(frame);
+        link.open_batch = true;
+        let mut e = Expect::upstream(&home, answer, fate);
+        e.copy_epoch = link.copy_ends;
         if answer == Answer::Execute
             && let Some(Portal::Upstream(_, timing)) = self.portals.get_mut(portal)
         {
@@ -1014,7 +1152,7 @@ impl Core {
         let others: Vec<Arc<str>> = self
             .links
             .iter()
-            .filter(|(r, l)| *r != region && l.open_batch)
+            .filter(|(r, l)| !same_region(r, region) && l.open_batch)
             .map(|(r, _)| r.clone())
             .collect();
         for r in others {
@@ -1375,6 +1513,11 @@ impl Core {
     /// Walks what the upstreams sent against the expected answers, writing
     /// the client's bytes. Errors are the session's end (`08P01`).
     pub fn pump(&mut self) -> Result<(), ClientError> {
+        // Nothing owed and nothing read (after an answer's last byte):
+        // nothing to walk.
+        if self.answers.is_empty() && self.links.values().all(|l| l.rx.is_empty()) {
+            return Ok(());
+        }
         loop {
             let status = self.status();
             let front = self.answers.front_upstream().cloned();
@@ -1394,7 +1537,7 @@ impl Core {
             match pumped {
                 Pumped::Empty => break,
                 Pumped::NeedBytes(r) => {
-                    if r.is_none() || r == front {
+                    if r.is_none() || same_region_opt(r.as_ref(), front.as_ref()) {
                         break;
                     }
                 }
@@ -1463,7 +1606,7 @@ impl Core {
             _ => {}
         }
         match &self.client.txn {
-            Txn::Open(r) if r == region && status == b'I' => {
+            Txn::Open(r) if same_region(r, region) && status == b'I' => {
                 self.client.txn = Txn::Idle;
                 self.cross_counted = false;
                 self.portals.clear();
@@ -1482,8 +1625,11 @@ impl Core {
         let Some(link) = self.links.get(region) else {
             return (Loss::Idle, false);
         };
-        let in_txn =
-            self.client.txn == Txn::Open(region.clone()) || self.batch_pin.as_ref() == Some(region);
+        let in_txn = matches!(&self.client.txn, Txn::Open(r) if same_region(r, region))
+            || self
+                .batch_pin
+                .as_ref()
+                .is_some_and(|p| same_region(p, region));
         let busy = in_txn || self.answers.owed_by(region) && !self.answers.answer_for_lost(region);
         if busy {
             let signal = !link.said_fatal;
@@ -1500,7 +1646,7 @@ impl Core {
             !l.open_batch
                 && l.tx.is_empty()
                 && !self.answers.owed_by(region)
-                && !matches!(&self.client.txn, Txn::Open(r) if r == region)
+                && !matches!(&self.client.txn, Txn::Open(r) if same_region(r, region))
         })
     }
 
@@ -1537,6 +1683,10 @@ fn timing(plan: &Plan, region: &Arc<str>) -> Timing {
 /// The portal a Bind frame creates.
 fn bind_portal(frame: &[u8]) -> String {
     let body = frame.get(5..).unwrap_or(&[]);
+    // The unnamed portal, nearly always.
+    if body.first().is_none_or(|&b| b == 0) {
+        return String::new();
+    }
     let end = body.iter().position(|&b| b == 0).unwrap_or(0);
     String::from_utf8_lossy(&body[..end]).into_owned()
 }

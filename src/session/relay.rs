@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::watch;
 
-use super::core::{Core, Flow, Loss, Need, Placement, Record};
+use super::core::{Core, Flow, Loss, Need, Placement, Record, RegionMap, same_region};
 use super::message::Frontend;
 use super::{Phase, SessionError, Shared, upstream_error};
 use crate::analyze::Params;
@@ -219,7 +218,7 @@ pub struct Session {
     startup: StartupParams,
     cancel: CancelGuard,
     core: Core,
-    conns: HashMap<Arc<str>, Conn>,
+    conns: RegionMap<Conn>,
     /// Client bytes not yet handled.
     cin: BytesMut,
     /// Bytes for the client.
@@ -246,7 +245,7 @@ impl Session {
         for (k, v) in &upstream.parameters {
             core.client.sql.observe_parameter(k, v);
         }
-        let mut conns = HashMap::default();
+        let mut conns = RegionMap::default();
         let Upstream {
             reader,
             writer,
@@ -481,10 +480,16 @@ impl Session {
     async fn on_message(&mut self, frame: &[u8]) -> Result<Flow, End> {
         let msg = Frontend::read(frame).map_err(End::Fatal)?;
         self.refresh_live();
-        if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_)) {
+        let statement = matches!(msg, Frontend::Query { .. } | Frontend::Bind(_));
+        if statement {
             self.forget_closed_idle_links()?;
         }
-        let plan = plan_message(&mut self.core, &self.live.planner, &self.settings, &msg).await;
+        // Only a statement is decided (no decision future for the others).
+        let plan = if statement {
+            plan_message(&mut self.core, &self.live.planner, &self.settings, &msg).await
+        } else {
+            None
+        };
         let mut tries = 0;
         let handled = loop {
             let placement = Health(&self.shared.health, &self.shared);
@@ -525,9 +530,7 @@ impl Session {
             self.shared.metrics.cross_region_transaction();
         }
         // Only a statement moves the session to another upstream.
-        if matches!(msg, Frontend::Query { .. } | Frontend::Bind(_))
-            && let Some(c) = self.conns.get(self.core.current())
-        {
+        if statement && let Some(c) = self.conns.get(self.core.current()) {
             self.cancel.set_target(&c.cancel);
         }
         Ok(handled.flow)
@@ -559,7 +562,10 @@ impl Session {
         for (region, c) in conns.iter_mut() {
             // Cheapest first: an idle link usually has no news. (The current
             // link is the relay loop's to read.)
-            if region == core.current() || !has_news(&c.reader) || !core.idle_link(region) {
+            if same_region(region, core.current())
+                || !has_news(&c.reader)
+                || !core.idle_link(region)
+            {
                 continue;
             }
             let mut probe = BytesMut::new();
@@ -752,7 +758,7 @@ impl Session {
 /// another, or of the same one.
 #[allow(clippy::type_complexity)]
 fn borrow_two<'a>(
-    conns: &'a mut HashMap<Arc<str>, Conn>,
+    conns: &'a mut RegionMap<Conn>,
     read: Option<&Arc<str>>,
     write: Option<&Arc<str>>,
 ) -> (
@@ -763,10 +769,10 @@ fn borrow_two<'a>(
     let mut writer = None;
     // One pass: each entry is borrowed once, its two halves apart.
     for (region, c) in conns.iter_mut() {
-        if read == Some(region) {
+        if read.is_some_and(|r| same_region(r, region)) {
             reader = Some((region.clone(), &mut c.reader));
         }
-        if write == Some(region) {
+        if write.is_some_and(|r| same_region(r, region)) {
             writer = Some((region.clone(), &mut c.writer, &c.out));
         }
     }
