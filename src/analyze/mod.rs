@@ -15,6 +15,7 @@ pub(crate) mod lex;
 mod marked;
 mod params;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -278,7 +279,7 @@ impl Analysis {
 
     /// A value's text: lifted literals decoded, parameters from the Bind
     /// (read as an id: see [`Params::text`]).
-    pub(crate) fn value(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
+    pub(crate) fn value<'a>(&'a self, i: usize, v: &'a Val, params: &Params<'a>) -> ParamText<'a> {
         match v {
             Val::Param(n) => params.text(*n),
             _ => self.label(i, v, params),
@@ -286,10 +287,11 @@ impl Analysis {
     }
 
     /// A value's text where it is a label (a region name): binary
-    /// parameters are read as UTF-8 (see [`Params::label`]).
-    pub(crate) fn label(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
+    /// parameters are read as UTF-8 (see [`Params::label`]). Borrowed from
+    /// the text, the template or the Bind unless it has escapes to decode.
+    pub(crate) fn label<'a>(&'a self, i: usize, v: &'a Val, params: &Params<'a>) -> ParamText<'a> {
         match v {
-            Val::Text(s) => ParamText::Text(s.clone()),
+            Val::Text(s) => ParamText::Text(Cow::Borrowed(s)),
             Val::Lit(slot) => match self
                 .lit_text(i, *slot)
                 .and_then(|t| lex::literal_value(t, self.scs))
@@ -321,7 +323,7 @@ impl Analysis {
                         if let Alt::Tenant(v) = a
                             && let ParamText::Text(t) = self.value(i, v, params)
                         {
-                            out.push(TenantKey(canonical_tenant(&t)));
+                            out.push(TenantKey(canonical_tenant(&t).into_owned()));
                         }
                     }
                 }
@@ -838,7 +840,7 @@ fn exec_value(a: &ExecArg, sql: &str, lits: &Lits, scs: bool) -> Option<bytes::B
             .and_then(|r| sql.get(r))
             .and_then(|t| lex::literal_value(t, scs))
         {
-            Some(v) => Some(bytes::Bytes::from(v)),
+            Some(v) => Some(bytes::Bytes::from(v.into_owned())),
             None => unknown(),
         },
     }
@@ -847,8 +849,9 @@ fn exec_value(a: &ExecArg, sql: &str, lits: &Lits, scs: bool) -> Option<bytes::B
 /// A tenant id as the tenant directory writes it (`id::text`): a UUID in
 /// its canonical form (lower case, hyphenated; PostgreSQL accepts upper
 /// case, no hyphens and braces), an integer without sign or leading zeros.
-/// Anything else is kept as written.
-pub fn canonical_tenant(t: &str) -> String {
+/// Anything else is kept as written. Borrowed when `t` is already
+/// canonical (no copy per lookup).
+pub fn canonical_tenant(t: &str) -> Cow<'_, str> {
     let s = t.trim();
     let inner = s
         .strip_prefix('{')
@@ -875,7 +878,7 @@ pub fn canonical_tenant(t: &str) -> String {
             }
             out.push(c as char);
         }
-        return out;
+        return Cow::Owned(out);
     }
     let (neg, digits) = match s.strip_prefix('-') {
         Some(d) => (true, d),
@@ -885,12 +888,20 @@ pub fn canonical_tenant(t: &str) -> String {
         let d = digits.trim_start_matches('0');
         let d = if d.is_empty() { "0" } else { d };
         return if neg && d != "0" {
-            format!("-{d}")
+            if s.len() == d.len() + 1 && s.len() == t.len() {
+                // `-<d>` as written.
+                Cow::Borrowed(t)
+            } else {
+                Cow::Owned(format!("-{d}"))
+            }
+        } else if d.len() == t.len() {
+            // `<d>` as written (no sign, zeros or blanks).
+            Cow::Borrowed(t)
         } else {
-            d.to_string()
+            Cow::Owned(d.to_string())
         };
     }
-    t.to_string()
+    Cow::Borrowed(t)
 }
 
 impl StatementTemplate {

@@ -9,6 +9,7 @@
 mod decision;
 mod mode;
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -616,7 +617,9 @@ fn decide_one(
                 .filter(|s| s.len() == 1)
                 .and_then(RegionSet::first)
                 .map(|r| r.into_name(settings).to_string()),
-            to: to.filter(|r| settings.regions.contains(r)),
+            to: to
+                .filter(|r| settings.regions.contains(r.as_ref()))
+                .map(Cow::into_owned),
         });
     }
     d.outcome = if scatter_allowed {
