@@ -176,12 +176,54 @@ impl Lits {
     }
 }
 
+/// The statements of an analysed text, in order: reads as a slice. The
+/// usual single statement is kept inline, so an analysis allocates (and
+/// frees) no list for it.
+#[derive(Debug)]
+pub enum Statements {
+    /// Exactly one statement.
+    One(StatementAnalysis),
+    /// None (an empty query) or several.
+    Many(Vec<StatementAnalysis>),
+}
+
+impl Statements {
+    fn push(&mut self, s: StatementAnalysis) {
+        *self = match std::mem::replace(self, Statements::Many(Vec::new())) {
+            Statements::One(first) => Statements::Many(vec![first, s]),
+            Statements::Many(v) if v.is_empty() => Statements::One(s),
+            Statements::Many(mut v) => {
+                v.push(s);
+                Statements::Many(v)
+            }
+        };
+    }
+}
+
+impl std::ops::Deref for Statements {
+    type Target = [StatementAnalysis];
+    fn deref(&self) -> &[StatementAnalysis] {
+        match self {
+            Statements::One(s) => std::slice::from_ref(s),
+            Statements::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Statements {
+    type Item = &'a StatementAnalysis;
+    type IntoIter = std::slice::Iter<'a, StatementAnalysis>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// The analysis of a query text (one or several statements).
 #[derive(Debug)]
 pub struct Analysis {
     sql: Box<str>,
     /// The statements, in order; empty for an empty query.
-    pub statements: Vec<StatementAnalysis>,
+    pub statements: Statements,
     /// Whether some statement carries `/*+ geogate:allow_scatter */`
     /// (the policy reads each statement's own [`StatementAnalysis::hint`]).
     pub allow_scatter_hint: bool,
@@ -220,7 +262,7 @@ impl Analysis {
     /// The fingerprints of all statements, joined by `; `.
     pub fn fingerprint(&self) -> std::borrow::Cow<'_, str> {
         // One statement (the usual case): its template's, without a copy.
-        if let [one] = self.statements.as_slice() {
+        if let [one] = &*self.statements {
             return std::borrow::Cow::Borrowed(&one.template.fingerprint);
         }
         let fps: Vec<&str> = self
@@ -427,19 +469,18 @@ impl Analyzer {
             );
             return Analysis {
                 sql: sql.into(),
-                statements: vec![StatementAnalysis {
+                statements: Statements::One(StatementAnalysis {
                     template: Arc::new(tpl),
                     range: 0..sql.len(),
                     lits: Lits::default(),
                     hint: false,
                     exec: None,
-                }],
+                }),
                 allow_scatter_hint: false,
                 scs,
             };
         }
-        // Nearly every text is one statement.
-        let mut statements = Vec::with_capacity(1);
+        let mut statements = Statements::Many(Vec::new());
         let mut any_hint = false;
         lex::scan_statements(sql, scs, |range, sc| {
             let text = &sql[range.clone()];
