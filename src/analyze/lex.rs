@@ -5,6 +5,7 @@
 //! It never fails: unterminated strings or comments run to the end of the
 //! text, and the parser (which sees the same text) reports the error.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// What a token is; only the distinctions the analyzer needs.
@@ -818,14 +819,15 @@ pub(crate) fn leading_words(sql: &str, n: usize) -> Vec<String> {
 /// Decodes a string literal token (`'a''b'`, `E'a\\'b'`, and with
 /// `standard_conforming_strings` off `'a\\'b'`) to its value; `None` for
 /// tokens it cannot decode exactly (`U&'…'`, `B'…'`, invalid escapes).
-/// Numbers are returned as written.
-pub(crate) fn literal_value(tok: &str, scs: bool) -> Option<String> {
+/// Numbers are returned as written. A value written as is (no escape to
+/// decode: the usual literal) is borrowed from `tok`, not copied.
+pub(crate) fn literal_value(tok: &str, scs: bool) -> Option<Cow<'_, str>> {
     let b = tok.as_bytes();
     match b.first()? {
         b'\'' => unquote(&tok[1..], !scs),
         b'n' | b'N' if b.get(1) == Some(&b'\'') => unquote(&tok[2..], !scs),
         b'e' | b'E' if b.get(1) == Some(&b'\'') => unquote(&tok[2..], true),
-        b'0'..=b'9' | b'.' => Some(tok.to_string()),
+        b'0'..=b'9' | b'.' => Some(Cow::Borrowed(tok)),
         _ => None,
     }
 }
@@ -834,7 +836,7 @@ pub(crate) fn literal_value(tok: &str, scs: bool) -> Option<String> {
 /// one); with `backslash`, PostgreSQL's escape-string rules: `\b \f \n \r
 /// \t`, octal `\ooo`, hex `\xhh`, `\uXXXX`, `\UXXXXXXXX`, any other
 /// character stands for itself. The bytes must form UTF-8.
-fn unquote(body: &str, backslash: bool) -> Option<String> {
+fn unquote(body: &str, backslash: bool) -> Option<Cow<'_, str>> {
     let body = body.strip_suffix('\'')?;
     let b = body.as_bytes();
     if !b
@@ -842,7 +844,7 @@ fn unquote(body: &str, backslash: bool) -> Option<String> {
         .any(|&c| c == b'\'' || c == 0 || (backslash && c == b'\\'))
     {
         // Nothing to decode (the usual literal): the body as written.
-        return Some(body.to_string());
+        return Some(Cow::Borrowed(body));
     }
     let mut out: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -904,7 +906,7 @@ fn unquote(body: &str, backslash: bool) -> Option<String> {
     if out.contains(&0) {
         return None;
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Whether any word or quoted identifier of `sql` is one of `names`

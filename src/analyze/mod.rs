@@ -15,6 +15,7 @@ pub(crate) mod lex;
 mod marked;
 mod params;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -175,12 +176,54 @@ impl Lits {
     }
 }
 
+/// The statements of an analysed text, in order: reads as a slice. The
+/// usual single statement is kept inline, so an analysis allocates (and
+/// frees) no list for it.
+#[derive(Debug)]
+pub enum Statements {
+    /// Exactly one statement.
+    One(StatementAnalysis),
+    /// None (an empty query) or several.
+    Many(Vec<StatementAnalysis>),
+}
+
+impl Statements {
+    fn push(&mut self, s: StatementAnalysis) {
+        *self = match std::mem::replace(self, Statements::Many(Vec::new())) {
+            Statements::One(first) => Statements::Many(vec![first, s]),
+            Statements::Many(v) if v.is_empty() => Statements::One(s),
+            Statements::Many(mut v) => {
+                v.push(s);
+                Statements::Many(v)
+            }
+        };
+    }
+}
+
+impl std::ops::Deref for Statements {
+    type Target = [StatementAnalysis];
+    fn deref(&self) -> &[StatementAnalysis] {
+        match self {
+            Statements::One(s) => std::slice::from_ref(s),
+            Statements::Many(v) => v,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Statements {
+    type Item = &'a StatementAnalysis;
+    type IntoIter = std::slice::Iter<'a, StatementAnalysis>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 /// The analysis of a query text (one or several statements).
 #[derive(Debug)]
 pub struct Analysis {
     sql: Box<str>,
     /// The statements, in order; empty for an empty query.
-    pub statements: Vec<StatementAnalysis>,
+    pub statements: Statements,
     /// Whether some statement carries `/*+ geogate:allow_scatter */`
     /// (the policy reads each statement's own [`StatementAnalysis::hint`]).
     pub allow_scatter_hint: bool,
@@ -219,7 +262,7 @@ impl Analysis {
     /// The fingerprints of all statements, joined by `; `.
     pub fn fingerprint(&self) -> std::borrow::Cow<'_, str> {
         // One statement (the usual case): its template's, without a copy.
-        if let [one] = self.statements.as_slice() {
+        if let [one] = &*self.statements {
             return std::borrow::Cow::Borrowed(&one.template.fingerprint);
         }
         let fps: Vec<&str> = self
@@ -278,7 +321,7 @@ impl Analysis {
 
     /// A value's text: lifted literals decoded, parameters from the Bind
     /// (read as an id: see [`Params::text`]).
-    pub(crate) fn value(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
+    pub(crate) fn value<'a>(&'a self, i: usize, v: &'a Val, params: &Params<'a>) -> ParamText<'a> {
         match v {
             Val::Param(n) => params.text(*n),
             _ => self.label(i, v, params),
@@ -286,10 +329,11 @@ impl Analysis {
     }
 
     /// A value's text where it is a label (a region name): binary
-    /// parameters are read as UTF-8 (see [`Params::label`]).
-    pub(crate) fn label(&self, i: usize, v: &Val, params: &Params<'_>) -> ParamText {
+    /// parameters are read as UTF-8 (see [`Params::label`]). Borrowed from
+    /// the text, the template or the Bind unless it has escapes to decode.
+    pub(crate) fn label<'a>(&'a self, i: usize, v: &'a Val, params: &Params<'a>) -> ParamText<'a> {
         match v {
-            Val::Text(s) => ParamText::Text(s.clone()),
+            Val::Text(s) => ParamText::Text(Cow::Borrowed(s)),
             Val::Lit(slot) => match self
                 .lit_text(i, *slot)
                 .and_then(|t| lex::literal_value(t, self.scs))
@@ -321,7 +365,7 @@ impl Analysis {
                         if let Alt::Tenant(v) = a
                             && let ParamText::Text(t) = self.value(i, v, params)
                         {
-                            out.push(TenantKey(canonical_tenant(&t)));
+                            out.push(TenantKey(canonical_tenant(&t).into_owned()));
                         }
                     }
                 }
@@ -425,19 +469,18 @@ impl Analyzer {
             );
             return Analysis {
                 sql: sql.into(),
-                statements: vec![StatementAnalysis {
+                statements: Statements::One(StatementAnalysis {
                     template: Arc::new(tpl),
                     range: 0..sql.len(),
                     lits: Lits::default(),
                     hint: false,
                     exec: None,
-                }],
+                }),
                 allow_scatter_hint: false,
                 scs,
             };
         }
-        // Nearly every text is one statement.
-        let mut statements = Vec::with_capacity(1);
+        let mut statements = Statements::Many(Vec::new());
         let mut any_hint = false;
         lex::scan_statements(sql, scs, |range, sc| {
             let text = &sql[range.clone()];
@@ -838,7 +881,7 @@ fn exec_value(a: &ExecArg, sql: &str, lits: &Lits, scs: bool) -> Option<bytes::B
             .and_then(|r| sql.get(r))
             .and_then(|t| lex::literal_value(t, scs))
         {
-            Some(v) => Some(bytes::Bytes::from(v)),
+            Some(v) => Some(bytes::Bytes::from(v.into_owned())),
             None => unknown(),
         },
     }
@@ -847,8 +890,9 @@ fn exec_value(a: &ExecArg, sql: &str, lits: &Lits, scs: bool) -> Option<bytes::B
 /// A tenant id as the tenant directory writes it (`id::text`): a UUID in
 /// its canonical form (lower case, hyphenated; PostgreSQL accepts upper
 /// case, no hyphens and braces), an integer without sign or leading zeros.
-/// Anything else is kept as written.
-pub fn canonical_tenant(t: &str) -> String {
+/// Anything else is kept as written. Borrowed when `t` is already
+/// canonical (no copy per lookup).
+pub fn canonical_tenant(t: &str) -> Cow<'_, str> {
     let s = t.trim();
     let inner = s
         .strip_prefix('{')
@@ -875,7 +919,7 @@ pub fn canonical_tenant(t: &str) -> String {
             }
             out.push(c as char);
         }
-        return out;
+        return Cow::Owned(out);
     }
     let (neg, digits) = match s.strip_prefix('-') {
         Some(d) => (true, d),
@@ -885,12 +929,20 @@ pub fn canonical_tenant(t: &str) -> String {
         let d = digits.trim_start_matches('0');
         let d = if d.is_empty() { "0" } else { d };
         return if neg && d != "0" {
-            format!("-{d}")
+            if s.len() == d.len() + 1 && s.len() == t.len() {
+                // `-<d>` as written.
+                Cow::Borrowed(t)
+            } else {
+                Cow::Owned(format!("-{d}"))
+            }
+        } else if d.len() == t.len() {
+            // `<d>` as written (no sign, zeros or blanks).
+            Cow::Borrowed(t)
         } else {
-            d.to_string()
+            Cow::Owned(d.to_string())
         };
     }
-    t.to_string()
+    Cow::Borrowed(t)
 }
 
 impl StatementTemplate {

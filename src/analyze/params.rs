@@ -1,5 +1,7 @@
 //! Bind parameter values, as the Bind message carries them.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// The values of a Bind message: `None` is SQL NULL; `formats` follows the
@@ -17,16 +19,17 @@ pub struct Params<'a> {
 
 /// A parameter as the analyzer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParamText {
-    /// The value as text.
-    Text(String),
+pub enum ParamText<'a> {
+    /// The value as text: borrowed from the statement or the Bind when it
+    /// is written there as is (the usual case, no copy per statement).
+    Text(Cow<'a, str>),
     /// SQL NULL.
     Null,
     /// No value bound (statement analysed without a Bind, e.g. by `check`).
     Unbound,
 }
 
-impl Params<'_> {
+impl<'a> Params<'a> {
     /// No parameters (simple query, or offline analysis).
     pub const NONE: Params<'static> = Params {
         values: &[],
@@ -42,14 +45,14 @@ impl Params<'_> {
     /// `$n` (1-based) as text where the value is a label (a region name):
     /// binary values are read as UTF-8, as text, varchar and enum labels
     /// travel as their bytes in binary format too.
-    pub fn label(&self, n: u32) -> ParamText {
+    pub fn label(&self, n: u32) -> ParamText<'a> {
         let Some(i) = (n as usize).checked_sub(1) else {
             return ParamText::Unbound;
         };
         match self.values.get(i) {
             None => ParamText::Unbound,
             Some(None) => ParamText::Null,
-            Some(Some(b)) => ParamText::Text(String::from_utf8_lossy(b).into_owned()),
+            Some(Some(b)) => ParamText::Text(String::from_utf8_lossy(b)),
         }
     }
 
@@ -57,11 +60,12 @@ impl Params<'_> {
     /// big-endian integers (int2/int4/int8 tenant ids), 16 bytes as a
     /// UUID; anything else as UTF-8 (text, varchar and enum labels are
     /// sent as their bytes in binary format too).
-    pub fn text(&self, n: u32) -> ParamText {
+    pub fn text(&self, n: u32) -> ParamText<'a> {
         let Some(i) = (n as usize).checked_sub(1) else {
             return ParamText::Unbound;
         };
-        let Some(v) = self.values.get(i) else {
+        let values: &'a [Option<Bytes>] = self.values;
+        let Some(v) = values.get(i) else {
             return ParamText::Unbound;
         };
         let Some(bytes) = v else {
@@ -73,34 +77,32 @@ impl Params<'_> {
             _ => self.formats.get(i).copied().unwrap_or(0),
         };
         if format != 1 {
-            return ParamText::Text(String::from_utf8_lossy(bytes).into_owned());
+            return ParamText::Text(String::from_utf8_lossy(bytes));
         }
-        let b: &[u8] = bytes;
+        let b: &'a [u8] = bytes;
         let text = match (self.types.get(i).copied().unwrap_or(0), b.len()) {
-            (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, _) => {
-                String::from_utf8_lossy(b).into_owned()
-            }
+            (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, _) => String::from_utf8_lossy(b),
             (oid::INT2 | 0, 2) if oid_or_binary(self.types.get(i), b) => {
-                i16::from_be_bytes([b[0], b[1]]).to_string()
+                Cow::Owned(i16::from_be_bytes([b[0], b[1]]).to_string())
             }
             (oid::INT4 | 0, 4) if oid_or_binary(self.types.get(i), b) => {
-                i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string()
+                Cow::Owned(i32::from_be_bytes([b[0], b[1], b[2], b[3]]).to_string())
             }
-            (oid::INT8 | 0, 8) if oid_or_binary(self.types.get(i), b) => {
-                i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
-            }
+            (oid::INT8 | 0, 8) if oid_or_binary(self.types.get(i), b) => Cow::Owned(
+                i64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).to_string(),
+            ),
             (oid::UUID | 0, 16) if oid_or_binary(self.types.get(i), b) => {
                 let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                format!(
+                Cow::Owned(format!(
                     "{}-{}-{}-{}-{}",
                     &h[0..8],
                     &h[8..12],
                     &h[12..16],
                     &h[16..20],
                     &h[20..32]
-                )
+                ))
             }
-            _ => String::from_utf8_lossy(b).into_owned(),
+            _ => String::from_utf8_lossy(b),
         };
         ParamText::Text(text)
     }
@@ -177,11 +179,11 @@ mod tests {
         assert_eq!(typed.label(1), ParamText::Text("eu".into()));
         assert_eq!(
             typed.text(1),
-            ParamText::Text(i16::from_be_bytes(*b"eu").to_string())
+            ParamText::Text(i16::from_be_bytes(*b"eu").to_string().into())
         );
         assert_eq!(
             typed.text(2),
-            ParamText::Text(i32::from_be_bytes(*b"apac").to_string())
+            ParamText::Text(i32::from_be_bytes(*b"apac").to_string().into())
         );
     }
 }

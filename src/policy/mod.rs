@@ -9,6 +9,7 @@
 mod decision;
 mod mode;
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub use crate::refusal::RejectReason;
 pub use decision::{
     Decision, Outcome, ParamRewrite, RegionMove, RegionName, Rejection, ScatterCause, TableName,
+    Tables,
 };
 pub use mode::{Effect, apply_mode};
 
@@ -281,7 +283,7 @@ fn combine(analysis: &Analysis, per: Vec<Decision>) -> Decision {
     .or_else(|| per.iter().find_map(|d| d.table.clone()));
     Decision {
         outcome,
-        tables,
+        tables: tables.into(),
         table,
         moves,
         parse_error,
@@ -451,12 +453,11 @@ fn decide_one(
         return decide_execute(exec, &st.template.fingerprint, tenants, settings);
     }
     let t = &st.template;
-    let tables: Vec<TableName> = t
-        .facts
-        .tables
-        .iter()
-        .map(|n| settings.table_name(n))
-        .collect();
+    let names = &t.facts.tables;
+    let tables = match names.first() {
+        Some(one) if names.len() == 1 => Tables::One(settings.table_name(one)),
+        _ => Tables::Many(names.iter().map(|n| settings.table_name(n)).collect()),
+    };
     // The first reference's table is one of `tables` (names are looked up
     // once).
     let table = match t.facts.refs.first() {
@@ -616,7 +617,9 @@ fn decide_one(
                 .filter(|s| s.len() == 1)
                 .and_then(RegionSet::first)
                 .map(|r| r.into_name(settings).to_string()),
-            to: to.filter(|r| settings.regions.contains(r)),
+            to: to
+                .filter(|r| settings.regions.contains(r.as_ref()))
+                .map(Cow::into_owned),
         });
     }
     d.outcome = if scatter_allowed {
