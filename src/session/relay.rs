@@ -402,9 +402,7 @@ impl Session {
                     }
                     self.refresh_failed_tenants().await;
                     // Answers may unblock client input (verify decided,
-                    // room in buffers): handle what is waiting. (Nothing
-                    // waits in the common case: the client is waiting for
-                    // this answer, and the core's output is moved above.)
+                    // room in buffers): handle what is waiting.
                     if let Err(e) = self.step(&mut terminating).await {
                         return e;
                     }
