@@ -6,14 +6,14 @@
 //! an arbitrary entry (HashMap order) is evicted: cheaper than LRU
 //! bookkeeping and good enough for a working set that fits.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxBuildHasher;
 
 use super::StatementTemplate;
+use crate::prehashed::{Key, Lookup, Prehashed};
 
 const SHARDS: usize = 16;
 
@@ -35,89 +35,6 @@ pub(super) enum Entry {
 pub(super) struct Cache {
     shards: Vec<Mutex<Map>>,
     per_shard: usize,
-}
-
-/// A stored key: the shape and its hash.
-struct Key {
-    hash: u64,
-    shape: Box<str>,
-}
-
-/// A key as looked up: stored ([`Key`]) or borrowed (`(u64, &str)`), so a
-/// lookup needs no copy of the shape.
-trait Lookup {
-    fn key_hash(&self) -> u64;
-    fn key_shape(&self) -> &str;
-}
-
-impl Lookup for Key {
-    fn key_hash(&self) -> u64 {
-        self.hash
-    }
-    fn key_shape(&self) -> &str {
-        &self.shape
-    }
-}
-
-impl Lookup for (u64, &str) {
-    fn key_hash(&self) -> u64 {
-        self.0
-    }
-    fn key_shape(&self) -> &str {
-        self.1
-    }
-}
-
-impl<'a> Borrow<dyn Lookup + 'a> for Key {
-    fn borrow(&self) -> &(dyn Lookup + 'a) {
-        self
-    }
-}
-
-impl Hash for dyn Lookup + '_ {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.key_hash());
-    }
-}
-
-impl PartialEq for dyn Lookup + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.key_hash() == other.key_hash() && self.key_shape() == other.key_shape()
-    }
-}
-
-impl Eq for dyn Lookup + '_ {}
-
-// As its borrowed form hashes and compares (the map requires it).
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.hash);
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        (self as &dyn Lookup) == (other as &dyn Lookup)
-    }
-}
-
-impl Eq for Key {}
-
-/// The map's hasher: keys hash as their stored hash.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used (keys write one u64); hashes correctly all the same.
-        self.0 = FxBuildHasher.hash_one(bytes);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl Cache {
@@ -146,10 +63,10 @@ impl Cache {
         let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
         let key = Key {
             hash,
-            shape: key.into_boxed_str(),
+            text: key.into_boxed_str(),
         };
         if map.len() >= self.per_shard && !map.contains_key(&key as &dyn Lookup) {
-            if let Some(victim) = map.keys().next().map(|k| (k.hash, k.shape.clone())) {
+            if let Some(victim) = map.keys().next().map(|k| (k.hash, k.text.clone())) {
                 map.remove(&(victim.0, &*victim.1) as &dyn Lookup);
             }
         }

@@ -361,6 +361,29 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
+    /// Empties it for the next statement, keeping the buffers' capacity.
+    /// (Destructured: a field added to `Scan` must be reset here too.)
+    fn reset(&mut self) {
+        let Scan {
+            shape,
+            lits,
+            hint,
+            operators,
+            max_param,
+            huge_param,
+            undecidable,
+        } = self;
+        shape.clear();
+        lits.clear();
+        *hint = false;
+        *operators = 0;
+        *max_param = 0;
+        *huge_param = false;
+        *undecidable = None;
+    }
+}
+
+impl Scan {
     /// No statement scanned yet (what `Default` gives, as a constant).
     const EMPTY: Scan = Scan {
         shape: String::new(),
@@ -492,22 +515,7 @@ impl Scanner {
 
     /// Starts the next statement, at `base`, in the same buffers.
     fn restart(&mut self, base: usize) {
-        let Scan {
-            shape,
-            lits,
-            hint,
-            operators,
-            max_param,
-            huge_param,
-            undecidable,
-        } = &mut self.sc;
-        shape.clear();
-        lits.clear();
-        *hint = false;
-        *operators = 0;
-        *max_param = 0;
-        *huge_param = false;
-        *undecidable = None;
+        self.sc.reset();
         self.prev = None;
         self.pending_space = false;
         self.base = base;
@@ -709,21 +717,24 @@ fn push_placeholder(out: &mut String, slot: usize) {
         out.push_str(p);
         return;
     }
-    let mut n = LIFT_BASE as usize + slot;
-    let mut buf = [0u8; 21];
-    let mut i = buf.len();
+    out.push_str(dollar((LIFT_BASE as usize + slot) as u64, &mut [0u8; 21]));
+}
+
+/// `$n`, written into `buf` (no heap allocation per statement).
+pub(crate) fn dollar(mut n: u64, buf: &mut [u8; 21]) -> &str {
+    let mut at = buf.len();
     loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    i -= 1;
-    buf[i] = b'$';
+    at -= 1;
+    buf[at] = b'$';
     // Only ASCII was written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// Whether a literal after token `prev` is an expression operand.
@@ -1230,22 +1241,7 @@ mod tests {
 
         /// Starts the next statement, at `base`, in the same buffers.
         fn restart(&mut self, base: usize) {
-            let Scan {
-                shape,
-                lits,
-                hint,
-                operators,
-                max_param,
-                huge_param,
-                undecidable,
-            } = &mut self.sc;
-            shape.clear();
-            lits.clear();
-            *hint = false;
-            *operators = 0;
-            *max_param = 0;
-            *huge_param = false;
-            *undecidable = None;
+            self.sc.reset();
             self.prev = None;
             self.pending_space = false;
             self.base = base;

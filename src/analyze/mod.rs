@@ -179,44 +179,7 @@ impl Lits {
 /// The statements of an analysed text, in order: reads as a slice. The
 /// usual single statement is kept inline, so an analysis allocates (and
 /// frees) no list for it.
-#[derive(Debug)]
-pub enum Statements {
-    /// Exactly one statement.
-    One(StatementAnalysis),
-    /// None (an empty query) or several.
-    Many(Vec<StatementAnalysis>),
-}
-
-impl Statements {
-    fn push(&mut self, s: StatementAnalysis) {
-        *self = match std::mem::replace(self, Statements::Many(Vec::new())) {
-            Statements::One(first) => Statements::Many(vec![first, s]),
-            Statements::Many(v) if v.is_empty() => Statements::One(s),
-            Statements::Many(mut v) => {
-                v.push(s);
-                Statements::Many(v)
-            }
-        };
-    }
-}
-
-impl std::ops::Deref for Statements {
-    type Target = [StatementAnalysis];
-    fn deref(&self) -> &[StatementAnalysis] {
-        match self {
-            Statements::One(s) => std::slice::from_ref(s),
-            Statements::Many(v) => v,
-        }
-    }
-}
-
-impl<'a> IntoIterator for &'a Statements {
-    type Item = &'a StatementAnalysis;
-    type IntoIter = std::slice::Iter<'a, StatementAnalysis>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
+pub type Statements = crate::one_or_many::OneOrMany<StatementAnalysis>;
 
 /// The analysis of a query text (one or several statements).
 #[derive(Debug)]
@@ -480,7 +443,7 @@ impl Analyzer {
                 scs,
             };
         }
-        let mut statements = Statements::Many(Vec::new());
+        let mut statements = Statements::default();
         let mut any_hint = false;
         lex::scan_statements(sql, scs, |range, sc| {
             let text = &sql[range.clone()];

@@ -7,8 +7,8 @@
 //! down to 90 % of the capacity, so a burst of new fingerprints costs one
 //! scan per tenth of the capacity, not one per statement.
 
-use std::borrow::{Borrow, Cow};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::borrow::Cow;
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +16,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 use super::labels::{DecisionLabel, ScatterCause};
+use crate::prehashed::{Key, Lookup, Prehashed};
 use crate::refusal::RejectReason;
 
 /// Longest fingerprint kept, in bytes; longer ones are cut at a char boundary
@@ -103,94 +104,9 @@ pub struct StatementFilter {
 /// An eviction candidate: (count, last_seen, fingerprint, decision, table).
 type Victim = (u64, u64, Key, DecisionLabel, Box<str>);
 
-/// A fingerprint with its hash. Fingerprints come from client SQL, so the
-/// hash stays SipHash with a per-process key (no HashDoS); keeping it with
-/// the key lets a lookup whose hash is known skip hashing the text.
-#[derive(Debug, Clone)]
-struct Key {
-    hash: u64,
-    text: Box<str>,
-}
-
-/// A key to look up: [`Key`] itself, or a borrowed (hash, text).
-trait AsKey {
-    fn key_hash(&self) -> u64;
-    fn text(&self) -> &str;
-}
-
-impl AsKey for Key {
-    fn key_hash(&self) -> u64 {
-        self.hash
-    }
-    fn text(&self) -> &str {
-        &self.text
-    }
-}
-
-impl AsKey for (u64, &str) {
-    fn key_hash(&self) -> u64 {
-        self.0
-    }
-    fn text(&self) -> &str {
-        self.1
-    }
-}
-
-// Hash: the stored hash only; equality: the text only. A lookup with a
-// wrong hash (a stale hint) can only miss, never match another text.
-impl Hash for dyn AsKey + '_ {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.key_hash());
-    }
-}
-
-impl PartialEq for dyn AsKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.text() == other.text()
-    }
-}
-
-impl Eq for dyn AsKey + '_ {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        h.write_u64(self.hash);
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
-impl Eq for Key {}
-
-impl<'a> Borrow<dyn AsKey + 'a> for Key {
-    fn borrow(&self) -> &(dyn AsKey + 'a) {
-        self
-    }
-}
-
-/// Hands the precomputed [`Key`] hash through (the map only ever hashes
-/// a `u64`).
-#[derive(Debug, Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn write(&mut self, bytes: &[u8]) {
-        // Not reached (keys hash as one u64); kept total for safety.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+// Fingerprints come from client SQL, so a key's hash stays SipHash with a
+// per-process key (no HashDoS); keeping it with the key lets a lookup
+// whose hash is known skip hashing the text.
 
 /// Number of remembered (fingerprint address → hash) hints.
 const HINTS: usize = 64;
@@ -211,7 +127,7 @@ struct Hint {
 #[derive(Debug)]
 pub struct StatementStore {
     /// Fingerprint → one slot per (decision, table) seen with it (few).
-    map: DashMap<Key, Vec<Slot>, BuildHasherDefault<PassThrough>>,
+    map: DashMap<Key, Vec<Slot>, BuildHasherDefault<Prehashed>>,
     /// SipHash, randomly keyed: the hash of every [`Key`].
     hasher: RandomState,
     hints: [Hint; HINTS],
@@ -274,12 +190,12 @@ impl StatementStore {
             let hinted = (hint.addr.load(Ordering::Relaxed) == fingerprint.as_ptr() as usize
                 && hint.len.load(Ordering::Relaxed) == fingerprint.len())
             .then(|| hint.hash.load(Ordering::Relaxed));
-            let found = hinted.and_then(|h| self.map.get_mut(&(h, fingerprint) as &dyn AsKey));
+            let found = hinted.and_then(|h| self.map.get_mut(&(h, fingerprint) as &dyn Lookup));
             let mut slots = match found {
                 Some(slots) => slots,
                 None => {
                     let h = self.hasher.hash_one(fingerprint);
-                    match self.map.get_mut(&(h, fingerprint) as &dyn AsKey) {
+                    match self.map.get_mut(&(h, fingerprint) as &dyn Lookup) {
                         Some(slots) => {
                             hint.addr
                                 .store(fingerprint.as_ptr() as usize, Ordering::Relaxed);
@@ -290,7 +206,7 @@ impl StatementStore {
                         None => {
                             let clean = sanitize_fingerprint(fingerprint);
                             let h = self.hasher.hash_one(clean.as_ref());
-                            match self.map.get_mut(&(h, clean.as_ref()) as &dyn AsKey) {
+                            match self.map.get_mut(&(h, clean.as_ref()) as &dyn Lookup) {
                                 Some(slots) => slots,
                                 None => self
                                     .map
@@ -355,7 +271,7 @@ impl StatementStore {
         all.sort_unstable_by_key(|v| (v.0, v.1));
         for (_, _, fp, decision, table) in all.into_iter().take(excess) {
             let mut emptied = false;
-            if let Some(mut slots) = self.map.get_mut(&fp as &dyn AsKey) {
+            if let Some(mut slots) = self.map.get_mut(&fp as &dyn Lookup) {
                 let before = slots.len();
                 slots.retain(|s| !(s.decision == decision && s.table == table));
                 let removed = before - slots.len();
@@ -367,7 +283,7 @@ impl StatementStore {
             }
             if emptied {
                 self.map
-                    .remove_if(&fp as &dyn AsKey, |_, slots| slots.is_empty());
+                    .remove_if(&fp as &dyn Lookup, |_, slots| slots.is_empty());
             }
         }
     }

@@ -109,62 +109,7 @@ shared_name! {
 /// The tables a decision names (sorted): reads as a slice of
 /// [`TableName`]s. The usual single table is kept inline, so a decision
 /// allocates (and frees) no list for it.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Tables {
-    /// Exactly one table.
-    One(TableName),
-    /// None or several.
-    Many(Vec<TableName>),
-}
-
-impl Default for Tables {
-    fn default() -> Tables {
-        Tables::Many(Vec::new())
-    }
-}
-
-impl From<Vec<TableName>> for Tables {
-    fn from(mut v: Vec<TableName>) -> Tables {
-        match v.pop() {
-            Some(one) if v.is_empty() => Tables::One(one),
-            Some(last) => {
-                v.push(last);
-                Tables::Many(v)
-            }
-            None => Tables::Many(v),
-        }
-    }
-}
-
-impl Deref for Tables {
-    type Target = [TableName];
-    fn deref(&self) -> &[TableName] {
-        match self {
-            Tables::One(t) => std::slice::from_ref(t),
-            Tables::Many(v) => v,
-        }
-    }
-}
-
-impl<'a> IntoIterator for &'a Tables {
-    type Item = &'a TableName;
-    type IntoIter = std::slice::Iter<'a, TableName>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl fmt::Debug for Tables {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl Serialize for Tables {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
-    }
-}
+pub type Tables = crate::one_or_many::OneOrMany<TableName>;
 
 /// What to do with a statement, plus what to count.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -731,9 +731,9 @@ fn rewrite_outcome(
         ));
     }
     let k = max + 1;
-    let mut buf = [0u8; 11];
+    let mut buf = [0u8; 21];
     let parameterized = (settings.parameterized_rewrites || unbound_tenant).then(|| ParamRewrite {
-        sql: tpl.render(&lit, dollar(k, &mut buf)),
+        sql: tpl.render(&lit, crate::analyze::lex::dollar(k.into(), &mut buf)),
         region_param: k,
     });
     let sql = match (&parameterized, id) {
@@ -746,23 +746,6 @@ fn rewrite_outcome(
         sql,
         parameterized,
     }
-}
-
-/// `$k`, written into `buf` (no heap allocation per statement).
-fn dollar(k: u32, buf: &mut [u8; 11]) -> &str {
-    let mut n = k;
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    at -= 1;
-    buf[at] = b'$';
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// Sets `to` to the intersection with `from`'s set: along equality edges

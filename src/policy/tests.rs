@@ -49,9 +49,9 @@ fn warn_mode_forwards_rejections_with_a_warning_and_observe_forwards_all_locally
 
 #[test]
 fn dollar_writes_any_parameter_number() {
-    let mut buf = [0u8; 11];
-    for k in [0, 1, 9, 10, 65_535, u32::MAX] {
-        assert_eq!(dollar(k, &mut buf), format!("${k}"));
+    let mut buf = [0u8; 21];
+    for k in [0, 1, 9, 10, 65_535, u64::from(u32::MAX), u64::MAX] {
+        assert_eq!(crate::analyze::lex::dollar(k, &mut buf), format!("${k}"));
     }
 }
 
