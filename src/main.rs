@@ -9,12 +9,6 @@ use geogate::check::{self, CheckArgs, ExplainArgs};
 use geogate::config::Config;
 use geogate::logging::LogFormat;
 
-/// mimalloc instead of glibc's malloc: a statement's few small allocations
-/// (analysis, plan, buffers) cost about a third as many instructions
-/// (callgrind, BENCHMARKS.md), and freed memory returns to the OS per page.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A PostgreSQL-wire sidecar that keeps every statement inside its region.
 #[derive(Parser)]
 #[command(name = "geogate", version, about)]
