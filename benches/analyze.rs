@@ -108,10 +108,7 @@ fn bench(c: &mut Criterion) {
     // statement, so only decide runs per execution.
     let mut decide_only = c.benchmark_group("decide_only");
     let a = z.analyze("SELECT id FROM users WHERE tenant_id = $1 AND id = $2");
-    let vals = [
-        Some(bytes::Bytes::from_static(b"2")),
-        Some(bytes::Bytes::from_static(b"9")),
-    ];
+    let vals = [Some(&b"2"[..]), Some(&b"9"[..])];
     let p = Params {
         values: &vals,
         formats: &[],

@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use common::cases::decision_cases;
 use geogate::analyze::{Analyzer, Params};
 use geogate::config::Config;
@@ -65,10 +64,7 @@ impl World {
     }
 
     fn decide(&self, sql: &str, user: Option<&str>, params: &[Option<&str>]) -> Decision {
-        let values: Vec<Option<Bytes>> = params
-            .iter()
-            .map(|p| p.map(|s| Bytes::copy_from_slice(s.as_bytes())))
-            .collect();
+        let values: Vec<Option<&[u8]>> = params.iter().map(|p| p.map(str::as_bytes)).collect();
         let p = Params {
             values: &values,
             formats: &[],
@@ -301,11 +297,7 @@ fn random_mutations_of_the_corpus_never_panic() {
             _ => w.analyzer.analyze_in(&sql, &ctx_off),
         };
         ctx_off.clone().record(&a);
-        let vals = [
-            Some(Bytes::from_static(b"eu")),
-            None,
-            Some(Bytes::from_static(&[0, 0, 0, 1])),
-        ];
+        let vals = [Some(&b"eu"[..]), None, Some(&[0, 0, 0, 1][..])];
         let p = Params {
             values: &vals,
             formats: &[0, 0, 1],

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use bytes::Bytes;
 use geogate::analyze::{Analyzer, Params, SqlContext};
 use geogate::config::Config;
 use geogate::policy::{Settings, decide};
@@ -63,10 +62,10 @@ fuzz_target!(|data: &[u8]| {
     };
     ctx.clone().record(&a);
     let vals = [
-        Some(Bytes::from_static(b"eu")),
+        Some(&b"eu"[..]),
         None,
-        Some(Bytes::from_static(&[0, 0, 0, 2])),
-        Some(Bytes::copy_from_slice(rest.get(..4).unwrap_or(b"x"))),
+        Some(&[0, 0, 0, 2][..]),
+        Some(rest.get(..4).unwrap_or(b"x")),
     ];
     let params = Params {
         values: &vals,

@@ -314,8 +314,9 @@ impl Analysis {
         let mut out = Vec::new();
         for (i, s) in self.statements.iter().enumerate() {
             if let Some(Exec::Known { analysis, values }) = &s.exec {
+                let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
                 let p = Params {
-                    values,
+                    values: &values,
                     formats: &[],
                     types: &[],
                 };

@@ -2,15 +2,13 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
-
 /// The values of a Bind message: `None` is SQL NULL; `formats` follows the
 /// protocol (no entry: all text; one entry: applies to all; else one per
 /// value; 0 = text, 1 = binary). A simple query has none.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Params<'a> {
     /// Parameter values, `$1` first.
-    pub values: &'a [Option<Bytes>],
+    pub values: &'a [Option<&'a [u8]>],
     /// Format codes.
     pub formats: &'a [i16],
     /// Parameter type OIDs from Parse (0 or missing: unspecified).
@@ -64,11 +62,10 @@ impl<'a> Params<'a> {
         let Some(i) = (n as usize).checked_sub(1) else {
             return ParamText::Unbound;
         };
-        let values: &'a [Option<Bytes>] = self.values;
-        let Some(v) = values.get(i) else {
+        let Some(v) = self.values.get(i) else {
             return ParamText::Unbound;
         };
-        let Some(bytes) = v else {
+        let Some(b) = *v else {
             return ParamText::Null;
         };
         let format = match self.formats.len() {
@@ -77,9 +74,8 @@ impl<'a> Params<'a> {
             _ => self.formats.get(i).copied().unwrap_or(0),
         };
         if format != 1 {
-            return ParamText::Text(String::from_utf8_lossy(bytes));
+            return ParamText::Text(String::from_utf8_lossy(b));
         }
-        let b: &'a [u8] = bytes;
         let text = match (self.types.get(i).copied().unwrap_or(0), b.len()) {
             (oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME, _) => String::from_utf8_lossy(b),
             (oid::INT2 | 0, 2) if oid_or_binary(self.types.get(i), b) => {
@@ -134,12 +130,8 @@ mod tests {
 
     #[test]
     fn params_decode_text_binary_ints_uuid_and_null() {
-        let vals = vec![
-            Some(Bytes::from_static(b"eu")),
-            Some(Bytes::from(42i32.to_be_bytes().to_vec())),
-            None,
-            Some(Bytes::from(vec![0x12u8; 16])),
-        ];
+        let (int, uuid) = (42i32.to_be_bytes(), [0x12u8; 16]);
+        let vals = vec![Some(&b"eu"[..]), Some(&int[..]), None, Some(&uuid[..])];
         let p = Params {
             values: &vals,
             formats: &[0, 1, 0, 1],
@@ -158,10 +150,7 @@ mod tests {
 
     #[test]
     fn binary_text_of_integer_length_stays_text_unless_typed() {
-        let vals = vec![
-            Some(Bytes::from_static(b"eu")),
-            Some(Bytes::from_static(b"apac")),
-        ];
+        let vals = vec![Some(&b"eu"[..]), Some(&b"apac"[..])];
         let untyped = Params {
             values: &vals,
             formats: &[1],

@@ -677,8 +677,9 @@ fn decide_execute(
             d
         }
         Exec::Known { analysis, values } => {
+            let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
             let p = Params {
-                values,
+                values: &values,
                 formats: &[],
                 types: &[],
             };

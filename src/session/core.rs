@@ -1693,7 +1693,7 @@ fn bind_portal(frame: &[u8]) -> String {
 
 /// A Bind with no parameter values (a BEGIN bound as JDBC does).
 fn no_values(bind: &BindFrame<'_>) -> bool {
-    bind.decode().is_some_and(|b| b.parameters.is_empty())
+    bind.params().is_some_and(|b| b.values.is_empty())
 }
 
 /// The upstream name of a rewritten statement: stable for a text, so each

@@ -796,13 +796,13 @@ pub(super) async fn plan_message(
     let (analysis, types) = core.analysis_of(msg, planner.analyzer_id(), |sql, ctx| {
         planner.analyze(sql, ctx)
     })?;
-    // Decoding a Bind copies its values: only when the decision reads them.
+    // A Bind's values are read in place, and only when the decision reads them.
     let bind = match msg {
-        Frontend::Bind(b) if analysis.reads_params() => b.decode(),
+        Frontend::Bind(b) if analysis.reads_params() => b.params(),
         _ => None,
     };
     let (values, formats) = match &bind {
-        Some(b) => (b.parameters.as_slice(), b.parameter_format_codes.as_slice()),
+        Some(b) => (b.values.as_slice(), b.formats.as_slice()),
         None => (&[][..], &[][..]),
     };
     let params = Params {

@@ -73,12 +73,19 @@ mod no_panic_tests {
             frame.extend_from_slice(&len.to_be_bytes());
             frame.append(&mut data);
             let _ = super::validate::parse_view(&frame);
-            if let Some(b) = super::validate::BindFrame::new(&frame) {
-                let _ = b.decode();
-            }
+            let bind = super::validate::BindFrame::new(&frame).map(|b| b.params());
             // As the session does: validate, then decode.
             if super::validate::client_message_well_formed(&frame) {
-                let _ = PgWireFrontendMessage::decode(&mut BytesMut::from(&frame[..]), &ctx);
+                let decoded = PgWireFrontendMessage::decode(&mut BytesMut::from(&frame[..]), &ctx);
+                // The in-place reading of a Bind agrees with pgwire's.
+                if let (Some(Some(mine)), Ok(Some(PgWireFrontendMessage::Bind(b)))) =
+                    (&bind, &decoded)
+                {
+                    assert_eq!(mine.formats, b.parameter_format_codes);
+                    let theirs: Vec<Option<&[u8]>> =
+                        b.parameters.iter().map(|v| v.as_deref()).collect();
+                    assert_eq!(mine.values, theirs);
+                }
             }
             if super::validate::sasl_initial_well_formed(&frame[5..]) {
                 let mut p = BytesMut::from(&frame[..]);
