@@ -24,7 +24,12 @@ pidfile = $WORK/pgbouncer.pid
 INI
   echo '"postgres" ""' > "$WORK/userlist.txt"
   [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK"
+  # runuser's PAM session puts the soft open-files limit back to 1024: with
+  # 512 clients (and 512 server connections) PgBouncer would run out of
+  # descriptors and leave clients waiting (query_wait_timeout). Raise it to
+  # the hard limit again inside.
   # shellcheck disable=SC2086 # WRAP_BOUNCER is a command prefix
-  as_pg ${WRAP_BOUNCER:-} pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
+  as_pg bash -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"' _ \
+    ${WRAP_BOUNCER:-} pgbouncer "$WORK/pgbouncer.ini" >/dev/null 2>&1 &
   PIDS+=($!)
 }

@@ -150,6 +150,11 @@ $4
 mode = "enforce"
 worker_threads = $WORKER_THREADS
 max_client_connections = $((CLIENTS + 100))
+# The benchmark saturates the machine on purpose: with 512 clients a
+# startup + SELECT 1 on the shared PostgreSQL can take longer than the
+# default 2 s, and a sidecar idle while another target runs would mark its
+# gateways down on the prober's word (every statement then GG004).
+probe_timeout = "30s"
 
 # One PostgreSQL plays the three regional gateways (see the header).
 [regions.eu]
@@ -184,6 +189,7 @@ listen = "127.0.0.1:$3"
 local_region = "eu"
 worker_threads = $WORKER_THREADS
 max_client_connections = $((CLIENTS + 100))
+probe_timeout = "30s"
 [regions.eu]
 gateway = "$GW"
 [[users]]
@@ -241,7 +247,11 @@ run() { # target mode -> "tps transactions failed cpu_ticks user_ticks"
   for f in $SCRIPT_REGIONS; do fs+=(-f "$WORK/$files-$f.sql@1"); done
   [ -n "$pid" ] && c0=$(cpu_ticks "$pid") && u0=$(user_ticks "$pid")
   out=$(PGPASSWORD=bench pgbench -n -c "$CLIENTS" -j "$THREADS" $LENGTH -M "$2" "${fs[@]}" \
-    -h 127.0.0.1 -p "$port" -U postgres bench 2>&1) || { echo "pgbench failed ($1 $2):" >&2; echo "$out" >&2; exit 1; }
+    -h 127.0.0.1 -p "$port" -U postgres bench 2>&1) || {
+    echo "pgbench failed ($1 $2):" >&2; echo "$out" | tail -20 >&2
+    for f in "$WORK"/geogate-*.log; do echo "--- $f" >&2; tail -20 "$f" >&2; done
+    exit 1
+  }
   [ -n "$pid" ] && c1=$(cpu_ticks "$pid") && u1=$(user_ticks "$pid")
   local tps n failed
   tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
