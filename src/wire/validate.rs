@@ -2,8 +2,8 @@
 //! decoder, whose `decode_body` reads fixed-size fields without bounds
 //! checks (a truncated Parse or Bind would panic inside the `bytes` crate),
 //! and zero-copy views of the few fields the session reads on every
-//! message (statement names, the SQL of a Parse), so the hot path needs no
-//! allocation; full decoding (`pgwire`) happens only when asked for.
+//! message (statement names, the SQL of a Parse, a Bind's values), so the
+//! hot path needs no copy; full decoding (`pgwire`) is for the rest.
 //! Pure and total: any byte slice gives an answer, never a panic.
 
 use std::borrow::Cow;
@@ -145,7 +145,7 @@ pub fn parse_view(frame: &[u8]) -> Option<ParseView<'_>> {
 }
 
 /// A Bind message as the client sent it: the statement name is read in
-/// place, the rest (parameter values) decoded only when asked for.
+/// place, the parameter values read (in place too) only when asked for.
 #[derive(Debug, Clone)]
 pub struct BindFrame<'a> {
     frame: &'a [u8],
