@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = bind.statement_name();
     let mine = bind.params();
-    assert!(well_formed, "BindFrame::new accepted a frame the check refuses");
+    assert!(
+        well_formed,
+        "BindFrame::new accepted a frame the check refuses"
+    );
     let mut ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
     ctx.awaiting_frontend_ssl = false;
     ctx.awaiting_frontend_startup = false;
