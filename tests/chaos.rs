@@ -1065,3 +1065,62 @@ async fn a_gateway_that_answers_but_would_refuse_every_session_is_reported_down_
         "probe: a gateway refusing every session (3D000) reported down with no client involved; its statements served by the fallback"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_answering_sessions_is_not_taken_down_by_probes_that_time_out() {
+    // A load spike as the prober sees it: no startup + `SELECT 1` can finish
+    // within 1 ms, so every probe fails, while the sessions' statements are
+    // answered. 60 failures in a row at 50 ms each: a region whose gateway
+    // answers nobody goes down after about 3 s.
+    let regions = seeded(
+        "chaos_slowprobe",
+        vec![("eu", Cluster::shared("eu")), ("us", Cluster::shared("us"))],
+    );
+    let proxy = Proxy::start(&config(
+        &regions,
+        "probe_interval = \"50ms\"\nprobe_timeout = \"1ms\"\nprobe_failures_down = 60",
+    ));
+    let c = connect(proxy.port, &regions.db).await;
+    let ports = [
+        ("eu", regions.cluster("eu").port()),
+        ("us", regions.cluster("us").port()),
+    ];
+    // Twice the time it would take to mark an unanswered region down.
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut statements = 0;
+    while Instant::now() < until {
+        for (region, port) in ports {
+            let row = c
+                .query_one(
+                    &format!(
+                        "SELECT inet_server_port(), count(*) FROM events WHERE region = '{region}'"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                row.get::<_, i32>(0),
+                i32::from(port),
+                "{region} served by its own gateway"
+            );
+            statements += 1;
+        }
+        if statements % 50 == 0 {
+            let m = proxy.scrape().await;
+            assert_eq!(upstream_up(&m, "eu"), Some(1.0), "eu answers sessions");
+            assert_eq!(upstream_up(&m, "us"), Some(1.0), "us answers sessions");
+        }
+    }
+    let m = proxy.scrape().await;
+    assert_eq!(failovers(&m), 0.0, "nothing failed over");
+    assert_eq!(upstream_up(&m, "us"), Some(1.0));
+    // The answers stop: the failed probes count again.
+    wait_until("us reported down once no session is answered", || async {
+        upstream_up(&proxy.scrape().await, "us") == Some(0.0)
+    })
+    .await;
+    println!(
+        "slow probes: {statements} statements over 6 s with every probe timing out, both regions up throughout; us down once the answers stopped"
+    );
+}

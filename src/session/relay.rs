@@ -26,7 +26,9 @@ use crate::plan::{Plan, Planner};
 use crate::policy::Settings;
 use crate::refusal::RejectReason;
 use crate::shared::Live;
-use crate::upstream::{Attempt, CancelTarget, OpenError, StartupParams, Upstream, UpstreamError};
+use crate::upstream::{
+    Attempt, CancelTarget, Liveness, OpenError, StartupParams, Upstream, UpstreamError,
+};
 use crate::wire::stream::{PgReader, PgWriter};
 use crate::wire::{ClientError, FrameError, peek_frame};
 
@@ -138,6 +140,9 @@ struct Conn {
     cancel: CancelTarget,
     /// Bytes waiting to be written.
     out: BytesMut,
+    /// Marked when the gateway answers (the prober does not count a slow
+    /// probe of a gateway that is serving sessions).
+    liveness: Option<Liveness>,
 }
 
 enum Event {
@@ -257,12 +262,13 @@ impl Session {
             l.rx = leftover;
         }
         conns.insert(
-            region,
+            region.clone(),
             Conn {
                 reader,
                 writer,
                 cancel: target,
                 out: BytesMut::new(),
+                liveness: shared.health.liveness(&region),
             },
         );
         Session {
@@ -386,6 +392,9 @@ impl Session {
                     release_if_empty(&mut self.cin);
                 }
                 Event::UpRead(region, Ok(n)) if n > 0 => {
+                    if let Some(l) = self.conns.get(&region).and_then(|c| c.liveness.as_ref()) {
+                        l.saw_answer();
+                    }
                     if let Some(l) = self.core.link_mut(&region) {
                         if l.rx.is_empty() {
                             std::mem::swap(&mut l.rx, &mut self.uin);
@@ -605,6 +614,7 @@ impl Session {
         if let Some(l) = self.core.link_mut(&region) {
             l.rx = leftover;
         }
+        let liveness = self.shared.health.liveness(&region);
         self.conns.insert(
             region,
             Conn {
@@ -612,6 +622,7 @@ impl Session {
                 writer,
                 cancel,
                 out: BytesMut::new(),
+                liveness,
             },
         );
     }

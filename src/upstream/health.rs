@@ -16,6 +16,11 @@
 //! further attempt on a dead gateway costs it a connect timeout. Probes use
 //! consecutive-result thresholds, so a single slow probe does not move traffic
 //! and a gateway that answers once while restarting does not get it back.
+//! And a failed probe of a gateway that answered sessions since the previous
+//! probe is not counted ([`Liveness`]): under a load spike a new connection
+//! and `SELECT 1` can take longer than `probe_timeout` on a database that is
+//! serving; marking it down would turn its slowness into `GG004` for every
+//! client. A dead gateway answers no session, so its probes count.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -112,9 +117,32 @@ struct Streak {
     successes: u32,
 }
 
+/// A region's mark that its gateway answered a session: sessions set it
+/// when upstream bytes arrive (one relaxed load per read, a store only when
+/// it was clear), each probe result clears it.
+#[derive(Debug, Clone, Default)]
+pub struct Liveness(Arc<AtomicBool>);
+
+impl Liveness {
+    /// The gateway just answered a session.
+    pub fn saw_answer(&self) {
+        // A load first: the flag's cache line stays shared while it is set.
+        if !self.0.load(Ordering::Relaxed) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether it answered since the last call; clears the mark.
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug)]
 struct RegionHealth {
     up: AtomicBool,
+    /// Answers seen by sessions since the last probe result.
+    answered: Liveness,
     fallback: Vec<String>,
     /// A std mutex: held for a count and a flag change (and the observer's
     /// non-blocking call), never across an `.await`.
@@ -193,6 +221,7 @@ impl Health {
                         name.clone(),
                         RegionHealth {
                             up: AtomicBool::new(true),
+                            answered: Liveness::default(),
                             fallback: r.fallback.clone(),
                             streak: Mutex::new(Streak::default()),
                         },
@@ -235,12 +264,20 @@ impl Health {
         self.down(region, Signal::ConnectionLost)
     }
 
+    /// The mark sessions set when `region`'s gateway answers them (`None`
+    /// for an unknown region).
+    pub fn liveness(&self, region: &str) -> Option<Liveness> {
+        self.regions.get(region).map(|r| r.answered.clone())
+    }
+
     /// Health signal from the prober: `ok` when a startup and `SELECT 1`
     /// succeeded. Flips the region after `failures_down` failures or
     /// `successes_up` successes in a row, also before its first answer: a
     /// probe slowed by a busy machine must not take a healthy region down
-    /// (its statements would get `GG004`). Returns whether the region
-    /// changed state.
+    /// (its statements would get `GG004`). A failure is not counted while
+    /// the region is up and its gateway answered a session since the
+    /// previous result: it is serving, only slow. Returns whether the
+    /// region changed state.
     pub fn probe_result(&self, region: &str, ok: bool) -> bool {
         let Some(r) = self.regions.get(region) else {
             return false;
@@ -250,6 +287,10 @@ impl Health {
         // after a session saw it fail).
         let mut s = r.streak.lock().unwrap_or_else(|e| e.into_inner());
         let up = r.up.load(Ordering::SeqCst);
+        let served = r.answered.take();
+        if !ok && up && served {
+            return false;
+        }
         let flip = if ok {
             s.failures = 0;
             s.successes = s.successes.saturating_add(1);

@@ -226,6 +226,37 @@ fn a_region_goes_down_only_after_consecutive_failed_probes_even_before_its_first
 }
 
 #[test]
+fn failed_probes_of_a_gateway_answering_sessions_are_not_counted() {
+    let h = Health::new(&regions(), None);
+    let eu = h.liveness("eu").expect("configured");
+    assert!(h.liveness("mars").is_none());
+    // Sessions are being answered: a slow probe does not take eu down.
+    for _ in 0..5 {
+        eu.saw_answer();
+        assert!(!h.probe_result("eu", false));
+        assert!(h.is_up("eu"), "serving, only slow");
+    }
+    // The answers stop: the mark is used up by one result, then the
+    // failures count as usual (two in a row).
+    eu.saw_answer();
+    assert!(
+        !h.probe_result("eu", false),
+        "answered since the last probe"
+    );
+    assert!(
+        !h.probe_result("eu", false),
+        "first failure without answers"
+    );
+    assert!(h.probe_result("eu", false), "down after two");
+    // A down region comes back on probes only, whatever the sessions saw.
+    eu.saw_answer();
+    assert!(!h.probe_result("eu", false));
+    assert!(!h.is_up("eu"));
+    assert!(!h.probe_result("eu", true));
+    assert!(h.probe_result("eu", true), "back after two successes");
+}
+
+#[test]
 fn a_session_signal_marks_down_at_once_and_the_region_must_earn_its_return() {
     let thresholds = Thresholds {
         failures_down: 3,

@@ -34,7 +34,7 @@ use crate::wire::stream::{PgReader, PgWriter};
 pub use connect::{UpstreamError, connect_attempt, send_cancel};
 pub use directory::GatewayDirectory;
 pub use health::{
-    Attempt, Choice, Health, HealthObserver, NoGateway, OpenError, Signal, Thresholds,
+    Attempt, Choice, Health, HealthObserver, Liveness, NoGateway, OpenError, Signal, Thresholds,
 };
 pub use probe::{GatewayProbe, PROBE_APPLICATION_NAME, probe_gateway};
 pub use prober::{BoxFuture, Probe, ProberConfig, spawn_prober};
