@@ -27,7 +27,7 @@ pub use context::SqlContext;
 pub use facts::{Alt, At, Facts, Scope, TableRef, Val};
 pub use kind::StatementKind;
 pub use marked::Marked;
-pub use params::{ParamText, Params};
+pub use params::{ParamText, Params, borrowed as borrowed_params};
 
 use crate::config::{Config, OnMissingRegion, TableConfig, UnlistedTables};
 use cache::{Cache, Entry};
@@ -314,7 +314,7 @@ impl Analysis {
         let mut out = Vec::new();
         for (i, s) in self.statements.iter().enumerate() {
             if let Some(Exec::Known { analysis, values }) = &s.exec {
-                let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+                let values = params::borrowed(values);
                 let p = Params {
                     values: &values,
                     formats: &[],

@@ -27,6 +27,12 @@ pub enum ParamText<'a> {
     Unbound,
 }
 
+/// Values held in memory (an `EXECUTE`'s arguments) as [`Params::values`]
+/// borrows them.
+pub fn borrowed(values: &[Option<bytes::Bytes>]) -> Vec<Option<&[u8]>> {
+    values.iter().map(|v| v.as_deref()).collect()
+}
+
 impl<'a> Params<'a> {
     /// No parameters (simple query, or offline analysis).
     pub const NONE: Params<'static> = Params {

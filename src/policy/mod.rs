@@ -677,7 +677,7 @@ fn decide_execute(
             d
         }
         Exec::Known { analysis, values } => {
-            let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+            let values = crate::analyze::borrowed_params(values);
             let p = Params {
                 values: &values,
                 formats: &[],

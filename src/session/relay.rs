@@ -145,6 +145,28 @@ struct Conn {
     liveness: Option<Liveness>,
 }
 
+impl Conn {
+    /// The sockets of an opened upstream, and the bytes it sent past its
+    /// startup (the core's link reads them first).
+    fn open(up: Upstream, liveness: Option<Liveness>) -> (Conn, BytesMut) {
+        let Upstream {
+            reader,
+            writer,
+            cancel,
+            leftover,
+            ..
+        } = up;
+        let conn = Conn {
+            reader,
+            writer,
+            cancel,
+            out: BytesMut::new(),
+            liveness,
+        };
+        (conn, leftover)
+    }
+}
+
 enum Event {
     ClientRead(io::Result<usize>),
     UpRead(Arc<str>, io::Result<usize>),
@@ -251,26 +273,11 @@ impl Session {
             core.client.sql.observe_parameter(k, v);
         }
         let mut conns = RegionMap::default();
-        let Upstream {
-            reader,
-            writer,
-            cancel: target,
-            leftover,
-            ..
-        } = upstream;
+        let (conn, leftover) = Conn::open(upstream, shared.health.liveness(&region));
         if let Some(l) = core.link_mut(&region) {
             l.rx = leftover;
         }
-        conns.insert(
-            region.clone(),
-            Conn {
-                reader,
-                writer,
-                cancel: target,
-                out: BytesMut::new(),
-                liveness: shared.health.liveness(&region),
-            },
-        );
+        conns.insert(region, conn);
         Session {
             settings: live.planner.settings_for(&startup.user),
             shared,
@@ -603,28 +610,12 @@ impl Session {
     }
 
     fn add_conn(&mut self, region: Arc<str>, up: Upstream) {
-        let Upstream {
-            reader,
-            writer,
-            cancel,
-            leftover,
-            ..
-        } = up;
+        let (conn, leftover) = Conn::open(up, self.shared.health.liveness(&region));
         self.core.add_link(region.clone());
         if let Some(l) = self.core.link_mut(&region) {
             l.rx = leftover;
         }
-        let liveness = self.shared.health.liveness(&region);
-        self.conns.insert(
-            region,
-            Conn {
-                reader,
-                writer,
-                cancel,
-                out: BytesMut::new(),
-                liveness,
-            },
-        );
+        self.conns.insert(region, conn);
     }
 
     /// Walks the answers, moves the core's output to the sockets' buffers
